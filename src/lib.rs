@@ -1,0 +1,35 @@
+//! # guard — secret-leak scanner and output guard
+//!
+//! One engine, many sources. Rules (`rules/*.toml`, embedded at build time, plus the user's
+//! `guard.toml`) compile into an immutable [`engine::Engine`]: a Hyperscan prefilter over all rules
+//! at once, a regex-automata confirm stage on a bounded window around each prefilter hit, then
+//! filters (entropy floor, offline checksum validators, allowlists). Every source — files and
+//! directories (`scan::walk`), stdin (`scan::stream`), and later git blobs and log lines — feeds
+//! bytes to that engine; none has a matching loop of its own. Findings flow into a
+//! [`report::Sink`] (human, JSON, JSONL, SARIF).
+//!
+//! The vault (`vault`, feature `vault`) stores secrets age-encrypted and injects them into child
+//! processes through `guard exec`, whose output is filtered so the agent never sees a value.
+//!
+//! ```ignore
+//! use guard::{engine::Engine, rules::Ruleset};
+//! let rules = Ruleset::builtin().expect("builtin rules should load");
+//! let engine = Engine::builder(rules).build().expect("builtin rules should compile");
+//! let mut scratch = engine.scratch();
+//! let mut found = Vec::new();
+//! let token = format!("ghp_{}", "x".repeat(36)); // wrong checksum: not reported
+//! engine.scan_block(&mut scratch, token.as_bytes(), &mut |m| found.push(m.rule));
+//! assert!(found.is_empty());
+//! ```ignore
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod engine;
+pub mod finding;
+pub mod report;
+pub mod rules;
+pub mod scan;
+#[cfg(feature = "vault")]
+pub mod vault;
+
+#[cfg(feature = "cli")]
+pub mod cli;
