@@ -66,6 +66,11 @@ def crc_token(prefix: str, rng: random.Random, body: str | None = None) -> str:
     return prefix + body + base62(zlib.crc32(body.encode()), 6)
 
 
+def badcrc(t: str) -> str:
+    """Same token with its last checksum digit changed: right shape, wrong CRC32."""
+    return t[:-1] + B62[(B62.index(t[-1]) + 1) % 62]
+
+
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -110,7 +115,7 @@ def pgp_key(rng: random.Random) -> str:
 
 
 def password(rng: random.Random, n: int = 20) -> str:
-    return fake(rng, ALNUM + "!#%^*-_~", n, "Fk")
+    return fake(rng, ALNUM + "!*-_~", n, "Fk")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ for pfx, nm, desc in [("ghp", "pat_classic", "personal access token (classic)"),
        "https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/about-authentication-to-github#githubs-token-formats"],
       (lambda p: lambda g: crc_token(p + "_", g))(pfx),
       ["GITHUB_TOKEN={}", "token: {}", "git remote set-url origin https://x-access-token:{}@github.com/org/repo.git"][:2 if pfx != "ghs" else 3],
-      [(lambda p: lambda g: crc_token(p + "_", g)[:-1] + "0")(pfx),
+      [(lambda p: lambda g: badcrc(crc_token(p + "_", g)))(pfx),
        (lambda p: lambda g: p + "_" + rnd(g, ALNUM, 35))(pfx), f"{pfx}_" + "x" * 36],
       keywords=[pfx + "_"], validate="github_checksum")
 R("github.fine_grained_pat", "GitHub fine-grained personal access token",
@@ -434,7 +439,7 @@ R("npm.access_token", "npm access token", simple("npm_", "[A-Za-z0-9]{36}"), "hi
   "Granular/automation token: npm_ + 30 base62 + 6-character base62 CRC32 (same scheme as GitHub).",
   ["https://github.blog/2021-09-23-announcing-npms-new-access-token-format/"],
   lambda g: crc_token("npm_", g), ["//registry.npmjs.org/:_authToken={}", "NPM_TOKEN={}"],
-  [lambda g: crc_token("npm_", g)[:-2] + "zz", lambda g: "npm_" + rnd(g, ALNUM, 30)],
+  [lambda g: badcrc(crc_token("npm_", g)), lambda g: "npm_" + rnd(g, ALNUM, 30)],
   keywords=["npm_"], validate="npm_checksum")
 R("pypi.upload_token", "PyPI API token",
   r"\b(?P<secret>pypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000})", "high",
@@ -826,10 +831,10 @@ P("mistral.api_key", "Mistral AI API key", kwrule("mistral", "[A-Za-z0-9]{32}") 
   "Mistral API key (32 alphanumerics, no prefix) next to a mistral-named setting.",
   ["https://docs.mistral.ai/getting-started/quickstart/"],
   lambda g: fake(g, ALNUM, 32), ["MISTRAL_API_KEY={}"], ["MISTRAL_API_KEY=your-key-here"], ["mistral"], ent=3.5)
-P("cohere.api_key", "Cohere API key", kwrule(r"co_?here", "[A-Za-z0-9]{40}") + r"\b", "medium",
+P("cohere.api_key", "Cohere API key", kwrule(r"(?:cohere|\bco_api)", "[A-Za-z0-9]{40}") + r"\b", "medium",
   "Cohere API key (40 alphanumerics, no prefix) next to a cohere-named setting.",
   ["https://docs.cohere.com/reference/about"],
-  lambda g: fake(g, ALNUM, 40), ["COHERE_API_KEY={}", "CO_API_KEY={}"], ["COHERE_API_KEY=<key>"], None, ent=3.5, n=2)
+  lambda g: fake(g, ALNUM, 40), ["COHERE_API_KEY={}", "CO_API_KEY={}"], ["COHERE_API_KEY=<key>"], ["cohere", "co_api"], ent=3.5, n=2)
 P("rubygems.api_key", "RubyGems API key", simple("rubygems_", "[a-f0-9]{48}"), "high",
   "RubyGems.org API key: rubygems_ + 48 hex.", ["https://guides.rubygems.org/api-key-scopes/"],
   lambda g: "rubygems_" + rnd(g, HEX, 48), ["GEM_HOST_API_KEY={}", ":rubygems_api_key: {}"], [lambda g: "rubygems_" + rnd(g, HEX, 30)], ["rubygems_"], n=2)
@@ -983,7 +988,7 @@ def write_case(name: str, template: str, crlf: bool = False):
 
 
 def write_expected(name, labels):
-    labels = sorted(set(labels), key=lambda x: (x[0], x[1]))
+    labels = sorted(labels, key=lambda x: (x[0], x[1]))
     (CORPUS_DIR / f"{name}.expected").write_text("".join(f"{rid} {line}\n" for line, rid in labels))
 
 
@@ -992,8 +997,6 @@ def write_corpus():
     for f in CORPUS_DIR.iterdir():
         if f.suffix in (".txt", ".expected"):
             f.unlink()
-    sys.path.insert(0, str(Path(__file__).parent))
-    from corpus_cases import CASES  # noqa: E402  (kept separate: long templates)
     for name, tmpl, crlf in CASES:
         write_case(name, tmpl, crlf)
     write_binary_case()
@@ -1014,6 +1017,9 @@ def write_binary_case():
     ]
     (CORPUS_DIR / "binary_nul_invalid_utf8.txt").write_bytes(b"".join(parts))
     write_expected("binary_nul_invalid_utf8", [(4, "slack.bot_token"), (6, "gitlab.personal_access_token")])
+
+
+CASES: list[tuple[str, str, bool]] = []  # CORPUS-CASES
 
 
 if __name__ == "__main__":
