@@ -217,9 +217,9 @@ class Checked:
             return m.span(1)
         return m.span()
 
-    def findings(self, data: bytes):
+    def findings(self, data: bytes, use_keywords: bool = True):
         """(match, secret bytes) for each reported finding."""
-        if self.keywords:
+        if self.keywords and use_keywords:
             low = data.lower()
             if not any(k in low for k in self.keywords):
                 return []
@@ -305,17 +305,20 @@ def main() -> int:
             rules.append(r)
             for ex in spec["examples"]:
                 data = ex.encode()
-                fs = r.findings(data)
+                fs = r.findings(data, use_keywords=False)
                 if not fs:
                     m = r.rx.search(data)
-                    why = "no match" if not m else (
-                        f"entropy {shannon(data[slice(*r.secret_span(m))]):.2f}" if r.min_entropy else "validator")
+                    why = "no match"
+                    if m:
+                        s = data[slice(*r.secret_span(m))]
+                        why = (f"entropy {shannon(s):.2f} < {r.min_entropy}"
+                               if r.min_entropy is not None and shannon(s) < r.min_entropy else "validator")
                     errors.append(f"{where}: example gives no finding ({why}): {ex[:90]!r}")
                 for m, _ in fs:
                     if r.keywords and not any(k in m.group(0).lower() for k in r.keywords):
                         errors.append(f"{where}: no keyword in example match {m.group(0)[:60]!r}")
             for ex in spec["negative_examples"]:
-                if r.findings(ex.encode()):
+                if r.findings(ex.encode(), use_keywords=False):
                     errors.append(f"{where}: negative example gives a finding: {ex[:90]!r}")
             if args.verbose:
                 print(f"ok {rid} (max len {hi})")

@@ -294,19 +294,20 @@ R("slack.config_refresh_token", "Slack configuration refresh token",
   lambda g: "xoxe-1-" + fake(g, ALNUM, 146), ["SLACK_CONFIG_REFRESH_TOKEN={}"],
   [lambda g: "xoxe-1-" + rnd(g, ALNUM, 50)], keywords=["xoxe-"])
 R("slack.webhook_url", "Slack incoming webhook URL",
-  r"(?P<secret>https://hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24})\b",
-  "high", "Incoming webhook: the URL itself is the credential (team id, bot id, 24-char secret).",
+  r"https://hooks\.slack\.com/services/(?P<secret>T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24})\b",
+  "high", "Incoming webhook: the URL path (team id, bot id, 24-char secret) is the credential.",
   ["https://api.slack.com/messaging/webhooks"],
   lambda g: f"https://hooks.slack.com/services/T{rnd(g, UP + DIG, 10)}/B{rnd(g, UP + DIG, 10)}/{fake(g, ALNUM, 24)}",
   ["SLACK_WEBHOOK_URL={}", "webhook: \"{}\""],
   ["https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXX",
-   "https://hooks.slack.com/services/YOUR/WEBHOOK/URL"], keywords=["hooks.slack.com"])
+   "https://hooks.slack.com/services/YOUR/WEBHOOK/URL"], keywords=["hooks.slack.com"], min_entropy=3.0)
 R("slack.workflow_webhook_url", "Slack workflow webhook URL",
-  r"(?P<secret>https://hooks\.slack\.com/(?:workflows|triggers)/T[A-Z0-9]{8,12}/A[A-Z0-9]{8,12}/[0-9]{15,20}/[A-Za-z0-9]{32})\b",
+  r"https://hooks\.slack\.com/(?:workflows|triggers)/(?P<secret>T[A-Z0-9]{8,12}/A[A-Z0-9]{8,12}/[0-9]{15,20}/[A-Za-z0-9]{32})\b",
   "high", "Workflow Builder webhook trigger URL; the URL is the credential.",
   ["https://slack.com/help/articles/360041352714-Build-a-workflow--Create-a-workflow-that-starts-outside-of-Slack"],
   lambda g: f"https://hooks.slack.com/triggers/T{rnd(g, UP + DIG, 10)}/A{rnd(g, UP + DIG, 10)}/{rnd(g, DIG, 18)}/{rnd(g, ALNUM, 32)}",
-  ["url: {}"], ["https://hooks.slack.com/triggers/TXXXX/AXXXX/123/abc"], keywords=["hooks.slack.com"], n_examples=1)
+  ["url: {}"], ["https://hooks.slack.com/triggers/TXXXX/AXXXX/123/abc"], keywords=["hooks.slack.com"], min_entropy=3.0,
+  n_examples=1)
 
 # ============================================================================================= Stripe
 STRIPE_REF = ["https://docs.stripe.com/keys"]
@@ -572,11 +573,12 @@ R("discord.bot_token", "Discord bot token",
   [lambda g: "MTA" + rnd(g, ALNUM, 10) + "." + rnd(g, ALNUM, 6) + "." + rnd(g, ALNUM, 27), "NOT.A.TOKEN"],
   min_entropy=3.5)
 R("discord.webhook_url", "Discord webhook URL",
-  r"(?P<secret>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68})",
+  r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/(?P<secret>[0-9]{17,20}/[A-Za-z0-9_-]{60,68})",
   "high", "Channel webhook URL: the id and 68-character token in the URL are the credential.",
   ["https://discord.com/developers/docs/resources/webhook"],
   lambda g: f"https://discord.com/api/webhooks/{rnd(g, DIG, 19)}/{fake(g, B64URL, 68)}",
-  ["DISCORD_WEBHOOK={}"], ["https://discord.com/api/webhooks/123/abc"], keywords=["/api/webhooks/"])
+  ["DISCORD_WEBHOOK={}"], ["https://discord.com/api/webhooks/123/abc", "https://discord.com/api/webhooks/" + "1" * 19 + "/" + "x" * 68],
+  keywords=["/api/webhooks/"], min_entropy=3.0)
 R("telegram.bot_token", "Telegram bot token",
   r"(?:bot|\b)(?P<secret>[0-9]{8,10}:[A-Za-z0-9_-]{35})", "medium",
   "Bot API token from @BotFather: numeric bot id, ':', 35 URL-safe characters.",
@@ -799,7 +801,7 @@ P("okta.api_token", "Okta API token", r"(?i)(?:okta" + ASSIGN + r"|\bSSWS\s{1,4}
   lambda g: "00" + fake(g, ALNUM + "_-", 40), ["OKTA_API_TOKEN={}", "Authorization: SSWS {}"], ["OKTA_API_TOKEN=00xxxx"], ["okta", "ssws"], n=2)
 P("airtable.personal_access_token", "Airtable personal access token", simple("pat", r"[A-Za-z0-9]{14}\.[a-f0-9]{64}"), "high",
   "Airtable PAT: pat + 14-char id + '.' + 64 hex.", ["https://airtable.com/developers/web/guides/personal-access-tokens"],
-  lambda g: "pat" + fake(g, ALNUM, 14, "FK") + "." + rnd(g, HEX, 64), ["AIRTABLE_TOKEN={}"], [lambda g: "pat" + rnd(g, ALNUM, 14) + "." + rnd(g, HEX, 32)], None)
+  lambda g: "pat" + fake(g, ALNUM, 14, "FK") + "." + rnd(g, HEX, 64), ["AIRTABLE_TOKEN={}"], [lambda g: "pat" + rnd(g, ALNUM, 14) + "." + rnd(g, HEX, 32)], ["pat"])
 P("figma.personal_access_token", "Figma personal access token", simple("figd_", "[A-Za-z0-9_-]{38,44}", trailing_b=False), "high",
   "Figma PAT: figd_ + ~40 URL-safe characters.", ["https://www.figma.com/developers/api#access-tokens"],
   lambda g: "figd_" + fake(g, ALNUM + "_-", 40), ["FIGMA_TOKEN={}"], ["figd_xxxx"], ["figd_"])
@@ -944,6 +946,8 @@ def write_rules():
 
 # ======================================================================================== Corpus
 # Template syntax:  {{rule.id}}  -> a fresh token for that rule, labelled on the current line
+#                   {{json:rule.id}} / {{ind4:rule.id}} -> same, JSON-escaped / indented by 4
+#                   {{badgh}} -> ghp_ token with a wrong checksum   {{jwtnoalg}} -> JWT without "alg"
 #                   {{T:rule.id}} -> a token, not labelled        {{@rule.id}} -> label only
 #                   {{pw:N}}      -> random password of N chars  {{hex:N}} {{b64:N}} {{alnum:N}} {{uuid}}
 def expand(template: str, rng: random.Random) -> tuple[str, list[tuple[int, str]]]:
@@ -972,6 +976,16 @@ def expand(template: str, rng: random.Random) -> tuple[str, list[tuple[int, str]
             out.append(rnd(rng, ALNUM, int(tag[6:])))
         elif tag == "uuid":
             out.append(uuid(rng))
+        elif tag == "badgh":  # GitHub-shaped token with a wrong checksum
+            out.append(badcrc(tok("github.pat_classic", rng)))
+        elif tag == "jwtnoalg":  # JWT-shaped, but the header has no "alg"
+            out.append(b64u(b'{"typ":"JWT"}') + "." + b64u(b'{"sub":"fixture"}') + "." + rnd(rng, B64URL, 43))
+        elif tag.startswith("json:"):  # labelled token, JSON-string escaped (PEM inside JSON)
+            labels.append((line, tag[5:]))
+            out.append(json.dumps(tok(tag[5:], rng))[1:-1])
+        elif tag.startswith("ind4:"):  # labelled multi-line token indented for a YAML block scalar
+            labels.append((line, tag[5:]))
+            out.append(tok(tag[5:], rng).replace("\n", "\n    "))
         else:
             labels.append((line, tag))
             out.append(tok(tag, rng))
@@ -1019,7 +1033,475 @@ def write_binary_case():
     write_expected("binary_nul_invalid_utf8", [(4, "slack.bot_token"), (6, "gitlab.personal_access_token")])
 
 
-CASES: list[tuple[str, str, bool]] = []  # CORPUS-CASES
+CASES: list[tuple[str, str, bool]] = [
+("dotenv_multi_provider", r"""
+# .env for the payments service (local dev copy that was committed by mistake)
+NODE_ENV=production
+PORT=8080
+LOG_LEVEL=info
+
+AWS_REGION=eu-west-1
+AWS_ACCESS_KEY_ID={{aws.access_key_id}}
+{{@generic.high_entropy_assignment}}AWS_SECRET_ACCESS_KEY={{@aws.secret_access_key}}{{T:aws.secret_access_key}}
+
+{{@generic.high_entropy_assignment}}STRIPE_SECRET_KEY={{stripe.secret_key}}
+{{@generic.high_entropy_assignment}}STRIPE_WEBHOOK_SECRET={{stripe.webhook_secret}}
+STRIPE_PUBLISHABLE_KEY=pk_live_{{alnum:24}}
+
+{{@generic.high_entropy_assignment}}OPENAI_API_KEY={{openai.project_key}}
+{{@generic.high_entropy_assignment}}ANTHROPIC_API_KEY={{anthropic.api_key}}
+SENDGRID_API_KEY={{sendgrid.api_key}}
+
+DATABASE_URL=postgres://payments:{{@database_uri.postgres}}{{pw:22}}@payments-db.internal:5432/payments
+REDIS_URL=redis://:{{@database_uri.redis}}{{pw:24}}@cache.internal:6379/0
+FEATURE_FLAGS=checkout_v2,instant_refunds
+""", False),
+
+("yaml_app_config", r"""
+# config/production.yaml
+server:
+  host: 0.0.0.0
+  port: 443
+notifications:
+  slack:
+    {{@generic.high_entropy_assignment}}bot_token: {{slack.bot_token}}
+    webhook: "{{slack.webhook_url}}"
+    channel: "#alerts"
+  sms:
+    provider: twilio
+    account_sid: AC{{hex:32}}
+    twilio_auth_token: "{{twilio.auth_token}}"
+    from: "+15005550006"
+  email:
+    provider: mailgun
+    domain: mg.example.com
+    {{@generic.high_entropy_assignment}}api_key: {{mailgun.api_key}}
+github:
+  app_id: 123456
+  {{@generic.high_entropy_assignment}}token: {{github.pat_classic}}
+cache:
+  ttl: 300
+""", False),
+
+("gcp_service_account_json", r"""
+{
+  "type": "service_account",
+  "project_id": "fake-project-123456",
+  "private_key_id": "{{gcp.service_account_key}}",
+  "private_key": "{{json:private_key.pkcs8}}\n",
+  "client_email": "deployer@fake-project-123456.iam.gserviceaccount.com",
+  "client_id": "{{hex:21}}",
+  "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+  "token_uri": "https://oauth2.googleapis.com/token",
+  "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+  "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/deployer%40fake-project-123456.iam.gserviceaccount.com",
+  "universe_domain": "googleapis.com"
+}
+""", False),
+
+("terraform_tfvars", r"""
+# terraform.tfvars -- do not commit (it was committed)
+region              = "westeurope"
+resource_group_name = "rg-analytics-prod"
+
+storage_connection_string = "DefaultEndpointsProtocol=https;AccountName=analyticsprod;AccountKey={{azure.storage_account_key}};EndpointSuffix=core.windows.net"
+servicebus_connection     = "{{@generic.high_entropy_assignment}}{{@generic.high_entropy_assignment}}Endpoint=sb://analytics-prod.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={{azure.shared_access_key}}"
+arm_client_id             = "{{uuid}}"
+arm_client_secret         = "{{azure.ad_client_secret}}"
+
+databricks_host  = "https://adb-1234567890123456.7.azuredatabricks.net"
+{{@generic.high_entropy_assignment}}databricks_token = "{{databricks.access_token}}"
+
+{{@generic.high_entropy_assignment}}do_token = "{{digitalocean.personal_access_token}}"
+
+tags = {
+  owner = "data-platform"
+  cost  = "analytics"
+}
+""", False),
+
+("terraform_cli_credentials", r"""
+# ~/.terraform.d/credentials.tfrc.json equivalent in HCL (credentials.tfrc)
+credentials "app.terraform.io" {
+  token = "{{terraform.cloud_api_token}}"
+}
+
+provider "vault" {
+  address = "https://vault.internal.example:8200"
+  token   = "{{vault.service_token}}"
+}
+
+provider "cloudflare" {
+  api_token = var.cloudflare_api_token
+}
+
+variable "cloudflare_api_token" {
+  type      = string
+  sensitive = true
+}
+""", False),
+
+("python_settings", r"""
+# settings/production.py
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEBUG = False
+ALLOWED_HOSTS = ["app.example.com"]
+
+SECRET_KEY = "{{@generic.high_entropy_assignment}}{{alnum:50}}"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "app",
+        "USER": "app",
+        "PASSWORD": os.environ["DB_PASSWORD"],
+        "HOST": os.environ.get("DB_HOST", "localhost"),
+    }
+}
+
+OPENAI_KEY = "{{openai.legacy_key}}"
+{{@generic.high_entropy_assignment}}HUGGINGFACE_TOKEN = "{{huggingface.access_token}}"
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD")
+CELERY_BROKER_URL = "amqps://celery:{{@database_uri.amqp}}{{pw:20}}@rabbit.internal:5671/prod"
+""", False),
+
+("javascript_config", r"""
+// src/config.js
+const firebaseConfig = {
+  {{@generic.high_entropy_assignment}}apiKey: "{{google.api_key}}",
+  authDomain: "fake-app-1234.firebaseapp.com",
+  projectId: "fake-app-1234",
+  storageBucket: "fake-app-1234.appspot.com",
+  messagingSenderId: "123456789012",
+  appId: "1:123456789012:web:{{hex:22}}",
+};
+
+export const stripe = require("stripe")("{{stripe.restricted_key}}");
+
+export const DISCORD_WEBHOOK =
+  "{{discord.webhook_url}}";
+
+export const apiBase = process.env.API_BASE_URL || "https://api.example.com";
+export const token = process.env.API_TOKEN;
+""", False),
+
+("shell_history", r"""
+ls -la
+cd ~/src/infra
+{{@url.basic_auth}}git clone https://deploy-bot:{{github.pat_classic}}@github.com/acme/infra.git
+{{@generic.high_entropy_assignment}}export NPM_TOKEN={{npm.access_token}}
+npm publish --access public
+docker login -u acmebot -p {{dockerhub.personal_access_token}}
+curl -u {{twilio.account_credentials}} https://api.twilio.com/2010-04-01/Accounts.json
+psql "postgresql://admin:{{@database_uri.postgres}}{{pw:18}}@10.0.3.7:5432/prod" -c 'select 1'
+twine upload -u __token__ -p {{pypi.upload_token}} dist/*
+kubectl get pods -n payments
+history | grep token
+""", False),
+
+("docker_compose", r"""
+# docker-compose.yml
+services:
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_USER: app
+      POSTGRES_PASSWORD: {{@generic.high_entropy_assignment}}{{pw:24}}
+  mongo:
+    image: mongo:7
+  worker:
+    build: .
+    environment:
+      MONGO_URL: mongodb://worker:{{@database_uri.mongodb}}{{pw:20}}@mongo:27017/jobs?authSource=admin
+      BROKER_URL: amqp://guest:guest@rabbitmq:5672/
+      GRAFANA_SA: {{grafana.service_account_token}}
+      SENTRY_DSN: https://{{hex:32}}@o123456.ingest.sentry.io/4504000000000000
+  grafana:
+    image: grafana/grafana:11.0.0
+    environment:
+      GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana_admin
+""", False),
+
+("kubernetes_secret", r"""
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-credentials
+  namespace: payments
+type: Opaque
+data:
+  # base64 encoded values do not match provider formats (decode before scanning)
+  username: YWRtaW4=
+  ca.crt: {{b64:48}}
+stringData:
+  {{@generic.high_entropy_assignment}}SLACK_APP_TOKEN: {{slack.app_level_token}}
+  DOPPLER_TOKEN: {{doppler.service_token}}
+  {{@generic.high_entropy_assignment}}LINEAR_API_KEY: {{linear.api_key}}
+  tls.key: |
+    {{ind4:private_key.ec}}
+""", False),
+
+("pem_key_files", r"""
+# deploy keys exported from the old CI
+{{private_key.rsa}}
+
+{{private_key.openssh}}
+""", False),
+
+("pgp_and_age_keys", r"""
+# backup-keys.txt
+# age identity for the backup bucket
+# created: 2024-03-01T10:00:00Z
+# public key: age1{{alnum:20}}
+{{age.secret_key}}
+
+{{private_key.pgp}}
+""", False),
+
+("app_log_excerpt", r"""
+2024-05-02T10:15:01.123Z INFO  http request method=GET path=/healthz status=200 dur=1ms
+2024-05-02T10:15:02.456Z DEBUG outgoing request headers={"Authorization": "Bearer {{jwt.token}}", "Accept": "application/json"}
+2024-05-02T10:15:02.789Z WARN  slack api call failed {{@generic.high_entropy_assignment}}token={{slack.user_token}} err=ratelimited
+2024-05-02T10:15:03.001Z INFO  telegram notify url=https://api.telegram.org/bot{{telegram.bot_token}}/sendMessage status=200
+2024-05-02T10:15:04.222Z ERROR db connect failed dsn=mysql://reporting:{{@database_uri.mysql}}{{pw:16}}@10.1.2.3:3306/reports
+2024-05-02T10:15:05.000Z INFO  assumed role key_id={{aws.access_key_id}} expires=2024-05-02T11:15:05Z
+2024-05-02T10:15:06.000Z INFO  request_id={{uuid}} commit={{hex:40}} user=42
+""", False),
+
+("ci_pipeline_multi", r"""
+# .gitlab-ci.yml
+variables:
+  DOCKER_DRIVER: overlay2
+  GITLAB_PAT: "{{gitlab.personal_access_token}}"
+  {{@generic.high_entropy_assignment}}DEPLOY_TOKEN: "{{gitlab.deploy_token}}"
+
+stages: [build, publish]
+
+build:
+  stage: build
+  script:
+    - echo "//registry.npmjs.org/:{{@generic.high_entropy_assignment}}_authToken={{npm.access_token}}" > .npmrc
+    - npm ci && npm run build
+
+publish:
+  stage: publish
+  script:
+    - gem push pkg/*.gem --key {{rubygems.api_key}}
+    - curl -H "Authorization: Bearer {{buildkite.api_token}}" https://api.buildkite.com/v2/builds
+    - gitlab-runner register --token {{gitlab.runner_token}}
+""", False),
+
+("ai_tools_env", r"""
+# ~/.config/ai-tools/.env
+ANTHROPIC_ADMIN_KEY={{anthropic.admin_key}}
+OPENAI_SVC={{openai.service_account_key}}
+GROQ={{groq.api_key}}
+REPLICATE={{replicate.api_token}}
+PPLX={{perplexity.api_key}}
+XAI={{xai.api_key}}
+{{@generic.high_entropy_assignment}}MISTRAL_API_KEY={{mistral.api_key}}
+COHERE_KEY={{cohere.api_key}}
+HF_ORG={{huggingface.org_token}}
+""", False),
+
+("saas_tokens_misc", r"""
+# misc tokens collected in a wiki page export
+Heroku (new): {{heroku.api_key}}
+DigitalOcean OAuth: {{digitalocean.oauth_token}}
+Shopify admin: {{shopify.access_token}}
+{{@generic.high_entropy_assignment}}Shopify shared secret: {{shopify.shared_secret}}
+Square prod: {{square.access_token}}
+{{@generic.high_entropy_assignment}}Square app secret: {{square.application_secret}}
+Atlassian: {{atlassian.api_token}}
+Postman: {{postman.api_key}}
+New Relic user key: {{newrelic.user_api_key}}
+Sentry: {{sentry.user_auth_token}}
+Pulumi: {{pulumi.access_token}}
+Supabase mgmt: {{supabase.access_token}}
+Tailscale: {{tailscale.key}}
+Figma: {{figma.personal_access_token}}
+Mapbox (secret): {{mapbox.secret_token}}
+Airtable: {{airtable.personal_access_token}}
+Notion: {{notion.integration_token}}
+Asana: {{asana.personal_access_token}}
+Okta header: Authorization: SSWS {{okta.api_token}}
+Docker Hub org: {{dockerhub.org_access_token}}
+CircleCI: {{circleci.token}}
+Sourcegraph: {{sourcegraph.access_token}}
+""", False),
+
+("windows_crlf_config", r"""
+; C:\ProgramData\SyncAgent\agent.ini  (CRLF line endings)
+[agent]
+name=sync-01
+log_dir=C:\ProgramData\SyncAgent\logs
+
+[github]
+user=sync-bot
+pat={{github.fine_grained_pat}}
+
+[azure]
+container_url=https://syncstore.blob.core.windows.net/drop?sv=2022-11-02&ss=b&srt=co&sp=rwl&se=2030-01-01T00:00:00Z&spr=https&sig={{azure.sas_token}}
+
+[proxy]
+url=http://sync:{{@url.basic_auth}}{{pw:18}}@proxy.corp.example:3128
+""", True),
+
+("package_registry_configs", r"""
+# ~/.pypirc
+[distutils]
+index-servers = pypi
+
+[pypi]
+username = __token__
+{{@generic.high_entropy_assignment}}password = {{pypi.upload_token}}
+
+# ~/.gem/credentials
+---
+{{@generic.high_entropy_assignment}}:rubygems_api_key: {{rubygems.api_key}}
+
+# NuGet
+dotnet nuget push out/pkg.1.0.0.nupkg --api-key {{nuget.api_key}} --source https://api.nuget.org/v3/index.json
+""", False),
+
+# ---------------------------------------------------------------- false-positive traps (empty .expected)
+("trap_uuids_hashes_shas", r"""
+commit {{hex:40}}
+Author: Dev <dev@example.com>
+Date:   Tue Apr 2 10:00:00 2024 +0000
+
+    Merge pull request #1234 from acme/feature/token-refresh
+
+request_id: {{uuid}}
+trace_id={{hex:32}}
+sha256sum: {{hex:64}}  dist/app.tar.gz
+md5: {{hex:32}}
+docker image: registry.example.com/app@sha256:{{hex:64}}
+etag: "{{hex:32}}"
+session: {{uuid}}
+""", False),
+
+("trap_lockfile", r"""
+{
+  "name": "web",
+  "lockfileVersion": 3,
+  "packages": {
+    "node_modules/js-tokens": {
+      "version": "4.0.0",
+      "resolved": "https://registry.npmjs.org/js-tokens/-/js-tokens-4.0.0.tgz",
+      "integrity": "sha512-{{b64:64}}"
+    },
+    "node_modules/@auth/core": {
+      "version": "0.34.1",
+      "resolved": "https://registry.npmjs.org/@auth/core/-/core-0.34.1.tgz",
+      "integrity": "sha512-{{b64:64}}"
+    },
+    "node_modules/password-hash": {
+      "version": "1.2.2",
+      "resolved": "https://registry.npmjs.org/password-hash/-/password-hash-1.2.2.tgz",
+      "integrity": "sha1-{{b64:20}}"
+    }
+  }
+}
+# Cargo.lock
+[[package]]
+name = "secrecy"
+version = "0.8.0"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "{{hex:64}}"
+""", False),
+
+("trap_base64_image", r"""
+/* styles.css */
+.logo {
+  background-image: url("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==");
+}
+.hero {
+  background: url(data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7);
+}
+.icon-token { mask-image: url("data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAxNiAxNiI+PHBhdGggZD0iTTAgMGgxNnYxNkgweiIvPjwvc3ZnPg=="); }
+""", False),
+
+("trap_placeholders", r"""
+# .env.example -- copy to .env and fill in
+AWS_ACCESS_KEY_ID=AKIAXXXXXXXXXXXXXXXX
+AWS_SECRET_ACCESS_KEY=<your-secret-access-key>
+GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+OPENAI_API_KEY=YOUR_API_KEY_HERE
+STRIPE_SECRET_KEY=sk_live_xxxxxxxxxxxxxxxxxxxxxxxx
+SLACK_WEBHOOK_URL=https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX
+DATABASE_URL=postgres://user:password@localhost:5432/app
+REDIS_URL=redis://:${REDIS_PASSWORD}@localhost:6379
+API_TOKEN=${API_TOKEN}
+SECRET_KEY=changeme
+JWT_SECRET=your-256-bit-secret
+PASSWORD=********
+AUTH_TOKEN=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+MAILGUN_API_KEY=key-00000000000000000000000000000000
+""", False),
+
+("trap_env_lookups", r"""
+import os
+
+password = os.environ["DB_PASSWORD"]
+api_key = os.getenv("OPENAI_API_KEY")
+token = settings.GITHUB_TOKEN
+secret = vault.read("secret/data/app")["data"]["value"]
+
+// TypeScript
+const apiKey: string = process.env.STRIPE_SECRET_KEY!;
+const token = await getAccessToken({ scopes: ["repo"] });
+
+# Kubernetes
+env:
+  - name: DB_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: db-credentials
+        key: password
+
+# Terraform
+password = var.db_password
+api_token = data.vault_generic_secret.cf.data["token"]
+""", False),
+
+("trap_test_fixtures", r"""
+# tests/fixtures/tokens.py -- deliberately invalid fixtures
+SHORT_GITHUB = "ghp_123"
+BAD_CHECKSUM = "{{badgh}}"
+SLACK = "xoxb-test-token"
+OPENAI = "sk-test"
+NPM = "npm_abc"
+PASSWORD = "test"
+JWT_NO_ALG = "{{jwtnoalg}}"
+AWS_KEY_LOWER = "akia{{alnum:16}}"
+GOOGLE_SHORT = "AIza{{alnum:20}}"
+""", False),
+
+("trap_minified_js", r"""
+!function(e,t){"object"==typeof exports&&"undefined"!=typeof module?module.exports=t():"function"==typeof define&&define.amd?define(t):(e=e||self).lib=t()}(this,function(){"use strict";var e={token:null,secret:void 0,password:""};function t(t){return e.token=t.token||e.token,e}function n(n){var r=n.split(".");return r.length===3?JSON.parse(atob(r[1].replace(/-/g,"+").replace(/_/g,"/"))):null}var r="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";function o(e){for(var t="",n=0;n<e.length;n+=3)t+=r[e.charCodeAt(n)>>2];return t}return{setToken:t,decode:n,b64:o,version:"3.11.2"}});
+//# sourceMappingURL=lib.min.js.map
+""", False),
+
+("trap_public_material", r"""
+# Public keys and certificates are not secrets
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE{{b64:48}}
+-----END PUBLIC KEY-----
+-----BEGIN CERTIFICATE-----
+MIIBszCCAVmgAwIBAgIUFAKEFAKEFAKEFAKEFAKEFAKEFAkwCgYIKoZIzj0EAwIw
+{{b64:96}}
+-----END CERTIFICATE-----
+ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{{alnum:43}} dev@laptop
+STRIPE_PUBLISHABLE_KEY=pk_live_{{alnum:24}}
+MAPBOX_PUBLIC_TOKEN=pk.eyJ1IjoiZmFrZXVzZXIiLCJhIjoiY2t4In0.{{alnum:22}}
+age recipient: age1{{alnum:58}}
+""", False),
+]
 
 
 if __name__ == "__main__":
