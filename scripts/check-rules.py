@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parent.parent
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANK = {"low": 0, "medium": 1, "high": 2}
 REQUIRED = {"id": str, "name": str, "pattern": str, "confidence": str, "description": str,
             "references": list, "examples": list, "negative_examples": list}
 OPTIONAL = {"keywords": list, "min_entropy": (int, float), "validate": str}
@@ -342,14 +343,18 @@ def main() -> int:
         if expected != sorted(expected, key=lambda x: (x[1], x[0])):
             errors.append(f"corpus/{exp_file.name}: not sorted by line then rule id")
         data = case.read_bytes()
-        got = []
+        spans = []
         for r in rules:
             for m, _ in r.findings(data):
                 a, _ = r.secret_span(m)
                 ls, lsec = line_of(data, m.start()), line_of(data, a)
                 if ls != lsec:
                     errors.append(f"corpus/{case.name}: {r.id} match starts on line {ls} but secret on {lsec}")
-                got.append((r.id, ls))
+                spans.append((m.start(), m.end(), RANK[r.spec["confidence"]], r.id, ls))
+        # Like the engine (scan::dedup_overlaps): of overlapping matches, only the most confident
+        # survive; equally confident overlaps all stay.
+        got = [(rid, ls) for (s0, e0, c0, rid, ls) in spans
+               if not any(s1 < e0 and s0 < e1 and c1 > c0 for (s1, e1, c1, _, _) in spans)]
         got.sort(key=lambda x: (x[1], x[0]))
         if got != expected:
             missing = sorted(set(expected) - set(got), key=lambda x: (x[1], x[0]))

@@ -1002,6 +1002,8 @@ def write_case(name: str, template: str, crlf: bool = False):
 
 
 def write_expected(name, labels):
+    # NOTE: labels must already reflect the engine's overlap dedup (a lower-confidence match
+    # overlapping a more confident one is dropped); scripts/check-rules.py verifies that.
     labels = sorted(labels, key=lambda x: (x[0], x[1]))
     (CORPUS_DIR / f"{name}.expected").write_text("".join(f"{rid} {line}\n" for line, rid in labels))
 

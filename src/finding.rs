@@ -108,7 +108,11 @@ pub enum Reveal {
 /// Redacted rendering of a secret: a short, non-secret hint plus its length.
 pub fn redact(secret: &[u8]) -> String {
     let head: String = if secret.len() >= 16 {
-        secret.iter().take(4).map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+        secret
+            .iter()
+            .take(4)
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+            .collect()
     } else {
         String::new()
     };
@@ -129,8 +133,14 @@ mod tests {
         let a = FindingId::compute(None, &r, b"s3cret-value");
         assert_eq!(a, FindingId::compute(None, &r, b"s3cret-value"));
         assert_ne!(a, FindingId::compute(None, &r, b"s3cret-valuf"));
-        assert_ne!(a, FindingId::compute(None, &RuleId("a.c".into()), b"s3cret-value"));
-        assert_ne!(a, FindingId::compute(Some(b"other key"), &r, b"s3cret-value"));
+        assert_ne!(
+            a,
+            FindingId::compute(None, &RuleId("a.c".into()), b"s3cret-value")
+        );
+        assert_ne!(
+            a,
+            FindingId::compute(Some(b"other key"), &r, b"s3cret-value")
+        );
         assert_eq!(a.0.len(), 32);
     }
 

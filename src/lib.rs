@@ -23,6 +23,8 @@
 //! ```ignore
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod baseline;
+pub mod config;
 pub mod engine;
 pub mod finding;
 pub mod report;

@@ -25,7 +25,10 @@ pub struct Allowlist {
 
 impl Allowlist {
     pub fn new() -> Allowlist {
-        Allowlist { inline: true, ..Default::default() }
+        Allowlist {
+            inline: true,
+            ..Default::default()
+        }
     }
 
     pub fn add_stopword(&mut self, w: &str) {
@@ -35,7 +38,8 @@ impl Allowlist {
     }
 
     pub fn add_regex(&mut self, pattern: &str) -> Result<(), String> {
-        let re = super::byte_regex(pattern).map_err(|e| format!("allowlist regex {pattern:?}: {e}"))?;
+        let re =
+            super::byte_regex(pattern).map_err(|e| format!("allowlist regex {pattern:?}: {e}"))?;
         self.regexes.push(re);
         Ok(())
     }
@@ -44,7 +48,11 @@ impl Allowlist {
     pub fn allows_secret(&self, secret: &[u8]) -> bool {
         if !self.stopwords.is_empty() {
             let lower = secret.to_ascii_lowercase();
-            if self.stopwords.iter().any(|w| memchr::memmem::find(&lower, w).is_some()) {
+            if self
+                .stopwords
+                .iter()
+                .any(|w| memchr::memmem::find(&lower, w).is_some())
+            {
                 return true;
             }
         }
@@ -64,9 +72,13 @@ impl Allowlist {
 /// The line containing `hay[start..end]`, clipped to [`CONTEXT`] bytes on each side.
 pub fn line_bounds(hay: &[u8], start: usize, end: usize) -> (usize, usize) {
     let lo_limit = start.saturating_sub(CONTEXT);
-    let lo = memchr::memrchr(b'\n', &hay[lo_limit..start]).map(|p| lo_limit + p + 1).unwrap_or(lo_limit);
+    let lo = memchr::memrchr(b'\n', &hay[lo_limit..start])
+        .map(|p| lo_limit + p + 1)
+        .unwrap_or(lo_limit);
     let hi_limit = (end + CONTEXT).min(hay.len());
-    let hi = memchr::memchr(b'\n', &hay[end..hi_limit]).map(|p| end + p).unwrap_or(hi_limit);
+    let hi = memchr::memchr(b'\n', &hay[end..hi_limit])
+        .map(|p| end + p)
+        .unwrap_or(hi_limit);
     (lo, hi)
 }
 

@@ -20,6 +20,7 @@
 
 pub mod allow;
 pub mod entropy;
+pub mod lines;
 #[cfg(feature = "hyperscan")]
 pub mod prefilter;
 pub mod validate;
@@ -29,11 +30,12 @@ use std::ops::Range;
 use regex_automata::{meta, util::captures::Captures, util::syntax, Input, PatternID};
 
 pub use allow::{Allowlist, CONTEXT};
+pub use lines::LineCursor;
 
 use crate::rules::{Rule, Ruleset};
 
 /// Builds a byte regex the way every stage of guard compiles patterns (Unicode off).
-pub(crate) fn byte_regex(pattern: &str) -> Result<meta::Regex, String> {
+pub fn byte_regex(pattern: &str) -> Result<meta::Regex, String> {
     meta::Regex::builder()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .configure(meta::Config::new().utf8_empty(false))
@@ -105,13 +107,20 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, EngineError> {
         let mut rules = Vec::with_capacity(self.rules.len());
         for r in self.rules.rules() {
-            let regex = byte_regex(&r.spec.pattern)
-                .map_err(|message| EngineError::Regex { rule: r.id.0.clone(), message })?;
+            let regex = byte_regex(&r.spec.pattern).map_err(|message| EngineError::Regex {
+                rule: r.id.0.clone(),
+                message,
+            })?;
             let secret_group = regex
                 .group_info()
                 .to_index(PatternID::ZERO, "secret")
                 .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
-            rules.push(CompiledRule { rule: r.clone(), regex, secret_group, full_search: true });
+            rules.push(CompiledRule {
+                rule: r.clone(),
+                regex,
+                secret_group,
+                full_search: true,
+            });
         }
         let mut kw = Vec::new();
         let mut kw_rule = Vec::new();
@@ -124,7 +133,10 @@ impl EngineBuilder {
         let keywords = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(&kw)
-            .map_err(|e| EngineError::Regex { rule: "keywords".into(), message: e.to_string() })?;
+            .map_err(|e| EngineError::Regex {
+                rule: "keywords".into(),
+                message: e.to_string(),
+            })?;
         let mut engine = Engine {
             rules,
             keywords,
@@ -140,9 +152,14 @@ impl EngineBuilder {
         };
         #[cfg(feature = "hyperscan")]
         if self.backend == Backend::Auto && !engine.rules.is_empty() {
-            let pats: Vec<&str> = engine.rules.iter().map(|r| r.rule.spec.pattern.as_str()).collect();
-            let c = prefilter::build::<hyperscan::Block>(&pats, prefilter::Mode::Block, self.use_cache)
-                .map_err(EngineError::Hyperscan)?;
+            let pats: Vec<&str> = engine
+                .rules
+                .iter()
+                .map(|r| r.rule.spec.pattern.as_str())
+                .collect();
+            let c =
+                prefilter::build::<hyperscan::Block>(&pats, prefilter::Mode::Block, self.use_cache)
+                    .map_err(EngineError::Hyperscan)?;
             for (i, why) in &c.rejected {
                 engine.warnings.push(format!(
                     "rule {} is not in the Hyperscan database ({why}); it is still enforced by a full regex search",
@@ -188,7 +205,12 @@ pub struct Scratch {
 
 impl Engine {
     pub fn builder(rules: Ruleset) -> EngineBuilder {
-        EngineBuilder { rules, backend: Backend::Auto, allow: Allowlist::new(), use_cache: true }
+        EngineBuilder {
+            rules,
+            backend: Backend::Auto,
+            allow: Allowlist::new(),
+            use_cache: true,
+        }
     }
 
     pub fn rules(&self) -> impl ExactSizeIterator<Item = &Rule> {
@@ -216,11 +238,18 @@ impl Engine {
     pub fn scratch(&self) -> Scratch {
         Scratch {
             caches: self.rules.iter().map(|r| r.regex.create_cache()).collect(),
-            caps: self.rules.iter().map(|r| r.regex.create_captures()).collect(),
+            caps: self
+                .rules
+                .iter()
+                .map(|r| r.regex.create_captures())
+                .collect(),
             windows: vec![Vec::new(); self.rules.len()],
             kw_seen: vec![false; self.rules.len()],
             #[cfg(feature = "hyperscan")]
-            hs: self.hs.as_ref().map(|db| db.alloc_scratch().expect("hyperscan scratch allocation should succeed")),
+            hs: self.hs.as_ref().map(|db| {
+                db.alloc_scratch()
+                    .expect("hyperscan scratch allocation should succeed")
+            }),
         }
     }
 
@@ -234,13 +263,17 @@ impl Engine {
             // Block-mode Hyperscan takes a u32 length; larger inputs go through stream mode.
             if hay.len() < u32::MAX as usize {
                 let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
-                    add_hit(&mut windows[id as usize], to, rules[id as usize].rule.max_len);
+                    add_hit(
+                        &mut windows[id as usize],
+                        to,
+                        rules[id as usize].rule.max_len,
+                    );
                     hyperscan::Matching::Continue
                 });
             } else {
                 let mut s = StreamScanner::new(self);
-                s.feed(hay, &mut |m| out.push(m.clone()));
-                s.finish(&mut |m| out.push(m.clone()));
+                s.feed(hay, &mut |m, _| out.push(m.clone()));
+                s.finish(&mut |m, _| out.push(m.clone()));
                 out.sort();
                 return out;
             }
@@ -258,7 +291,15 @@ impl Engine {
                 for &(lo, hi) in &windows {
                     let from = (lo as usize).max(next);
                     if from < hi as usize {
-                        next = self.confirm(scratch, r, hay, 0, from..hi as usize, usize::MAX, &mut out);
+                        next = self.confirm(
+                            scratch,
+                            r,
+                            hay,
+                            0,
+                            from..hi as usize,
+                            usize::MAX,
+                            &mut out,
+                        );
                     }
                 }
                 windows.clear();
@@ -271,10 +312,18 @@ impl Engine {
 
     fn mark_keywords(&self, scratch: &mut Scratch, hay: &[u8]) {
         scratch.kw_seen.iter_mut().for_each(|s| *s = false);
-        if !self.rules.iter().any(|r| r.full_search && !r.rule.spec.keywords.is_empty()) {
+        if !self
+            .rules
+            .iter()
+            .any(|r| r.full_search && !r.rule.spec.keywords.is_empty())
+        {
             return;
         }
-        let mut left = self.rules.iter().filter(|r| r.full_search && !r.rule.spec.keywords.is_empty()).count();
+        let mut left = self
+            .rules
+            .iter()
+            .filter(|r| r.full_search && !r.rule.spec.keywords.is_empty())
+            .count();
         for m in self.keywords.find_overlapping_iter(hay) {
             let r = self.kw_rule[m.pattern().as_usize()];
             if !scratch.kw_seen[r] {
@@ -313,7 +362,9 @@ impl Engine {
         while pos < span.end {
             let input = Input::new(hay).span(pos..span.end);
             cr.regex.search_captures_with(cache, &input, caps);
-            let Some(m) = caps.get_match() else { return pos };
+            let Some(m) = caps.get_match() else {
+                return pos;
+            };
             if m.start() >= accept_before {
                 return pos;
             }
@@ -332,7 +383,15 @@ impl Engine {
         pos
     }
 
-    fn keep(&self, cr: &CompiledRule, hay: &[u8], start: usize, end: usize, s0: usize, s1: usize) -> bool {
+    fn keep(
+        &self,
+        cr: &CompiledRule,
+        hay: &[u8],
+        start: usize,
+        end: usize,
+        s0: usize,
+        s1: usize,
+    ) -> bool {
         let secret = &hay[s0..s1];
         if secret.is_empty() {
             return false;
@@ -359,15 +418,24 @@ impl Engine {
     fn stream_db(&self) -> Option<&hyperscan::StreamingDatabase> {
         self.hs.as_ref()?;
         let db = self.hs_stream.get_or_init(|| {
-            let pats: Vec<&str> = self.rules.iter().map(|r| r.rule.spec.pattern.as_str()).collect();
-            prefilter::build::<hyperscan::Streaming>(&pats, prefilter::Mode::Stream, self.use_cache).and_then(|c| {
-                // Must agree with the block database on which rules Hyperscan takes.
-                if c.in_db.iter().zip(&self.rules).all(|(&ok, r)| ok != r.full_search) {
-                    Ok(c.db)
-                } else {
-                    Err("block and stream databases disagree on rejected rules".into())
-                }
-            })
+            let pats: Vec<&str> = self
+                .rules
+                .iter()
+                .map(|r| r.rule.spec.pattern.as_str())
+                .collect();
+            prefilter::build::<hyperscan::Streaming>(&pats, prefilter::Mode::Stream, self.use_cache)
+                .and_then(|c| {
+                    // Must agree with the block database on which rules Hyperscan takes.
+                    if c.in_db
+                        .iter()
+                        .zip(&self.rules)
+                        .all(|(&ok, r)| ok != r.full_search)
+                    {
+                        Ok(c.db)
+                    } else {
+                        Err("block and stream databases disagree on rejected rules".into())
+                    }
+                })
         });
         db.as_ref().ok()
     }
@@ -403,6 +471,16 @@ fn merge_windows(w: &mut Vec<(u64, u64)>) {
     w.truncate(out + 1);
 }
 
+/// What a stream-mode sink sees with each match: the held bytes (covering the match and
+/// [`CONTEXT`] bytes around it) and the line position of the match start.
+pub struct View<'a> {
+    pub hay: &'a [u8],
+    /// Absolute offset of `hay[0]`.
+    pub base: u64,
+    /// Positioned at the match start.
+    pub cursor: &'a LineCursor,
+}
+
 /// Stream mode: feed chunks of any size, get the same matches as [`Engine::scan_block`] on the
 /// concatenation. Memory is bounded by the hold-back (longest rule + context) plus one chunk.
 pub struct StreamScanner<'e> {
@@ -413,6 +491,8 @@ pub struct StreamScanner<'e> {
     base: u64,
     /// Per rule: where the next search resumes (end of the last match, or a horizon).
     next: Vec<u64>,
+    /// Line position of `base`.
+    cursor: LineCursor,
     #[cfg(feature = "hyperscan")]
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
 }
@@ -421,8 +501,12 @@ impl<'e> StreamScanner<'e> {
     pub fn new(engine: &'e Engine) -> StreamScanner<'e> {
         #[cfg(feature = "hyperscan")]
         let hs = engine.stream_db().map(|db| {
-            let st = db.open_stream().expect("opening a hyperscan stream should succeed");
-            let sc = db.alloc_scratch().expect("hyperscan scratch allocation should succeed");
+            let st = db
+                .open_stream()
+                .expect("opening a hyperscan stream should succeed");
+            let sc = db
+                .alloc_scratch()
+                .expect("hyperscan scratch allocation should succeed");
             (st, sc)
         });
         StreamScanner {
@@ -431,6 +515,7 @@ impl<'e> StreamScanner<'e> {
             buf: Vec::new(),
             base: 0,
             next: vec![0; engine.rules.len()],
+            cursor: LineCursor::new(),
             #[cfg(feature = "hyperscan")]
             hs,
         }
@@ -455,14 +540,18 @@ impl<'e> StreamScanner<'e> {
         true
     }
 
-    pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&Match)) {
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&Match, &View)) {
         #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = &self.hs {
             let windows = &mut self.scratch.windows;
             let rules = &self.engine.rules;
             for piece in chunk.chunks(u32::MAX as usize / 2) {
                 let _ = st.scan(piece, sc, |id: u32, _from: u64, to: u64, _flags: u32| {
-                    add_hit(&mut windows[id as usize], to, rules[id as usize].rule.max_len);
+                    add_hit(
+                        &mut windows[id as usize],
+                        to,
+                        rules[id as usize].rule.max_len,
+                    );
                     hyperscan::Matching::Continue
                 });
             }
@@ -471,7 +560,7 @@ impl<'e> StreamScanner<'e> {
         self.process(false, sink);
     }
 
-    pub fn finish(mut self, sink: &mut dyn FnMut(&Match)) {
+    pub fn finish(mut self, sink: &mut dyn FnMut(&Match, &View)) {
         self.close_stream();
         self.process(true, sink);
     }
@@ -482,28 +571,52 @@ impl<'e> StreamScanner<'e> {
             let windows = &mut self.scratch.windows;
             let rules = &self.engine.rules;
             let _ = st.close(&sc, |id: u32, _from: u64, to: u64, _flags: u32| {
-                add_hit(&mut windows[id as usize], to, rules[id as usize].rule.max_len);
+                add_hit(
+                    &mut windows[id as usize],
+                    to,
+                    rules[id as usize].rule.max_len,
+                );
                 hyperscan::Matching::Continue
             });
         }
     }
 
-    fn process(&mut self, eof: bool, sink: &mut dyn FnMut(&Match)) {
+    fn process(&mut self, eof: bool, sink: &mut dyn FnMut(&Match, &View)) {
         let total = self.base + self.buf.len() as u64;
         let mut out = Vec::new();
         let mut keep_from = total.saturating_sub(self.engine.max_holdback() as u64);
         for r in 0..self.engine.rules.len() {
             let max_len = self.engine.rules[r].rule.max_len as u64;
             // A match starting before `horizon` is entirely visible, and so is its context.
-            let horizon = if eof { u64::MAX } else { total.saturating_sub(max_len + CONTEXT as u64) };
+            let horizon = if eof {
+                u64::MAX
+            } else {
+                total.saturating_sub(max_len + CONTEXT as u64)
+            };
             if self.full_search(r) || (!eof && self.windows_too_long(r, total)) {
                 let from = self.next[r].max(self.base);
                 let rel = |x: u64| (x - self.base) as usize;
-                let accept = if eof { usize::MAX } else { rel(horizon.max(self.base)) };
-                let next = self.engine.confirm(&mut self.scratch, r, &self.buf, self.base, rel(from)..self.buf.len(), accept, &mut out);
+                let accept = if eof {
+                    usize::MAX
+                } else {
+                    rel(horizon.max(self.base))
+                };
+                let next = self.engine.confirm(
+                    &mut self.scratch,
+                    r,
+                    &self.buf,
+                    self.base,
+                    rel(from)..self.buf.len(),
+                    accept,
+                    &mut out,
+                );
                 let next_abs = self.base + next as u64;
                 // No final match starts in [next_abs, horizon): any would have been found.
-                self.next[r] = if eof { next_abs } else { next_abs.max(horizon.min(total)) };
+                self.next[r] = if eof {
+                    next_abs
+                } else {
+                    next_abs.max(horizon.min(total))
+                };
                 let next = self.next[r];
                 let windows = &mut self.scratch.windows[r];
                 windows.retain_mut(|w| {
@@ -517,12 +630,23 @@ impl<'e> StreamScanner<'e> {
             merge_windows(&mut windows);
             // Windows that can no longer grow: a later hit ends past `total`, so its window starts
             // past `total - max_len`.
-            let closable = windows.iter().take_while(|w| eof || w.1 + max_len + CONTEXT as u64 <= total).count();
+            let closable = windows
+                .iter()
+                .take_while(|w| eof || w.1 + max_len + CONTEXT as u64 <= total)
+                .count();
             for &(lo, hi) in &windows[..closable] {
                 let from = lo.max(self.next[r]).max(self.base);
                 if from < hi {
                     let s = (from - self.base) as usize..(hi - self.base) as usize;
-                    let n = self.engine.confirm(&mut self.scratch, r, &self.buf, self.base, s, usize::MAX, &mut out);
+                    let n = self.engine.confirm(
+                        &mut self.scratch,
+                        r,
+                        &self.buf,
+                        self.base,
+                        s,
+                        usize::MAX,
+                        &mut out,
+                    );
                     self.next[r] = self.base + n as u64;
                 }
             }
@@ -533,12 +657,22 @@ impl<'e> StreamScanner<'e> {
             self.scratch.windows[r] = windows;
         }
         out.sort();
+        let mut cursor = self.cursor.clone();
         for m in &out {
-            sink(m);
+            cursor.advance(&self.buf, self.base, m.start);
+            sink(
+                m,
+                &View {
+                    hay: &self.buf,
+                    base: self.base,
+                    cursor: &cursor,
+                },
+            );
         }
         let keep_from = keep_from.saturating_sub(CONTEXT as u64).max(self.base);
         let drop = (keep_from - self.base) as usize;
         if drop > 0 {
+            self.cursor.advance(&self.buf, self.base, keep_from);
             self.buf.drain(..drop);
             self.base = keep_from;
         }
@@ -548,7 +682,9 @@ impl<'e> StreamScanner<'e> {
     /// for it to close, so hit-dense input cannot grow the buffer without bound.
     fn windows_too_long(&self, r: usize, total: u64) -> bool {
         let cap = STREAM_HOLD_CAP.max(self.engine.max_holdback()) as u64;
-        self.scratch.windows[r].iter().any(|w| total - w.0.max(self.next[r]).min(total) > cap)
+        self.scratch.windows[r]
+            .iter()
+            .any(|w| total - w.0.max(self.next[r]).min(total) > cap)
     }
 }
 

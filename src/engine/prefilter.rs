@@ -92,13 +92,22 @@ pub fn build<T: hyperscan::Mode>(
     use_cache: bool,
 ) -> Result<Compiled<T>, Error> {
     let indexed: Vec<(usize, &str)> = patterns.iter().copied().enumerate().collect();
-    let path = if use_cache { cache_dir().map(|d| cache_path(&d, &indexed, mode)) } else { None };
+    let path = if use_cache {
+        cache_dir().map(|d| cache_path(&d, &indexed, mode))
+    } else {
+        None
+    };
     if let Some(p) = &path {
         if let Ok(bytes) = std::fs::read(p) {
             if let Some((in_db, raw)) = decode_cache(&bytes, patterns.len()) {
                 if let Ok(db) = raw.deserialize::<T>() {
                     let rejected = rejected(&in_db, None);
-                    return Ok(Compiled { db, in_db, rejected, from_cache: true });
+                    return Ok(Compiled {
+                        db,
+                        in_db,
+                        rejected,
+                        from_cache: true,
+                    });
                 }
             }
         }
@@ -120,7 +129,11 @@ pub fn build<T: hyperscan::Mode>(
         if pats.is_empty() {
             return Err("no rule could be compiled by Hyperscan".into());
         }
-        let positions: Vec<usize> = indexed.iter().filter(|(i, _)| in_db[*i]).map(|(i, _)| *i).collect();
+        let positions: Vec<usize> = indexed
+            .iter()
+            .filter(|(i, _)| in_db[*i])
+            .map(|(i, _)| *i)
+            .collect();
         match pats.build::<T>() {
             Ok(db) => break db,
             Err(hyperscan::Error::Hyperscan(hyperscan::HsError::CompileError(ce))) => {
@@ -129,7 +142,12 @@ pub fn build<T: hyperscan::Mode>(
                         in_db[rule] = false;
                         reasons[rule] = Some(ce.message().to_string());
                     }
-                    None => return Err(format!("Hyperscan cannot compile the rule set: {}", ce.message())),
+                    None => {
+                        return Err(format!(
+                            "Hyperscan cannot compile the rule set: {}",
+                            ce.message()
+                        ))
+                    }
                 }
             }
             Err(e) => return Err(format!("Hyperscan cannot compile the rule set: {e}")),
@@ -141,7 +159,12 @@ pub fn build<T: hyperscan::Mode>(
         }
     }
     let rejected = rejected(&in_db, Some(&reasons));
-    Ok(Compiled { db, in_db, rejected, from_cache: false })
+    Ok(Compiled {
+        db,
+        in_db,
+        rejected,
+        from_cache: false,
+    })
 }
 
 fn rejected(in_db: &[bool], reasons: Option<&[Option<String>]>) -> Vec<(usize, String)> {
@@ -149,7 +172,10 @@ fn rejected(in_db: &[bool], reasons: Option<&[Option<String>]>) -> Vec<(usize, S
         .filter(|&i| !in_db[i])
         .map(|i| {
             let why = reasons.and_then(|r| r[i].clone());
-            (i, why.unwrap_or_else(|| "rejected when the cached database was compiled".into()))
+            (
+                i,
+                why.unwrap_or_else(|| "rejected when the cached database was compiled".into()),
+            )
         })
         .collect()
 }
@@ -160,7 +186,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -41,7 +41,11 @@ confidence = "low"
 }
 
 fn engines(rules: Ruleset) -> Vec<Engine> {
-    let mut v = vec![Engine::builder(rules.clone()).cache(false).backend(Backend::RegexOnly).build().expect("builds")];
+    let mut v = vec![Engine::builder(rules.clone())
+        .cache(false)
+        .backend(Backend::RegexOnly)
+        .build()
+        .expect("builds")];
     #[cfg(feature = "hyperscan")]
     v.push(Engine::builder(rules).cache(false).build().expect("builds"));
     v
@@ -53,23 +57,40 @@ fn stream(e: &Engine, hay: &[u8], cuts: &[usize]) -> Vec<Match> {
     let mut pos = 0;
     for &c in cuts {
         let c = c.min(hay.len()).max(pos);
-        s.feed(&hay[pos..c], &mut |m| out.push(m.clone()));
+        s.feed(&hay[pos..c], &mut |m, _| out.push(m.clone()));
         pos = c;
     }
-    s.feed(&hay[pos..], &mut |m| out.push(m.clone()));
-    s.finish(&mut |m| out.push(m.clone()));
+    s.feed(&hay[pos..], &mut |m, _| out.push(m.clone()));
+    s.finish(&mut |m, _| out.push(m.clone()));
     out.sort();
     out
 }
 
 const FRAGMENTS: &[&str] = &[
-    "tok_abcDEF12", "tok_abcDEF12345", "tok_ab", " ", "\n", "key = ", "secret: \"", "Zq8Lm2Xr9Tv4Wp1N",
-    "-----BEGIN KEY-----\n", "QUJDREVG\n", "-----END KEY-----", "deadbeefcafebabe0123", "0123456789abcdef",
-    "guard:allow", "x", "=", "\u{0}", "\u{ff}",
+    "tok_abcDEF12",
+    "tok_abcDEF12345",
+    "tok_ab",
+    " ",
+    "\n",
+    "key = ",
+    "secret: \"",
+    "Zq8Lm2Xr9Tv4Wp1N",
+    "-----BEGIN KEY-----\n",
+    "QUJDREVG\n",
+    "-----END KEY-----",
+    "deadbeefcafebabe0123",
+    "0123456789abcdef",
+    "guard:allow",
+    "x",
+    "=",
+    "\u{0}",
+    "\u{ff}",
 ];
 
 fn build_hay(idx: &[usize]) -> Vec<u8> {
-    idx.iter().flat_map(|&i| FRAGMENTS[i % FRAGMENTS.len()].bytes()).collect()
+    idx.iter()
+        .flat_map(|&i| FRAGMENTS[i % FRAGMENTS.len()].bytes())
+        .collect()
 }
 
 #[test]
@@ -79,7 +100,10 @@ fn backends_agree_and_find_expected() {
     let a = es[0].scan_block(&mut es[0].scratch(), hay);
     let names: Vec<&str> = a.iter().map(|m| es[0].rule(m.rule).id.0.as_str()).collect();
     assert_eq!(names, ["t.tok", "t.kv"]);
-    assert_eq!(&hay[a[0].secret_start as usize..a[0].secret_end as usize], b"abcDEF12");
+    assert_eq!(
+        &hay[a[0].secret_start as usize..a[0].secret_end as usize],
+        b"abcDEF12"
+    );
     for e in &es[1..] {
         assert_eq!(e.scan_block(&mut e.scratch(), hay), a);
     }
@@ -88,27 +112,35 @@ fn backends_agree_and_find_expected() {
 #[cfg(feature = "hyperscan")]
 #[test]
 fn builtin_rules_compile_into_hyperscan() {
-    let e = Engine::builder(Ruleset::builtin().expect("loads")).cache(false).build().expect("builds");
+    let e = Engine::builder(Ruleset::builtin().expect("loads"))
+        .cache(false)
+        .build()
+        .expect("builds");
     assert_eq!(e.backend_name(), "hyperscan");
 }
 
 #[test]
 fn long_hit_dense_input_is_bounded_and_exact() {
     // 300 KiB of hex: one dense rule keeps hitting, the window must not grow without bound.
-    let hay: Vec<u8> = (0..300 * 1024).map(|i| b"0123456789abcdef"[(i * 7 + i / 13) % 16]).collect();
+    let hay: Vec<u8> = (0..300 * 1024)
+        .map(|i| b"0123456789abcdef"[(i * 7 + i / 13) % 16])
+        .collect();
     for e in engines(small_rules()) {
         let block = e.scan_block(&mut e.scratch(), &hay);
         let mut s = StreamScanner::new(&e);
         let mut out = Vec::new();
         let mut max_held = 0;
         for c in hay.chunks(4096) {
-            s.feed(c, &mut |m| out.push(m.clone()));
+            s.feed(c, &mut |m, _| out.push(m.clone()));
             max_held = max_held.max(s.buffered());
         }
-        s.finish(&mut |m| out.push(m.clone()));
+        s.finish(&mut |m, _| out.push(m.clone()));
         out.sort();
         assert_eq!(out, block);
-        assert!(max_held <= STREAM_HOLD_CAP + e.max_holdback() + 4096, "held {max_held}");
+        assert!(
+            max_held <= STREAM_HOLD_CAP + e.max_holdback() + 4096,
+            "held {max_held}"
+        );
     }
 }
 

@@ -12,7 +12,9 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 
 pub fn validate(v: Validator, secret: &[u8]) -> bool {
     match v {
-        Validator::GithubChecksum => crc_token(secret, &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"]),
+        Validator::GithubChecksum => {
+            crc_token(secret, &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"])
+        }
         Validator::NpmChecksum => crc_token(secret, &[b"npm_"]),
         Validator::Jwt => jwt(secret),
         Validator::PypiMacaroon => pypi(secret),
@@ -43,7 +45,9 @@ fn crc_token(secret: &[u8], prefixes: &[&[u8]]) -> bool {
 
 fn b64url_decode(seg: &[u8]) -> Option<Vec<u8>> {
     let trimmed: Vec<u8> = seg.iter().copied().filter(|&b| b != b'=').collect();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()
 }
 
 fn jwt(secret: &[u8]) -> bool {
@@ -53,7 +57,9 @@ fn jwt(secret: &[u8]) -> bool {
     else {
         return false;
     };
-    let Some(h) = b64url_decode(header) else { return false };
+    let Some(h) = b64url_decode(header) else {
+        return false;
+    };
     let Ok(serde_json::Value::Object(h)) = serde_json::from_slice::<serde_json::Value>(&h) else {
         return false;
     };
@@ -61,7 +67,9 @@ fn jwt(secret: &[u8]) -> bool {
 }
 
 fn pypi(secret: &[u8]) -> bool {
-    let Some(body) = secret.strip_prefix(b"pypi-") else { return false };
+    let Some(body) = secret.strip_prefix(b"pypi-") else {
+        return false;
+    };
     // The macaroon is long; its location caveat sits near the start, so decode a prefix
     // on a 4-byte boundary instead of the whole token.
     let n = body.len().min(64) / 4 * 4;
@@ -74,7 +82,10 @@ mod tests {
 
     fn github(prefix: &str, random: &str) -> String {
         let crc = base62_crc(crc32fast::hash(random.as_bytes()));
-        format!("{prefix}{random}{}", std::str::from_utf8(&crc).expect("ascii"))
+        format!(
+            "{prefix}{random}{}",
+            std::str::from_utf8(&crc).expect("ascii")
+        )
     }
 
     #[test]
@@ -84,7 +95,10 @@ mod tests {
         let mut bad = t.clone().into_bytes();
         bad[10] ^= 0x01;
         assert!(!validate(Validator::GithubChecksum, &bad));
-        assert!(!validate(Validator::GithubChecksum, format!("ghx_{}", &t[4..]).as_bytes()));
+        assert!(!validate(
+            Validator::GithubChecksum,
+            format!("ghx_{}", &t[4..]).as_bytes()
+        ));
         assert!(!validate(Validator::NpmChecksum, t.as_bytes()));
         let n = github("npm_", "FAKEt0kenF0rTestsOnly000000000");
         assert!(validate(Validator::NpmChecksum, n.as_bytes()));
@@ -100,7 +114,11 @@ mod tests {
     #[test]
     fn jwt_needs_alg_header() {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let good = format!("{}.{}.c2ln", enc(r#"{"alg":"HS256","typ":"JWT"}"#), enc(r#"{"sub":"x"}"#));
+        let good = format!(
+            "{}.{}.c2ln",
+            enc(r#"{"alg":"HS256","typ":"JWT"}"#),
+            enc(r#"{"sub":"x"}"#)
+        );
         assert!(validate(Validator::Jwt, good.as_bytes()));
         let bad = format!("{}.{}.c2ln", enc(r#"{"typ":"JWT"}"#), enc("{}"));
         assert!(!validate(Validator::Jwt, bad.as_bytes()));
@@ -111,8 +129,14 @@ mod tests {
     fn pypi_needs_location() {
         let enc = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let body = enc(b"\x02\x01\x08pypi.org\x02\x01\x00fake-macaroon-for-tests-only-0000000000");
-        assert!(validate(Validator::PypiMacaroon, format!("pypi-{body}").as_bytes()));
+        assert!(validate(
+            Validator::PypiMacaroon,
+            format!("pypi-{body}").as_bytes()
+        ));
         let other = enc(b"\x02\x01\x08test.org\x02\x01\x00fake-macaroon-for-tests-only-0000000000");
-        assert!(!validate(Validator::PypiMacaroon, format!("pypi-{other}").as_bytes()));
+        assert!(!validate(
+            Validator::PypiMacaroon,
+            format!("pypi-{other}").as_bytes()
+        ));
     }
 }

@@ -103,13 +103,29 @@ pub struct Rule {
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
     #[error("{origin}:{line}: {message}")]
-    Parse { origin: String, line: usize, message: String },
+    Parse {
+        origin: String,
+        line: usize,
+        message: String,
+    },
     #[error("{origin}:{line}: rule {id}: {message}")]
-    Invalid { origin: String, line: usize, id: String, message: String },
+    Invalid {
+        origin: String,
+        line: usize,
+        id: String,
+        message: String,
+    },
     #[error("duplicate rule id {id} ({first} and {second})")]
-    Duplicate { id: String, first: String, second: String },
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
     #[error("cannot read rule file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// An ordered, checked set of rules. Order is load order and is the engine's pattern index.
@@ -134,8 +150,10 @@ impl Ruleset {
 
     /// Loads a rule file from disk and adds its rules.
     pub fn add_file(&mut self, path: &Path) -> Result<(), RulesError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RulesError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         self.add_toml(&path.display().to_string(), &text)
     }
 
@@ -154,7 +172,12 @@ impl Ruleset {
     }
 
     /// Adds one rule after checking it; `line` is only used in error messages.
-    pub fn add_spec(&mut self, origin: &str, line: usize, spec: RuleSpec) -> Result<(), RulesError> {
+    pub fn add_spec(
+        &mut self,
+        origin: &str,
+        line: usize,
+        spec: RuleSpec,
+    ) -> Result<(), RulesError> {
         let invalid = |message: String| RulesError::Invalid {
             origin: origin.to_string(),
             line,
@@ -162,7 +185,9 @@ impl Ruleset {
             message,
         };
         if !valid_id(&spec.id) {
-            return Err(invalid("id must be <provider>.<name> in [a-z0-9_.-]".into()));
+            return Err(invalid(
+                "id must be <provider>.<name> in [a-z0-9_.-]".into(),
+            ));
         }
         let max_len = analyze_pattern(&spec.pattern).map_err(invalid)?;
         if spec.keywords.iter().any(|k| k.is_empty()) {
@@ -170,7 +195,9 @@ impl Ruleset {
         }
         if let Some(e) = spec.min_entropy {
             if !(0.0..=8.0).contains(&e) {
-                return Err(invalid(format!("min_entropy {e} is outside 0..=8 bits/char")));
+                return Err(invalid(format!(
+                    "min_entropy {e} is outside 0..=8 bits/char"
+                )));
             }
         }
         if let Some(prev) = self.rules.iter().find(|r| r.id.0 == spec.id) {
@@ -180,7 +207,12 @@ impl Ruleset {
                 second: origin.to_string(),
             });
         }
-        self.rules.push(Rule { id: RuleId(spec.id.clone()), spec, max_len, origin: origin.to_string() });
+        self.rules.push(Rule {
+            id: RuleId(spec.id.clone()),
+            spec,
+            max_len,
+            origin: origin.to_string(),
+        });
         Ok(())
     }
 
@@ -229,7 +261,8 @@ fn valid_id(id: &str) -> bool {
     let mut parts = id.splitn(2, '.');
     let ok = |s: &str| {
         !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
     };
     matches!((parts.next(), parts.next()), (Some(p), Some(n)) if ok(p) && ok(n))
 }
@@ -255,30 +288,44 @@ fn analyze_pattern(pattern: &str) -> Result<usize, String> {
                 | regex_syntax::hir::Look::EndLF
         )
     }) {
-        return Err("pattern uses an assertion Hyperscan cannot share (use \\b, or (?m)^ and (?m)$)".into());
+        return Err(
+            "pattern uses an assertion Hyperscan cannot share (use \\b, or (?m)^ and (?m)$)".into(),
+        );
     }
     match props.maximum_len() {
-        None => Err("pattern has an unbounded repetition (*, + or {n,}); bound it, e.g. {1,64}".into()),
-        Some(n) if n > MAX_RULE_LEN => {
-            Err(format!("pattern can match {n} bytes; the limit is {MAX_RULE_LEN}"))
+        None => {
+            Err("pattern has an unbounded repetition (*, + or {n,}); bound it, e.g. {1,64}".into())
         }
+        Some(n) if n > MAX_RULE_LEN => Err(format!(
+            "pattern can match {n} bytes; the limit is {MAX_RULE_LEN}"
+        )),
         Some(n) => Ok(n),
     }
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
-    text.as_bytes()[..byte.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..byte.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn find_rule_line(text: &str, id: &str) -> usize {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
-            l.starts_with("id") && l.contains(&format!("\"{id}\"")) || l.contains(&format!("'{id}'"))
+            l.starts_with("id") && l.contains(&format!("\"{id}\""))
+                || l.contains(&format!("'{id}'"))
         })
         .map(|i| i + 1)
         .unwrap_or(0)
@@ -313,23 +360,39 @@ mod tests {
     #[test]
     fn rejects_unbounded_and_empty_patterns() {
         let mut s = Ruleset::empty();
-        let e = s.add_spec("f", 3, spec("a.b", "x[a-z]+")).unwrap_err().to_string();
-        assert!(e.contains("unbounded") && e.contains("f:3") && e.contains("a.b"), "{e}");
-        assert!(s.add_spec("f", 1, spec("a.c", "x?")).unwrap_err().to_string().contains("empty"));
+        let e = s
+            .add_spec("f", 3, spec("a.b", "x[a-z]+"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unbounded") && e.contains("f:3") && e.contains("a.b"),
+            "{e}"
+        );
+        assert!(s
+            .add_spec("f", 1, spec("a.c", "x?"))
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         assert!(s.add_spec("f", 1, spec("a.d", "(?=x)y")).is_err());
         assert!(s.add_spec("f", 1, spec("Bad Id", "xy")).is_err());
-        s.add_spec("f", 1, spec("a.e", "x[a-z]{1,4}")).expect("bounded pattern is fine");
+        s.add_spec("f", 1, spec("a.e", "x[a-z]{1,4}"))
+            .expect("bounded pattern is fine");
         assert_eq!(s.rules()[0].max_len, 5);
-        assert!(matches!(s.add_spec("g", 1, spec("a.e", "yy")), Err(RulesError::Duplicate { .. })));
+        assert!(matches!(
+            s.add_spec("g", 1, spec("a.e", "yy")),
+            Err(RulesError::Duplicate { .. })
+        ));
     }
 
     #[test]
     fn malformed_toml_names_file_and_line() {
         let mut s = Ruleset::empty();
-        let text = "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"ab\"\nconfidence = \"sure\"\n";
+        let text =
+            "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"ab\"\nconfidence = \"sure\"\n";
         let e = s.add_toml("my.toml", text).unwrap_err().to_string();
         assert!(e.starts_with("my.toml:5:"), "{e}");
-        let text = "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"a(b\"\nconfidence = \"low\"\n";
+        let text =
+            "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"a(b\"\nconfidence = \"low\"\n";
         let e = s.add_toml("my.toml", text).unwrap_err().to_string();
         assert!(e.contains("my.toml:2") && e.contains("a.b"), "{e}");
     }
@@ -341,6 +404,12 @@ mod tests {
             s.add_spec("f", 1, spec(id, "xy")).expect("valid");
         }
         s.disable(&["a.*".into()]);
-        assert_eq!(s.rules().iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(), ["b.z"]);
+        assert_eq!(
+            s.rules()
+                .iter()
+                .map(|r| r.id.0.as_str())
+                .collect::<Vec<_>>(),
+            ["b.z"]
+        );
     }
 }
