@@ -105,17 +105,19 @@ pub enum Reveal {
     Shown,
 }
 
-/// Redacted rendering of a secret: a short, non-secret hint plus its length.
+/// Redacted rendering of a secret: its type prefix (`ghp_`, `xoxb-`, `sk-`…, up to the first
+/// `_`, `-` or `.` within 12 bytes — the part a provider publishes, not the random part) and its
+/// length. Values without such a prefix show nothing of themselves.
 pub fn redact(secret: &[u8]) -> String {
-    let head: String = if secret.len() >= 16 {
-        secret
-            .iter()
-            .take(4)
-            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
-            .collect()
-    } else {
-        String::new()
-    };
+    let head = secret
+        .iter()
+        .take(12)
+        .position(|b| b"_-.".contains(b))
+        .filter(|&p| {
+            p > 0 && secret.len() >= 16 && secret[..p].iter().all(u8::is_ascii_alphanumeric)
+        })
+        .map(|p| String::from_utf8_lossy(&secret[..=p]).into_owned())
+        .unwrap_or_default();
     format!("{head}…[REDACTED {} bytes]", secret.len())
 }
 
@@ -151,5 +153,13 @@ mod tests {
         let r = redact(s.expose_secret());
         assert!(!r.contains("topsecret") && r.starts_with("ghp_"), "{r}");
         assert!(!redact(b"short-secret").contains("short"));
+        assert_eq!(
+            redact(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "…[REDACTED 40 bytes]"
+        );
+        assert_eq!(
+            redact(b"xoxb-1234567890-abcdefghij"),
+            "xoxb-…[REDACTED 26 bytes]"
+        );
     }
 }
