@@ -306,7 +306,7 @@ fn analyze_pattern(pattern: &str) -> Result<usize, String> {
 fn first_line(s: &str) -> String {
     s.lines()
         .filter(|l| !l.trim().is_empty())
-        .last()
+        .next_back()
         .unwrap_or(s)
         .trim()
         .to_string()
