@@ -43,6 +43,24 @@ pub fn byte_regex(pattern: &str) -> Result<meta::Regex, String> {
         .map_err(|e| e.to_string())
 }
 
+fn compile_rule(pattern: &str) -> Result<(meta::Regex, usize), String> {
+    let regex = byte_regex(pattern)?;
+    let secret_group = regex
+        .group_info()
+        .to_index(PatternID::ZERO, "secret")
+        .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+    Ok((regex, secret_group))
+}
+
+impl CompiledRule {
+    fn regex(&self) -> &(meta::Regex, usize) {
+        self.regex.get_or_init(|| {
+            compile_rule(&self.rule.spec.pattern)
+                .expect("builtin rules compile (proven by `guard rules check` in the tests)")
+        })
+    }
+}
+
 /// Which prefilter runs in front of the confirm stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -76,8 +94,9 @@ pub struct Match {
 
 struct CompiledRule {
     rule: Rule,
-    regex: meta::Regex,
-    secret_group: usize,
+    /// Compiled on first use: a scan of a small file confirms a handful of rules, and building
+    /// all 150 regexes up front cost ~50 ms of start-up (measured with `guard scan` of a 10 KB file).
+    regex: std::sync::OnceLock<(meta::Regex, usize)>,
     /// Confirmed by a full search (no Hyperscan, or Hyperscan rejected the pattern).
     full_search: bool,
 }
@@ -107,20 +126,22 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, EngineError> {
         let mut rules = Vec::with_capacity(self.rules.len());
         for r in self.rules.rules() {
-            let regex = byte_regex(&r.spec.pattern).map_err(|message| EngineError::Regex {
-                rule: r.id.0.clone(),
-                message,
-            })?;
-            let secret_group = regex
-                .group_info()
-                .to_index(PatternID::ZERO, "secret")
-                .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
-            rules.push(CompiledRule {
+            let cr = CompiledRule {
                 rule: r.clone(),
-                regex,
-                secret_group,
+                regex: std::sync::OnceLock::new(),
                 full_search: true,
-            });
+            };
+            // Builtin rules are proven by the test-suite; anything else is compiled now, so a bad
+            // user rule is an error at start-up rather than at its first hit.
+            if !r.builtin {
+                let built =
+                    compile_rule(&r.spec.pattern).map_err(|message| EngineError::Regex {
+                        rule: r.id.0.clone(),
+                        message,
+                    })?;
+                let _ = cr.regex.set(built);
+            }
+            rules.push(cr);
         }
         let mut kw = Vec::new();
         let mut kw_rule = Vec::new();
@@ -194,8 +215,8 @@ pub struct Engine {
 
 /// Per-thread mutable state: regex caches, Hyperscan scratch, window bookkeeping.
 pub struct Scratch {
-    caches: Vec<meta::Cache>,
-    caps: Vec<Captures>,
+    /// Per rule, created with the rule's regex on first use.
+    caches: Vec<Option<(meta::Cache, Captures)>>,
     /// Per rule: candidate windows `(lo, hi)` collected from prefilter hits.
     windows: Vec<Vec<(u64, u64)>>,
     kw_seen: Vec<bool>,
@@ -237,12 +258,7 @@ impl Engine {
 
     pub fn scratch(&self) -> Scratch {
         Scratch {
-            caches: self.rules.iter().map(|r| r.regex.create_cache()).collect(),
-            caps: self
-                .rules
-                .iter()
-                .map(|r| r.regex.create_captures())
-                .collect(),
+            caches: (0..self.rules.len()).map(|_| None).collect(),
             windows: vec![Vec::new(); self.rules.len()],
             kw_seen: vec![false; self.rules.len()],
             #[cfg(feature = "hyperscan")]
@@ -310,6 +326,78 @@ impl Engine {
         out
     }
 
+    /// Block-mode prefilter over `hay` (which starts at absolute offset `base`), returning the
+    /// candidate windows `(rule, lo, hi)` of hits whose end lies in `(ends_after, ends_upto]`.
+    ///
+    /// This is the piece of work a caller may spread over threads for one large input: `hay` must
+    /// start at least [`Engine::max_holdback`] bytes before `ends_after` (or at the input start)
+    /// and extend a few bytes past `ends_upto` (or to the input end), and the windows go to
+    /// [`StreamScanner::feed_windows`] in order. Empty without Hyperscan.
+    pub fn prefilter_windows(
+        &self,
+        scratch: &mut Scratch,
+        hay: &[u8],
+        base: u64,
+        ends_after: u64,
+        ends_upto: u64,
+    ) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        #[cfg(feature = "hyperscan")]
+        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
+            let windows = &mut scratch.windows;
+            let rules = &self.rules;
+            let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
+                let end = base + to;
+                if end > ends_after && end <= ends_upto {
+                    add_hit(
+                        &mut windows[id as usize],
+                        end,
+                        rules[id as usize].rule.max_len,
+                    );
+                }
+                hyperscan::Matching::Continue
+            });
+            for (r, w) in windows.iter_mut().enumerate() {
+                out.extend(w.drain(..).map(|(lo, hi)| (r, lo, hi)));
+            }
+        }
+        #[cfg(not(feature = "hyperscan"))]
+        let _ = (scratch, hay, base, ends_after, ends_upto);
+        out
+    }
+
+    /// Whether [`Engine::prefilter_windows`] does anything (Hyperscan is active).
+    pub fn has_block_prefilter(&self) -> bool {
+        #[cfg(feature = "hyperscan")]
+        return self.hs.is_some();
+        #[cfg(not(feature = "hyperscan"))]
+        false
+    }
+
+    /// Per rule: (merged prefilter windows, bytes in them) for `hay` — a rule-tuning aid.
+    pub fn window_stats(&self, scratch: &mut Scratch, hay: &[u8]) -> Vec<(u64, u64)> {
+        let mut out = vec![(0, 0); self.rules.len()];
+        #[cfg(feature = "hyperscan")]
+        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
+            let windows = &mut scratch.windows;
+            let rules = &self.rules;
+            let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
+                add_hit(
+                    &mut windows[id as usize],
+                    to,
+                    rules[id as usize].rule.max_len,
+                );
+                hyperscan::Matching::Continue
+            });
+        }
+        for (r, w) in scratch.windows.iter_mut().enumerate() {
+            merge_windows(w);
+            out[r] = (w.len() as u64, w.iter().map(|(a, b)| b - a).sum());
+            w.clear();
+        }
+        out
+    }
+
     fn mark_keywords(&self, scratch: &mut Scratch, hay: &[u8]) {
         scratch.kw_seen.iter_mut().for_each(|s| *s = false);
         if !self
@@ -356,12 +444,13 @@ impl Engine {
         out: &mut Vec<Match>,
     ) -> usize {
         let cr = &self.rules[r];
-        let cache = &mut scratch.caches[r];
-        let caps = &mut scratch.caps[r];
+        let (regex, secret_group) = cr.regex();
+        let (cache, caps) = scratch.caches[r]
+            .get_or_insert_with(|| (regex.create_cache(), regex.create_captures()));
         let mut pos = span.start;
         while pos < span.end {
             let input = Input::new(hay).span(pos..span.end);
-            cr.regex.search_captures_with(cache, &input, caps);
+            regex.search_captures_with(cache, &input, caps);
             let Some(m) = caps.get_match() else {
                 return pos;
             };
@@ -369,7 +458,7 @@ impl Engine {
                 return pos;
             }
             pos = m.end().max(m.start() + 1);
-            let sec = caps.get_group(cr.secret_group).unwrap_or(m.span());
+            let sec = caps.get_group(*secret_group).unwrap_or(m.span());
             if self.keep(cr, hay, m.start(), m.end(), sec.start, sec.end) {
                 out.push(Match {
                     start: base + m.start() as u64,
@@ -443,7 +532,10 @@ impl Engine {
 
 /// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
 fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
-    let lo = end.saturating_sub(max_len as u64);
+    add_window(windows, end.saturating_sub(max_len as u64), end)
+}
+
+fn add_window(windows: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
     if let Some(last) = windows.last_mut() {
         if lo <= last.1 && end >= last.0 {
             last.0 = last.0.min(lo);
@@ -493,6 +585,9 @@ pub struct StreamScanner<'e> {
     next: Vec<u64>,
     /// Line position of `base`.
     cursor: LineCursor,
+    /// Prefilter windows arrive (from the Hyperscan stream, or from the caller through
+    /// [`StreamScanner::feed_windows`]); otherwise every rule is confirmed by full search.
+    prefiltered: bool,
     #[cfg(feature = "hyperscan")]
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
 }
@@ -517,6 +612,10 @@ impl<'e> StreamScanner<'e> {
             next: vec![0; engine.rules.len()],
             cursor: LineCursor::new(),
             #[cfg(feature = "hyperscan")]
+            prefiltered: hs.is_some(),
+            #[cfg(not(feature = "hyperscan"))]
+            prefiltered: false,
+            #[cfg(feature = "hyperscan")]
             hs,
         }
     }
@@ -531,13 +630,40 @@ impl<'e> StreamScanner<'e> {
         self.buf.len()
     }
 
-    fn full_search(&self, r: usize) -> bool {
-        #[cfg(feature = "hyperscan")]
-        if self.hs.is_some() {
-            return self.engine.rules[r].full_search;
+    /// A scanner whose windows come from the caller ([`StreamScanner::feed_windows`] with the
+    /// output of [`Engine::prefilter_windows`]) instead of a Hyperscan stream.
+    pub fn with_external_prefilter(engine: &'e Engine) -> StreamScanner<'e> {
+        let mut s = StreamScanner {
+            engine,
+            scratch: engine.scratch(),
+            buf: Vec::new(),
+            base: 0,
+            next: vec![0; engine.rules.len()],
+            cursor: LineCursor::new(),
+            prefiltered: engine.has_block_prefilter(),
+            #[cfg(feature = "hyperscan")]
+            hs: None,
+        };
+        s.buf.reserve(engine.max_holdback());
+        s
+    }
+
+    /// Appends `chunk` with the prefilter windows of every hit ending inside it.
+    pub fn feed_windows(
+        &mut self,
+        chunk: &[u8],
+        windows: impl IntoIterator<Item = (usize, u64, u64)>,
+        sink: &mut dyn FnMut(&Match, &View),
+    ) {
+        for (r, lo, hi) in windows {
+            add_window(&mut self.scratch.windows[r], lo, hi);
         }
-        let _ = r;
-        true
+        self.buf.extend_from_slice(chunk);
+        self.process(false, sink);
+    }
+
+    fn full_search(&self, r: usize) -> bool {
+        !self.prefiltered || self.engine.rules[r].full_search
     }
 
     pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&Match, &View)) {
@@ -593,7 +719,7 @@ impl<'e> StreamScanner<'e> {
             } else {
                 total.saturating_sub(max_len + CONTEXT as u64)
             };
-            if self.full_search(r) || (!eof && self.windows_too_long(r, total)) {
+            if self.full_search(r) || (!eof && self.windows_too_long(r)) {
                 let from = self.next[r].max(self.base);
                 let rel = |x: u64| (x - self.base) as usize;
                 let accept = if eof {
@@ -680,11 +806,12 @@ impl<'e> StreamScanner<'e> {
 
     /// An open window longer than the hold-back cap is searched with a horizon instead of waiting
     /// for it to close, so hit-dense input cannot grow the buffer without bound.
-    fn windows_too_long(&self, r: usize, total: u64) -> bool {
+    fn windows_too_long(&self, r: usize) -> bool {
         let cap = STREAM_HOLD_CAP.max(self.engine.max_holdback()) as u64;
+        let next = self.next[r];
         self.scratch.windows[r]
             .iter()
-            .any(|w| total - w.0.max(self.next[r]).min(total) > cap)
+            .any(|w| w.1.saturating_sub(w.0.max(next)) > cap)
     }
 }
 

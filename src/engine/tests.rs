@@ -160,3 +160,17 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "hyperscan")]
+#[test]
+fn builtin_rules_have_a_stream_database() {
+    let e = Engine::builder(Ruleset::builtin().expect("loads"))
+        .cache(false)
+        .build()
+        .expect("builds");
+    assert!(
+        e.stream_db().is_some(),
+        "{:?}",
+        e.hs_stream.get().and_then(|r| r.as_ref().err())
+    );
+}

@@ -98,6 +98,8 @@ pub struct Rule {
     pub max_len: usize,
     /// Where the rule came from (file name), for messages.
     pub origin: String,
+    /// Embedded at build time (and so proven by the test-suite).
+    pub builtin: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,7 @@ impl Ruleset {
         for (name, text) in BUILTIN_RULE_FILES {
             set.add_toml(name, text)?;
         }
+        set.rules.iter_mut().for_each(|r| r.builtin = true);
         Ok(set)
     }
 
@@ -212,6 +215,7 @@ impl Ruleset {
             spec,
             max_len,
             origin: origin.to_string(),
+            builtin: false,
         });
         Ok(())
     }

@@ -13,7 +13,11 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use regex_automata::meta;
 
-use super::{scan_bytes, stream::scan_reader, FindingOptions, ScanError};
+use super::{
+    scan_bytes,
+    stream::{scan_reader, scan_reader_parallel},
+    FindingOptions, ScanError,
+};
 use crate::engine::Engine;
 use crate::finding::Finding;
 
@@ -265,10 +269,17 @@ fn scan_file(
     }
     let mut total = 0;
     let mut reader = std::io::Cursor::new(head).chain(file);
-    let f = scan_reader(engine, &mut reader, &name, &opts.findings, &mut |n| {
-        total += n;
-        progress.bytes(n)
-    })?;
+    let f = scan_reader_parallel(
+        engine,
+        &mut reader,
+        &name,
+        &opts.findings,
+        &mut |n| {
+            total += n;
+            progress.bytes(n)
+        },
+        rayon::current_num_threads(),
+    )?;
     Ok(FileOutcome::Scanned(f, total))
 }
 
