@@ -54,7 +54,8 @@ pub const PARALLEL_CHUNK: usize = 8 << 20;
 /// one byte ahead, so the last bytes wait for the next round.
 const LOOKAHEAD: u64 = 8;
 
-/// Like [`scan_reader`], but the Hyperscan prefilter of each 8 MiB round runs on `pieces` threads
+/// Like [`scan_reader`], but the Hyperscan prefilter of each `round`-byte read (normally
+/// [`PARALLEL_CHUNK`]) runs on `pieces` threads
 /// (rayon); the confirm stage stays sequential and exact. One large file then uses every core
 /// while memory stays at one round plus the hold-back — measured on the 1 GiB benchmark file,
 /// the single-threaded stream prefilter was the bottleneck (see BENCHMARKS.md).
@@ -65,6 +66,7 @@ pub fn scan_reader_parallel(
     opts: &FindingOptions,
     on_bytes: &mut dyn FnMut(u64),
     pieces: usize,
+    round: usize,
 ) -> io::Result<Vec<Finding>> {
     use rayon::prelude::*;
     if !engine.has_block_prefilter() {
@@ -75,12 +77,13 @@ pub fn scan_reader_parallel(
     let mut scratch = engine.scratch();
     let mut out = Vec::new();
     // `window` holds bytes from absolute offset `win_base`: left context, then bytes not yet fed.
-    let mut window: Vec<u8> = Vec::with_capacity(PARALLEL_CHUNK + context as usize + 64);
+    let round = round.max(1);
+    let mut window: Vec<u8> = Vec::with_capacity(round + context as usize + 64);
     let mut win_base = 0u64;
     let mut fed = 0u64;
     loop {
         let before = window.len();
-        let eof = fill(reader, &mut window, before + PARALLEL_CHUNK)?;
+        let eof = fill(reader, &mut window, before + round)?;
         on_bytes((window.len() - before) as u64);
         let end = win_base + window.len() as u64;
         let target = if eof {

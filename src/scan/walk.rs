@@ -279,6 +279,7 @@ fn scan_file(
             progress.bytes(n)
         },
         rayon::current_num_threads(),
+        super::stream::PARALLEL_CHUNK,
     )?;
     Ok(FileOutcome::Scanned(f, total))
 }

@@ -143,16 +143,23 @@ proptest! {
     /// Stdin split at random boundaries gives exactly the findings of the whole file.
     #[test]
     fn corpus_through_random_chunkings(case in 0usize..64, sizes in proptest::collection::vec(1usize..300, 1..16)) {
+        let sizes: Vec<usize> = sizes;
         let all = cases();
         let case = &all[case % all.len()];
         let data = std::fs::read(case).expect("readable");
         let opts = guard::scan::FindingOptions::default();
         let e = engine();
         let block = guard::scan::scan_bytes(e, &mut e.scratch(), "x", &data, &opts);
-        let mut r = Chunked { data: &data, sizes, i: 0 };
+        let mut r = Chunked { data: &data, sizes: sizes.clone(), i: 0 };
         let streamed = guard::scan::stream::scan_reader(e, &mut r, "x", &opts, &mut |_| {}).expect("in-memory read");
         let key = |f: &guard::finding::Finding| (f.location.clone(), f.rule.clone(), f.id.clone(), f.snippet.clone());
         prop_assert_eq!(block.iter().map(key).collect::<Vec<_>>(), streamed.iter().map(key).collect::<Vec<_>>());
+        // The large-file path: prefilter pieces on threads, rounds of arbitrary size.
+        let mut r = Chunked { data: &data, sizes: sizes.clone(), i: 0 };
+        let round = sizes[0] * 3;
+        let pieces = 1 + sizes.len() % 4;
+        let par = guard::scan::stream::scan_reader_parallel(e, &mut r, "x", &opts, &mut |_| {}, pieces, round).expect("in-memory read");
+        prop_assert_eq!(block.iter().map(key).collect::<Vec<_>>(), par.iter().map(key).collect::<Vec<_>>());
     }
 }
 
