@@ -103,9 +103,9 @@ enum VaultCmd {
         /// Print the raw value (a separate approval scope)
         #[arg(long)]
         print: bool,
-        /// Pin an older version (rollback)
-        #[arg(long)]
-        version: Option<u32>,
+        /// Pin an older version by its id (rollback)
+        #[arg(long, value_name = "ID")]
+        version_id: Option<u32>,
     },
     /// Revoke one lease, or all of them
     #[command(after_help = "Examples:\n  guard vault revoke lease_3f9a…\n  guard vault revoke --all")]
@@ -329,7 +329,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             let env = call(paths, "rotate", json!({"context": context, "name": name}))?;
             Ok(out.ok(&env, |d| format!("rotated {} to version {}", d["name"].as_str().unwrap_or(""), d["version"])))
         }
-        VaultCmd::Lease { name, context, ttl, client_id, print, version } => {
+        VaultCmd::Lease { name, context, ttl, client_id, print, version_id: version } => {
             let client = client_id.unwrap_or_else(default_client);
             let mut c = Client::connect_or_start(paths)?;
             let purpose = if print { "print" } else { "use" };
