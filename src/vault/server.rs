@@ -21,7 +21,7 @@ use crate::vault::config::{HeartbeatConfig, Limits, VaultConfig};
 use crate::vault::lease::{LeaseManager, LeaseRequest};
 use crate::vault::rpc::{self, next, Reply, Request, RpcError};
 use crate::vault::store::{self, ContextStore, StoreError};
-use crate::vault::{config, now_unix, rotate, valid_name, SecretValue, VaultPaths};
+use crate::vault::{config, now_unix, rotate, SecretValue, VaultPaths};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -276,8 +276,8 @@ impl Daemon {
     }
 
     fn lease(&self, r: LeaseP) -> Result<Reply, RpcError> {
-        if !valid_name(&r.client.replace(['/', ':', '@', ' '], "_")) {
-            return Err(RpcError::new(rpc::INVALID_PARAMS, "invalid client id"));
+        if r.client.is_empty() || r.client.len() > 4096 || r.client.chars().any(char::is_control) {
+            return Err(RpcError::new(rpc::INVALID_PARAMS, "invalid client id (1-4096 printable characters)"));
         }
         if r.purpose != "use" && r.purpose != "print" {
             return Err(RpcError::new(rpc::INVALID_PARAMS, "purpose must be \"use\" or \"print\""));
