@@ -11,18 +11,26 @@
 //! The vault (`vault`, feature `vault`) stores secrets age-encrypted and injects them into child
 //! processes through `guard exec`, whose output is filtered so the agent never sees a value.
 //!
-//! ```ignore
+//! ```
 //! use guard::{engine::Engine, rules::Ruleset};
 //! let rules = Ruleset::builtin().expect("builtin rules should load");
 //! let engine = Engine::builder(rules).build().expect("builtin rules should compile");
 //! let mut scratch = engine.scratch();
-//! let mut found = Vec::new();
-//! let token = format!("ghp_{}", "x".repeat(36)); // wrong checksum: not reported
-//! engine.scan_block(&mut scratch, token.as_bytes(), &mut |m| found.push(m.rule));
-//! assert!(found.is_empty());
-//! ```ignore
+//! // A classic GitHub token whose CRC32 tail is wrong is not reported...
+//! let fake = format!("token = ghp_{}", "x".repeat(36));
+//! assert!(engine.scan_block(&mut scratch, fake.as_bytes()).is_empty());
+//! // ...one with a valid checksum is, with the secret's offsets.
+//! let random = "FakeTokenForTheDocs00000000000";
+//! let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
+//! let token = format!("in a log line: ghp_{random}{}", std::str::from_utf8(&crc).unwrap());
+//! let found = engine.scan_block(&mut scratch, token.as_bytes());
+//! assert_eq!(engine.rule(found[0].rule).id.0, "github.pat_classic");
+//! assert_eq!(found[0].secret_start, 15);
+//! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod baseline;
+pub mod config;
 pub mod engine;
 pub mod finding;
 pub mod report;

@@ -1,1 +1,147 @@
-//! placeholder
+//! Report sinks: human, JSON, JSONL and SARIF 2.1.0, all from the same [`Finding`]s.
+//!
+//! Every format redacts the secret unless the caller asked to reveal it ([`Reveal::Shown`]); the
+//! redaction happens in one place ([`secret_field`]) so no format can forget it.
+
+mod human;
+mod sarif;
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::finding::{redact, Finding, Reveal};
+
+pub use human::Human;
+pub use sarif::Sarif;
+
+/// Totals reported at the end of a scan.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+    pub findings: u64,
+    pub suppressed_by_baseline: u64,
+    pub skipped_binary: u64,
+    pub skipped_large: u64,
+    pub errors: u64,
+}
+
+/// A destination for findings. `finish` is called once after the last finding.
+pub trait Sink {
+    fn finding(&mut self, f: &Finding) -> io::Result<()>;
+    fn finish(&mut self, totals: &Totals) -> io::Result<()>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+    Jsonl,
+    Sarif,
+}
+
+/// Creates the sink for `format`, writing to `out`.
+pub fn sink<'a>(
+    format: Format,
+    out: Box<dyn Write + 'a>,
+    engine: &'a Engine,
+    reveal: Reveal,
+    color: bool,
+) -> Box<dyn Sink + 'a> {
+    match format {
+        Format::Human => Box::new(Human::new(out, reveal, color)),
+        Format::Json => Box::new(Json {
+            out,
+            reveal,
+            all: Vec::new(),
+        }),
+        Format::Jsonl => Box::new(Jsonl { out, reveal }),
+        Format::Sarif => Box::new(Sarif::new(out, engine, reveal)),
+    }
+}
+
+pub(crate) fn secret_field(f: &Finding, reveal: Reveal) -> String {
+    match reveal {
+        Reveal::Shown => String::from_utf8_lossy(f.secret.expose_secret()).into_owned(),
+        Reveal::Redacted => redact(f.secret.expose_secret()),
+    }
+}
+
+/// The JSON shape of one finding (also one JSONL line).
+#[derive(Serialize)]
+pub struct JsonFinding<'a> {
+    pub id: &'a str,
+    pub rule: &'a str,
+    pub rule_name: &'a str,
+    pub confidence: &'a str,
+    pub path: &'a str,
+    pub line: u64,
+    pub column: u64,
+    pub end_line: u64,
+    pub end_column: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub secret: String,
+    pub redacted: bool,
+    pub snippet: &'a str,
+}
+
+impl<'a> JsonFinding<'a> {
+    pub fn new(f: &'a Finding, reveal: Reveal) -> JsonFinding<'a> {
+        JsonFinding {
+            id: &f.id.0,
+            rule: &f.rule.0,
+            rule_name: &f.rule_name,
+            confidence: f.confidence.as_str(),
+            path: &f.location.path,
+            line: f.location.line,
+            column: f.location.column,
+            end_line: f.location.end_line,
+            end_column: f.location.end_column,
+            start_offset: f.location.start,
+            end_offset: f.location.end,
+            secret: secret_field(f, reveal),
+            redacted: reveal == Reveal::Redacted,
+            snippet: &f.snippet,
+        }
+    }
+}
+
+struct Json<'a> {
+    out: Box<dyn Write + 'a>,
+    reveal: Reveal,
+    all: Vec<serde_json::Value>,
+}
+
+impl Sink for Json<'_> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        self.all.push(
+            serde_json::to_value(JsonFinding::new(f, self.reveal)).map_err(io::Error::other)?,
+        );
+        Ok(())
+    }
+    fn finish(&mut self, totals: &Totals) -> io::Result<()> {
+        let doc = serde_json::json!({ "version": 1, "findings": self.all, "totals": totals });
+        serde_json::to_writer_pretty(&mut self.out, &doc).map_err(io::Error::other)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+}
+
+struct Jsonl<'a> {
+    out: Box<dyn Write + 'a>,
+    reveal: Reveal,
+}
+
+impl Sink for Jsonl<'_> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &JsonFinding::new(f, self.reveal))
+            .map_err(io::Error::other)?;
+        writeln!(self.out)
+    }
+    fn finish(&mut self, _totals: &Totals) -> io::Result<()> {
+        self.out.flush()
+    }
+}

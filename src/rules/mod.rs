@@ -1,1 +1,415 @@
-//! placeholder
+//! Rules: the schema of `rules/*.toml`, the embedded builtin set, and the loader.
+//!
+//! A rule is data, not code: one TOML table per token format, written from the provider's
+//! published format. The loader does all the static analysis the engine relies on, once, so the
+//! hot path never re-checks it: every pattern parses as a byte regex with Unicode off, has a
+//! bounded maximum match length (the confirm stage searches a window of that length ending at each
+//! prefilter hit, and stream mode holds back at most that many bytes), and cannot match empty.
+
+pub mod check;
+
+use std::{fmt, path::Path};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
+
+/// Longest match any rule may produce; bounds hold-back in stream mode and the confirm window.
+pub const MAX_RULE_LEN: usize = 16 * 1024;
+
+/// Stable rule identifier, `<provider>.<name>`; never reused for a different format.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RuleId(pub String);
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+/// Offline validators: checks a token's own structure (checksums, embedded headers) without
+/// asking the provider, so a random string of the right shape is not reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validator {
+    GithubChecksum,
+    NpmChecksum,
+    Jwt,
+    PypiMacaroon,
+}
+
+/// A rule as written in TOML (the user-facing schema).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub min_entropy: Option<f64>,
+    #[serde(default)]
+    pub validate: Option<Validator>,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub references: Vec<String>,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub negative_examples: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+/// A checked rule: the spec plus what the loader derived from the pattern.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: RuleId,
+    pub spec: RuleSpec,
+    /// Longest possible match in bytes (≤ [`MAX_RULE_LEN`]).
+    pub max_len: usize,
+    /// Where the rule came from (file name), for messages.
+    pub origin: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{origin}:{line}: {message}")]
+    Parse {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{origin}:{line}: rule {id}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        id: String,
+        message: String,
+    },
+    #[error("duplicate rule id {id} ({first} and {second})")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("cannot read rule file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// An ordered, checked set of rules. Order is load order and is the engine's pattern index.
+#[derive(Clone, Debug, Default)]
+pub struct Ruleset {
+    rules: Vec<Rule>,
+}
+
+impl Ruleset {
+    /// The rules embedded from `rules/*.toml` at build time.
+    pub fn builtin() -> Result<Ruleset, RulesError> {
+        let mut set = Ruleset::default();
+        for (name, text) in BUILTIN_RULE_FILES {
+            set.add_toml(name, text)?;
+        }
+        Ok(set)
+    }
+
+    pub fn empty() -> Ruleset {
+        Ruleset::default()
+    }
+
+    /// Loads a rule file from disk and adds its rules.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.add_toml(&path.display().to_string(), &text)
+    }
+
+    /// Parses `[[rule]]` tables from TOML text and adds them; `origin` names the source in errors.
+    pub fn add_toml(&mut self, origin: &str, text: &str) -> Result<(), RulesError> {
+        let file: RuleFile = toml::from_str(text).map_err(|e| RulesError::Parse {
+            origin: origin.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+            message: e.message().to_string(),
+        })?;
+        for spec in file.rule {
+            let line = find_rule_line(text, &spec.id);
+            self.add_spec(origin, line, spec)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one rule after checking it; `line` is only used in error messages.
+    pub fn add_spec(
+        &mut self,
+        origin: &str,
+        line: usize,
+        spec: RuleSpec,
+    ) -> Result<(), RulesError> {
+        let invalid = |message: String| RulesError::Invalid {
+            origin: origin.to_string(),
+            line,
+            id: spec.id.clone(),
+            message,
+        };
+        if !valid_id(&spec.id) {
+            return Err(invalid(
+                "id must be <provider>.<name> in [a-z0-9_.-]".into(),
+            ));
+        }
+        let max_len = analyze_pattern(&spec.pattern).map_err(invalid)?;
+        if spec.keywords.iter().any(|k| k.is_empty()) {
+            return Err(invalid("keywords must not be empty strings".into()));
+        }
+        if let Some(e) = spec.min_entropy {
+            if !(0.0..=8.0).contains(&e) {
+                return Err(invalid(format!(
+                    "min_entropy {e} is outside 0..=8 bits/char"
+                )));
+            }
+        }
+        if let Some(prev) = self.rules.iter().find(|r| r.id.0 == spec.id) {
+            return Err(RulesError::Duplicate {
+                id: spec.id.clone(),
+                first: prev.origin.clone(),
+                second: origin.to_string(),
+            });
+        }
+        self.rules.push(Rule {
+            id: RuleId(spec.id.clone()),
+            spec,
+            max_len,
+            origin: origin.to_string(),
+        });
+        Ok(())
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Drops rules whose id equals one of `ids` or starts with `prefix.` for an entry `prefix.*`.
+    pub fn disable(&mut self, ids: &[String]) {
+        self.rules.retain(|r| {
+            !ids.iter().any(|d| match d.strip_suffix('*') {
+                Some(prefix) => r.id.0.starts_with(prefix),
+                None => r.id.0 == *d,
+            })
+        });
+    }
+
+    /// Keeps only the rules for which `keep` is true (used by `rules check FILE`).
+    pub fn retain(&mut self, keep: impl FnMut(&Rule) -> bool) {
+        self.rules.retain(keep);
+    }
+
+    /// Hash over everything that affects matching; keys the compiled-database cache.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"guard-ruleset-v1\0");
+        for r in &self.rules {
+            h.update(r.id.0.as_bytes());
+            h.update([0]);
+            h.update(r.spec.pattern.as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '.');
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+    };
+    matches!((parts.next(), parts.next()), (Some(p), Some(n)) if ok(p) && ok(n))
+}
+
+/// Parses the pattern the way the confirm stage compiles it and returns its maximum match length.
+fn analyze_pattern(pattern: &str) -> Result<usize, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| format!("pattern does not parse: {}", first_line(&e.to_string())))?;
+    let props = hir.properties();
+    if props.minimum_len().unwrap_or(0) == 0 {
+        return Err("pattern can match the empty string".into());
+    }
+    if props.look_set().iter().any(|l| {
+        !matches!(
+            l,
+            regex_syntax::hir::Look::WordAscii
+                | regex_syntax::hir::Look::WordAsciiNegate
+                | regex_syntax::hir::Look::StartLF
+                | regex_syntax::hir::Look::EndLF
+        )
+    }) {
+        return Err(
+            "pattern uses an assertion Hyperscan cannot share (use \\b, or (?m)^ and (?m)$)".into(),
+        );
+    }
+    match props.maximum_len() {
+        None => {
+            Err("pattern has an unbounded repetition (*, + or {n,}); bound it, e.g. {1,64}".into())
+        }
+        Some(n) if n > MAX_RULE_LEN => Err(format!(
+            "pattern can match {n} bytes; the limit is {MAX_RULE_LEN}"
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .next_back()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.as_bytes()[..byte.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn find_rule_line(text: &str, id: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with("id") && l.contains(&format!("\"{id}\""))
+                || l.contains(&format!("'{id}'"))
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, pattern: &str) -> RuleSpec {
+        RuleSpec {
+            id: id.into(),
+            name: "t".into(),
+            pattern: pattern.into(),
+            keywords: vec![],
+            min_entropy: None,
+            validate: None,
+            confidence: Confidence::High,
+            description: String::new(),
+            references: vec![],
+            examples: vec![],
+            negative_examples: vec![],
+        }
+    }
+
+    #[test]
+    fn builtin_rules_load() {
+        let set = Ruleset::builtin().expect("builtin rules should load");
+        assert!(set.len() >= 40, "only {} builtin rules", set.len());
+    }
+
+    #[test]
+    fn rejects_unbounded_and_empty_patterns() {
+        let mut s = Ruleset::empty();
+        let e = s
+            .add_spec("f", 3, spec("a.b", "x[a-z]+"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unbounded") && e.contains("f:3") && e.contains("a.b"),
+            "{e}"
+        );
+        assert!(s
+            .add_spec("f", 1, spec("a.c", "x?"))
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(s.add_spec("f", 1, spec("a.d", "(?=x)y")).is_err());
+        assert!(s.add_spec("f", 1, spec("Bad Id", "xy")).is_err());
+        s.add_spec("f", 1, spec("a.e", "x[a-z]{1,4}"))
+            .expect("bounded pattern is fine");
+        assert_eq!(s.rules()[0].max_len, 5);
+        assert!(matches!(
+            s.add_spec("g", 1, spec("a.e", "yy")),
+            Err(RulesError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_toml_names_file_and_line() {
+        let mut s = Ruleset::empty();
+        let text =
+            "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"ab\"\nconfidence = \"sure\"\n";
+        let e = s.add_toml("my.toml", text).unwrap_err().to_string();
+        assert!(e.starts_with("my.toml:5:"), "{e}");
+        let text =
+            "[[rule]]\nid = \"a.b\"\nname = \"x\"\npattern = \"a(b\"\nconfidence = \"low\"\n";
+        let e = s.add_toml("my.toml", text).unwrap_err().to_string();
+        assert!(e.contains("my.toml:2") && e.contains("a.b"), "{e}");
+    }
+
+    #[test]
+    fn disable_by_id_and_prefix() {
+        let mut s = Ruleset::empty();
+        for id in ["a.x", "a.y", "b.z"] {
+            s.add_spec("f", 1, spec(id, "xy")).expect("valid");
+        }
+        s.disable(&["a.*".into()]);
+        assert_eq!(
+            s.rules()
+                .iter()
+                .map(|r| r.id.0.as_str())
+                .collect::<Vec<_>>(),
+            ["b.z"]
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! SARIF 2.1.0 for code-scanning UIs. Checked against the official schema in the test-suite.
+//!
+//! `partialFingerprints["guard/v1"]` carries the finding id, so a SARIF consumer tracks a leaked
+//! secret across commits the same way `--baseline` does.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Value};
+
+use super::{secret_field, Sink, Totals};
+use crate::engine::Engine;
+use crate::finding::{Finding, Reveal};
+use crate::rules::Confidence;
+
+pub struct Sarif<'a> {
+    out: Box<dyn Write + 'a>,
+    engine: &'a Engine,
+    reveal: Reveal,
+    results: Vec<Value>,
+}
+
+impl<'a> Sarif<'a> {
+    pub fn new(out: Box<dyn Write + 'a>, engine: &'a Engine, reveal: Reveal) -> Sarif<'a> {
+        Sarif {
+            out,
+            engine,
+            reveal,
+            results: Vec::new(),
+        }
+    }
+}
+
+fn level(c: Confidence) -> &'static str {
+    match c {
+        Confidence::High => "error",
+        Confidence::Medium => "warning",
+        Confidence::Low => "note",
+    }
+}
+
+/// A path as a relative URI reference (RFC 3986): forward slashes, reserved bytes escaped.
+fn uri(path: &str) -> String {
+    let mut out = String::new();
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl Sink for Sarif<'_> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        let index = self
+            .engine
+            .rules()
+            .position(|r| r.id == f.rule)
+            .unwrap_or(0);
+        self.results.push(json!({
+            "ruleId": f.rule.0,
+            "ruleIndex": index,
+            "level": level(f.confidence),
+            "message": { "text": format!("{} found: {}", f.rule_name, secret_field(f, self.reveal)) },
+            "locations": [{
+                "physicalLocation": {
+                    "artifactLocation": { "uri": uri(&f.location.path) },
+                    "region": {
+                        "startLine": f.location.line,
+                        "startColumn": f.location.column,
+                        "endLine": f.location.end_line,
+                        "endColumn": f.location.end_column,
+                        "snippet": { "text": f.snippet },
+                    }
+                }
+            }],
+            "partialFingerprints": { "guard/v1": f.id.0 },
+        }));
+        Ok(())
+    }
+
+    fn finish(&mut self, _t: &Totals) -> io::Result<()> {
+        let rules: Vec<Value> = self
+            .engine
+            .rules()
+            .map(|r| {
+                let mut v = json!({
+                    "id": r.id.0,
+                    "name": r.spec.name,
+                    "shortDescription": { "text": r.spec.name },
+                    "fullDescription": { "text": if r.spec.description.is_empty() { &r.spec.name } else { &r.spec.description } },
+                    "defaultConfiguration": { "level": level(r.spec.confidence) },
+                    "properties": { "confidence": r.spec.confidence.as_str(), "tags": ["security", "secret"] },
+                });
+                if let Some(u) = r.spec.references.first() {
+                    v["helpUri"] = json!(u);
+                }
+                v
+            })
+            .collect();
+        let doc = json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": { "driver": {
+                    "name": "guard",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "results": std::mem::take(&mut self.results),
+            }]
+        });
+        serde_json::to_writer_pretty(&mut self.out, &doc).map_err(io::Error::other)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+}

@@ -1,0 +1,581 @@
+//! `guard scan` and `guard rules` end to end.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use proptest::prelude::*;
+
+fn guard(cache: &Path) -> Command {
+    let mut c = Command::cargo_bin("guard").expect("the guard binary should be built");
+    c.env("GUARD_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .env_remove("GUARD_FINDING_KEY");
+    c
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
+}
+
+/// (rule, line) pairs from a JSONL report.
+fn labels(jsonl: &[u8]) -> BTreeSet<(String, u64)> {
+    jsonl
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("each line should be JSON");
+            (
+                v["rule"].as_str().expect("rule").to_string(),
+                v["line"].as_u64().expect("line"),
+            )
+        })
+        .collect()
+}
+
+fn expected(case: &Path) -> BTreeSet<(String, u64)> {
+    std::fs::read_to_string(case.with_extension("expected"))
+        .expect(".expected exists")
+        .lines()
+        .map(|l| {
+            let (r, n) = l.split_once(' ').expect("rule line");
+            (r.to_string(), n.parse().expect("line number"))
+        })
+        .collect()
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(corpus_dir())
+        .expect("corpus/ exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 20, "corpus has {} cases", v.len());
+    v
+}
+
+/// Every corpus case through the file path, a directory walk, and stdin, on both backends:
+/// identical findings, equal to the labels.
+#[test]
+fn corpus_every_source_every_backend() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for case in cases() {
+        let want = expected(&case);
+        let data = std::fs::read(&case).expect("readable");
+        let name = case.file_name().expect("name");
+        let sub = dir.path().join(name).with_extension("d");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(name), &data).expect("write");
+        for backend in ["auto", "regex"] {
+            let file = guard(cache.path())
+                .args(["scan", "--binary", "-f", "jsonl", "--backend", backend])
+                .arg(&case)
+                .output()
+                .expect("runs");
+            let walk = guard(cache.path())
+                .args(["scan", "--binary", "-f", "jsonl", "--backend", backend])
+                .arg(&sub)
+                .output()
+                .expect("runs");
+            let stdin = guard(cache.path())
+                .args(["scan", "-f", "jsonl", "--backend", backend, "-"])
+                .write_stdin(data.clone())
+                .output()
+                .expect("runs");
+            let code = if want.is_empty() { 0 } else { 1 };
+            for (how, out) in [("file", &file), ("dir", &walk), ("stdin", &stdin)] {
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "{} via {how} ({backend}): {}",
+                    case.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    labels(&out.stdout),
+                    want,
+                    "{} via {how} ({backend})",
+                    case.display()
+                );
+            }
+        }
+    }
+}
+
+/// A reader that hands out the input in the given chunk sizes.
+struct Chunked<'a> {
+    data: &'a [u8],
+    sizes: Vec<usize>,
+    i: usize,
+}
+
+impl Read for Chunked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = self
+            .sizes
+            .get(self.i % self.sizes.len().max(1))
+            .copied()
+            .unwrap_or(7)
+            .max(1);
+        self.i += 1;
+        let n = want.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn engine() -> &'static guard::engine::Engine {
+    static E: std::sync::OnceLock<guard::engine::Engine> = std::sync::OnceLock::new();
+    E.get_or_init(|| {
+        guard::engine::Engine::builder(guard::rules::Ruleset::builtin().expect("rules"))
+            .cache(false)
+            .build()
+            .expect("engine")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Stdin split at random boundaries gives exactly the findings of the whole file.
+    #[test]
+    fn corpus_through_random_chunkings(case in 0usize..64, sizes in proptest::collection::vec(1usize..300, 1..16)) {
+        let all = cases();
+        let case = &all[case % all.len()];
+        let data = std::fs::read(case).expect("readable");
+        let opts = guard::scan::FindingOptions::default();
+        let e = engine();
+        let block = guard::scan::scan_bytes(e, &mut e.scratch(), "x", &data, &opts);
+        let mut r = Chunked { data: &data, sizes, i: 0 };
+        let streamed = guard::scan::stream::scan_reader(e, &mut r, "x", &opts, &mut |_| {}).expect("in-memory read");
+        let key = |f: &guard::finding::Finding| (f.location.clone(), f.rule.clone(), f.id.clone(), f.snippet.clone());
+        prop_assert_eq!(block.iter().map(key).collect::<Vec<_>>(), streamed.iter().map(key).collect::<Vec<_>>());
+    }
+}
+
+const FIXTURE: &str = "# settings\nGITHUB_TOKEN=__GH__\nplain line\nAWS_ACCESS_KEY_ID=AKIAZ7VBXQ3MWT5KPRYD\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n";
+
+fn github_token(seed: &str) -> String {
+    let random: String = seed.chars().cycle().take(30).collect();
+    let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
+    format!("ghp_{random}{}", std::str::from_utf8(&crc).expect("ascii"))
+}
+
+fn fixture_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("config.env"),
+        FIXTURE.replace("__GH__", &github_token("FakeTokenForGuardTests0")),
+    )
+    .expect("write");
+    std::fs::write(d.path().join("clean.txt"), "nothing to see here\n").expect("write");
+    d
+}
+
+fn run_in(dir: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    guard(cache)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn output_formats_snapshot_and_redact() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    let token = github_token("FakeTokenForGuardTests0");
+    for fmt in ["human", "json", "jsonl", "sarif"] {
+        let out = run_in(d.path(), cache.path(), &["scan", "-f", fmt, "."]);
+        assert_eq!(out.status.code(), Some(1), "{fmt}");
+        let text = String::from_utf8(out.stdout).expect("utf8");
+        assert!(!text.contains(&token), "{fmt} output leaks the secret");
+        assert!(
+            !text.contains("wJalrXUtnFEMI"),
+            "{fmt} output leaks the secret"
+        );
+        insta::assert_snapshot!(format!("scan_{fmt}"), text);
+        let shown = run_in(
+            d.path(),
+            cache.path(),
+            &["scan", "--show-secrets", "-f", fmt, "."],
+        );
+        assert!(
+            String::from_utf8_lossy(&shown.stdout).contains(&token),
+            "{fmt} --show-secrets"
+        );
+    }
+}
+
+#[test]
+fn sarif_validates_against_the_official_schema() {
+    let tool = std::env::var_os("GUARD_SARIF_MULTITOOL").map(PathBuf::from);
+    let Some(tool) = tool.filter(|t| t.exists()) else {
+        assert!(
+            std::env::var_os("GUARD_SKIP_SARIF_SCHEMA").is_some(),
+            "Sarif.Multitool not found: run scripts/test (it installs it) or set GUARD_SKIP_SARIF_SCHEMA=1"
+        );
+        return;
+    };
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    let report = d.path().join("out.sarif");
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &[
+            "scan",
+            "-f",
+            "sarif",
+            "-o",
+            report.to_str().expect("utf8"),
+            "config.env",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let log = d.path().join("validation.sarif");
+    let v = std::process::Command::new(&tool)
+        .arg("validate")
+        .arg(&report)
+        .arg("-o")
+        .arg(&log)
+        .output()
+        .expect("validator runs");
+    assert!(
+        log.exists(),
+        "validator wrote no log: {}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&log).expect("log")).expect("json");
+    let schema_errors: Vec<String> = doc["runs"][0]["results"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x["ruleId"].as_str())
+                .filter(|id| id.starts_with("JSON") || id.starts_with("SARIF1"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(schema_errors.is_empty(), "schema errors: {schema_errors:?}");
+}
+
+#[test]
+fn help_snapshots() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["--help"][..],
+        &["scan", "--help"],
+        &["rules", "check", "--help"],
+    ] {
+        let out = guard(cache.path())
+            .args(args)
+            .env("COLUMNS", "100")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(0));
+        insta::assert_snapshot!(
+            format!("help_{}", args.join("_").replace("--", "")),
+            String::from_utf8(out.stdout).expect("utf8")
+        );
+    }
+}
+
+#[test]
+fn exit_codes_and_missing_paths() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    assert_eq!(
+        run_in(d.path(), cache.path(), &["scan", "clean.txt"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run_in(d.path(), cache.path(), &["scan", "config.env"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // A missing path is named, the rest is still scanned, and the exit code is 2.
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &["scan", "-f", "jsonl", "nope.txt", "config.env"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.txt"));
+    assert!(labels(&out.stdout)
+        .iter()
+        .any(|(r, _)| r == "github.pat_classic"));
+    let bad = run_in(d.path(), cache.path(), &["scan", "--format", "xml", "."]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn baseline_suppresses_by_id_even_when_lines_move() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &["scan", "--write-baseline", "base.json", "config.env"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let base = std::fs::read_to_string(d.path().join("base.json")).expect("baseline written");
+    assert!(
+        !base.contains("ghp_") && !base.contains("wJalr"),
+        "baseline must not hold secrets"
+    );
+    assert_eq!(
+        run_in(
+            d.path(),
+            cache.path(),
+            &["scan", "--baseline", "base.json", "config.env"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    // Move everything down three lines: still suppressed.
+    let text = std::fs::read_to_string(d.path().join("config.env")).expect("read");
+    std::fs::write(d.path().join("config.env"), format!("\n\n\n{text}")).expect("write");
+    assert_eq!(
+        run_in(
+            d.path(),
+            cache.path(),
+            &["scan", "--baseline", "base.json", "config.env"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    // A new secret is reported.
+    std::fs::write(
+        d.path().join("new.env"),
+        format!("T={}\n", github_token("AnotherFakeToken99")),
+    )
+    .expect("write");
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &[
+            "scan",
+            "-f",
+            "jsonl",
+            "--baseline",
+            "base.json",
+            "config.env",
+            "new.env",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(labels(&out.stdout).len(), 1);
+}
+
+#[test]
+fn config_rules_allowlists_and_inline_marker() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    std::fs::create_dir_all(d.path().join("testdata")).expect("mkdir");
+    std::fs::write(
+        d.path().join("testdata/x.env"),
+        format!("T={}\n", github_token("TestdataToken000")),
+    )
+    .expect("write");
+    std::fs::write(
+        d.path().join("inline.env"),
+        format!("T={} # guard:allow\n", github_token("InlineToken0000")),
+    )
+    .expect("write");
+    std::fs::write(d.path().join("acme.txt"), "key: acme_Zx81Qp0Lm2Vb7Tn3\n").expect("write");
+    std::fs::write(
+        d.path().join("guard.toml"),
+        r#"
+[allowlist]
+paths = ['(^|/)testdata/']
+stopwords = ["examplekey"]
+
+[[rule]]
+id = "acme.token"
+name = "ACME internal token"
+pattern = '\bacme_(?P<secret>[A-Za-z0-9]{16})\b'
+confidence = "high"
+examples = ["acme_Zx81Qp0Lm2Vb7Tn3"]
+negative_examples = ["acme_short"]
+"#,
+    )
+    .expect("write");
+    let out = run_in(d.path(), cache.path(), &["scan", "-f", "jsonl", "."]);
+    let got = labels(&out.stdout);
+    let rules: BTreeSet<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(rules.contains("acme.token"), "{got:?}");
+    assert!(
+        !rules.contains("aws.secret_access_key"),
+        "stop-word should allow the AWS example secret: {got:?}"
+    );
+    let paths = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!paths.contains("testdata/"), "path allowlist");
+    assert!(!paths.contains("inline.env"), "inline guard:allow");
+    // The user's rule is checked by `rules check` too.
+    let chk = run_in(d.path(), cache.path(), &["rules", "check"]);
+    assert_eq!(
+        chk.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&chk.stdout)
+    );
+}
+
+#[test]
+fn malformed_rule_file_names_file_line_and_rule() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = tempfile::tempdir().expect("tempdir");
+    let f = d.path().join("bad.toml");
+    std::fs::write(&f, "[[rule]]\nid = \"x.ok\"\nname = \"ok\"\npattern = 'ok_[a-z]{4}'\nconfidence = \"low\"\nexamples = [\"ok_abcd\"]\nnegative_examples = [\"ok_\"]\n\n[[rule]]\nid = \"x.bad\"\nname = \"bad\"\npattern = 'bad_[a-z]+'\nconfidence = \"low\"\n").expect("write");
+    let out = guard(cache.path())
+        .args(["rules", "check"])
+        .arg(&f)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:10") && err.contains("x.bad") && err.contains("unbounded"),
+        "{err}"
+    );
+    // A failing example: exit 1 with the rule named.
+    std::fs::write(&f, "[[rule]]\nid = \"x.ok\"\nname = \"ok\"\npattern = 'ok_[a-z]{4}'\nconfidence = \"low\"\nexamples = [\"ok_ABCD\"]\nnegative_examples = [\"ok_\"]\n").expect("write");
+    let out = guard(cache.path())
+        .args(["rules", "check"])
+        .arg(&f)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL x.ok"));
+}
+
+#[test]
+fn builtin_rules_check_and_list() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let out = guard(cache.path())
+        .args(["rules", "check"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let list = guard(cache.path())
+        .args(["rules", "list", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let n = v.as_array().expect("array").len();
+    assert!(n >= 100, "{n} rules");
+    let providers: BTreeSet<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["id"].as_str()?.split('.').next())
+        .collect();
+    assert!(providers.len() >= 40, "{} providers", providers.len());
+}
+
+#[cfg(unix)]
+#[test]
+fn hostile_inputs_do_not_crash() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path();
+    let tok = github_token("HostileInputToken0");
+    std::fs::write(p.join("empty"), b"").expect("write");
+    let mut bin = b"\xff\xfe\x00\x01 invalid \xc3\x28 utf8 ".to_vec();
+    bin.extend_from_slice(format!("T={tok}\n").as_bytes());
+    std::fs::write(p.join("invalid.bin"), &bin).expect("write");
+    let mut txt = b"bad \xc3\x28 utf8 ".to_vec();
+    txt.extend_from_slice(format!("T={tok}\n").as_bytes());
+    std::fs::write(p.join("invalid.txt"), &txt).expect("write");
+    std::os::unix::fs::symlink(p, p.join("loop")).expect("symlink");
+    let fifo = p.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    // A single 80 MB line (streamed, not mapped) with a token at the very end.
+    let big = p.join("big.txt");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).expect("create"));
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..80 {
+            f.write_all(&chunk).expect("write");
+        }
+        write!(f, " {tok}").expect("write");
+    }
+    let out = guard(cache.path())
+        .args(["scan", "-f", "jsonl", "."])
+        .current_dir(p)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("big.txt"),
+        "token at the end of an 80 MB line: {text}"
+    );
+    assert!(text.contains("invalid.txt"));
+    assert!(
+        !text.contains("invalid.bin"),
+        "binary files are skipped by default"
+    );
+    let out = guard(cache.path())
+        .args(["scan", "-f", "jsonl", "--binary", "invalid.bin"])
+        .current_dir(p)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn compiled_database_is_cached() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    assert_eq!(
+        run_in(d.path(), cache.path(), &["scan", "clean.txt"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let dbs: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache dir created")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hs-"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "one block database cached");
+    // A corrupt cache entry is ignored and rewritten, not fatal.
+    std::fs::write(dbs[0].path(), b"garbage").expect("write");
+    assert_eq!(
+        run_in(d.path(), cache.path(), &["scan", "config.env"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(std::fs::read(dbs[0].path())
+        .expect("rewritten")
+        .starts_with(b"GUARDHS1"));
+}
