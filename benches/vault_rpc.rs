@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 const CLIENTS: usize = 100;
 
 fn call(r: &mut BufReader<UnixStream>, w: &mut UnixStream, method: &str, params: Value) -> Value {
-    let mut f = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).unwrap();
+    let mut f =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap();
     f.push(b'\n');
     w.write_all(&f).unwrap();
     let mut line = String::new();
@@ -34,7 +36,12 @@ fn run(sock: &std::path::Path, secs: f64, cycle: bool) -> f64 {
                 let mut n = 0u64;
                 while Instant::now() < end {
                     if cycle {
-                        let l = call(&mut r, &mut w, "lease", json!({"name": "tok", "client": "bench"}));
+                        let l = call(
+                            &mut r,
+                            &mut w,
+                            "lease",
+                            json!({"name": "tok", "client": "bench"}),
+                        );
                         let id = l["result"]["data"]["lease"].as_str().unwrap().to_string();
                         let v = call(&mut r, &mut w, "resolve", json!({"leases": [id]}));
                         assert!(v["result"]["ok"] == true);
@@ -64,7 +71,10 @@ fn main() {
     let dir = tmp.path().join("vault");
     let g = |args: &[&str], input: Option<&str>| {
         let mut c = Command::new(bin);
-        c.args(args).env("GUARD_VAULT_DIR", &dir).stdin(Stdio::piped()).stdout(Stdio::null());
+        c.args(args)
+            .env("GUARD_VAULT_DIR", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
         let mut ch = c.spawn().unwrap();
         if let Some(i) = input {
             ch.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
@@ -73,7 +83,10 @@ fn main() {
         assert!(ch.wait().unwrap().success(), "{args:?}");
     };
     g(&["vault", "init"], None);
-    g(&["vault", "add", "tok"], Some("fake-bench-value-0123456789"));
+    g(
+        &["vault", "add", "tok"],
+        Some("fake-bench-value-0123456789"),
+    );
     g(&["vault", "grant", "tok", "--client", "bench"], None);
     // `grant` autostarted the daemon; it is stopped with `daemon --stop` below.
     let sock = dir.join("run/daemon.sock");
@@ -83,6 +96,9 @@ fn main() {
     let ping = run(&sock, 3.0, false);
     let cycle = run(&sock, 3.0, true);
     println!("vault_rpc ping, {CLIENTS} clients: {ping:.0} requests/s");
-    println!("vault_rpc lease+resolve+revoke, {CLIENTS} clients: {cycle:.0} requests/s ({:.0} cycles/s)", cycle / 3.0);
+    println!(
+        "vault_rpc lease+resolve+revoke, {CLIENTS} clients: {cycle:.0} requests/s ({:.0} cycles/s)",
+        cycle / 3.0
+    );
     g(&["vault", "daemon", "--stop"], None);
 }

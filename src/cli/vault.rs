@@ -6,12 +6,12 @@
 //! environment and output masker, or to stdout for an approved `lease --print`. Approval prompts
 //! use the controlling terminal (`/dev/tty`), never stdin/stdout, which an agent drives.
 
-use clap::{Args, Subcommand};
 use crate::vault::approval::ask_tty;
 use crate::vault::client::{spawn_daemon, Client, ClientError};
 use crate::vault::exec::{Masker, ProjectFile};
 use crate::vault::rpc::{self, NextAction};
 use crate::vault::{audit, store, SecretValue, VaultPaths};
+use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
@@ -22,7 +22,9 @@ const EXIT_DENIED: i32 = 1;
 const EXIT_ERROR: i32 = 2;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  guard vault init\n  printf %s \"$TOKEN\" | guard vault add api_token --rotate-via 'gh auth token'\n  guard vault grant api_token --client ~/src/app\n  guard vault audit verify")]
+#[command(
+    after_help = "Examples:\n  guard vault init\n  printf %s \"$TOKEN\" | guard vault add api_token --rotate-via 'gh auth token'\n  guard vault grant api_token --client ~/src/app\n  guard vault audit verify"
+)]
 pub struct VaultArgs {
     /// Vault directory [default: ~/.local/share/guard/vault]
     #[arg(long, global = true, env = "GUARD_VAULT_DIR")]
@@ -43,7 +45,9 @@ enum VaultCmd {
         context: String,
     },
     /// Store a secret (value from a no-echo terminal prompt, or from stdin)
-    #[command(after_help = "Examples:\n  guard vault add api_token                 # prompts without echo\n  guard vault add db_pass --context prod < pass.txt\n  guard vault add gh --rotate-via 'gh auth token' --rotate-every 30d")]
+    #[command(
+        after_help = "Examples:\n  guard vault add api_token                 # prompts without echo\n  guard vault add db_pass --context prod < pass.txt\n  guard vault add gh --rotate-via 'gh auth token' --rotate-every 30d"
+    )]
     Add {
         name: String,
         #[arg(long, default_value = "default")]
@@ -90,7 +94,9 @@ enum VaultCmd {
         context: String,
     },
     /// Take a lease (prints the lease id; `--print` prints the value and needs approval)
-    #[command(after_help = "Examples:\n  guard vault lease api_token --ttl 30m --client-id agent-task-123\n  export TOKEN=$(guard vault lease api_token --print)")]
+    #[command(
+        after_help = "Examples:\n  guard vault lease api_token --ttl 30m --client-id agent-task-123\n  export TOKEN=$(guard vault lease api_token --print)"
+    )]
     Lease {
         name: String,
         #[arg(long, default_value = "default")]
@@ -108,7 +114,9 @@ enum VaultCmd {
         version_id: Option<u32>,
     },
     /// Revoke one lease, or all of them
-    #[command(after_help = "Examples:\n  guard vault revoke lease_3f9a…\n  guard vault revoke --all")]
+    #[command(
+        after_help = "Examples:\n  guard vault revoke lease_3f9a…\n  guard vault revoke --all"
+    )]
     Revoke {
         lease: Option<String>,
         #[arg(long)]
@@ -133,7 +141,9 @@ enum VaultCmd {
     #[command(after_help = "Example:\n  guard vault pending")]
     Pending,
     /// Pre-approve (or `--deny`) a client for a secret
-    #[command(after_help = "Example:\n  guard vault grant api_token --client /home/me/src/app --context dev")]
+    #[command(
+        after_help = "Example:\n  guard vault grant api_token --client /home/me/src/app --context dev"
+    )]
     Grant {
         name: String,
         #[arg(long)]
@@ -147,7 +157,9 @@ enum VaultCmd {
         deny: bool,
     },
     /// Run the daemon (foreground by default)
-    #[command(after_help = "Examples:\n  guard vault daemon --detach\n  guard vault daemon --stop")]
+    #[command(
+        after_help = "Examples:\n  guard vault daemon --detach\n  guard vault daemon --stop"
+    )]
     Daemon {
         #[arg(long)]
         detach: bool,
@@ -163,7 +175,9 @@ enum AuditCmd {
 }
 
 #[derive(Args)]
-#[command(after_help = "Example (.guard/secrets.toml):\n  [[secret]]\n  name = \"api_token\"\n  env = \"API_TOKEN\"\n  ttl = \"30m\"\n\n  guard exec -- ./deploy.sh")]
+#[command(
+    after_help = "Example (.guard/secrets.toml):\n  [[secret]]\n  name = \"api_token\"\n  env = \"API_TOKEN\"\n  ttl = \"30m\"\n\n  guard exec -- ./deploy.sh"
+)]
 pub struct ExecArgs {
     #[arg(long, env = "GUARD_VAULT_DIR")]
     vault_dir: Option<PathBuf>,
@@ -202,9 +216,17 @@ impl Out {
     }
     fn err(&self, e: &ClientError) -> i32 {
         let (code, actions) = match e {
-            ClientError::Rpc { code, next_actions, .. } => (*code, next_actions.clone()),
-            ClientError::NotRunning { .. } => (rpc::FAILED, vec![rpc::next("guard vault daemon --detach", "start the daemon")]),
-            ClientError::NotInitialised { .. } => (rpc::FAILED, vec![rpc::next("guard vault init", "create the vault")]),
+            ClientError::Rpc {
+                code, next_actions, ..
+            } => (*code, next_actions.clone()),
+            ClientError::NotRunning { .. } => (
+                rpc::FAILED,
+                vec![rpc::next("guard vault daemon --detach", "start the daemon")],
+            ),
+            ClientError::NotInitialised { .. } => (
+                rpc::FAILED,
+                vec![rpc::next("guard vault init", "create the vault")],
+            ),
             _ => (rpc::FAILED, vec![]),
         };
         if self.json {
@@ -228,7 +250,9 @@ fn envelope(data: Value, next_actions: Vec<NextAction>) -> Value {
 }
 
 fn default_client() -> String {
-    std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn run_vault(a: VaultArgs) -> anyhow::Result<i32> {
@@ -248,22 +272,52 @@ fn call(paths: &VaultPaths, method: &str, params: Value) -> Result<Value, Client
 fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, ClientError> {
     match cmd {
         VaultCmd::Init { context } => {
-            let created = store::init_context(paths, &context).map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
-            audit::load_key(&paths.audit_key()).map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
+            let created =
+                store::init_context(paths, &context).map_err(|e| ClientError::Autostart {
+                    reason: e.to_string(),
+                })?;
+            audit::load_key(&paths.audit_key()).map_err(|e| ClientError::Autostart {
+                reason: e.to_string(),
+            })?;
             let env = envelope(
                 json!({"vault_dir": paths.root(), "context": context, "created": created, "identity": paths.identity(&context)}),
-                vec![rpc::next(format!("guard vault add NAME --context {context}"), "store a secret")],
+                vec![rpc::next(
+                    format!("guard vault add NAME --context {context}"),
+                    "store a secret",
+                )],
             );
             Ok(out.ok(&env, |d| {
-                format!("{} context {} in {}", if created { "created" } else { "already initialised:" }, d["context"].as_str().unwrap_or(""), paths.root().display())
+                format!(
+                    "{} context {} in {}",
+                    if created {
+                        "created"
+                    } else {
+                        "already initialised:"
+                    },
+                    d["context"].as_str().unwrap_or(""),
+                    paths.root().display()
+                )
             }))
         }
-        VaultCmd::Add { name, context, rotate_via, rotate_shell, rotate_every } => {
+        VaultCmd::Add {
+            name,
+            context,
+            rotate_via,
+            rotate_shell,
+            rotate_every,
+        } => {
             let value = read_value(&name)?;
             let mut c = Client::connect_or_start(paths)?;
             let env = c.call("add", json!({"context": context, "name": name, "value": value,
                 "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true), "rotate_every": rotate_every}))?;
-            Ok(out.ok(&env, |d| format!("stored {} version {} in context {}", d["name"].as_str().unwrap_or(""), d["version"], d["context"].as_str().unwrap_or(""))))
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "stored {} version {} in context {}",
+                    d["name"].as_str().unwrap_or(""),
+                    d["version"],
+                    d["context"].as_str().unwrap_or("")
+                )
+            }))
         }
         VaultCmd::List { context } => {
             let env = call(paths, "list", json!({"context": context}))?;
@@ -272,8 +326,16 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 for c in d["contexts"].as_array().into_iter().flatten() {
                     s.push_str(&format!("[{}]\n", c["context"].as_str().unwrap_or("")));
                     for e in c["secrets"].as_array().into_iter().flatten() {
-                        s.push_str(&format!("  {}  v{}{}\n", e["name"].as_str().unwrap_or(""), e["current_version"],
-                            if e["rotate_via"].as_bool() == Some(true) { "  (rotatable)" } else { "" }));
+                        s.push_str(&format!(
+                            "  {}  v{}{}\n",
+                            e["name"].as_str().unwrap_or(""),
+                            e["current_version"],
+                            if e["rotate_via"].as_bool() == Some(true) {
+                                "  (rotatable)"
+                            } else {
+                                ""
+                            }
+                        ));
                     }
                 }
                 s.trim_end().to_string()
@@ -281,13 +343,21 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         }
         VaultCmd::Rm { name, context } => {
             let env = call(paths, "rm", json!({"context": context, "name": name}))?;
-            Ok(out.ok(&env, |d| format!("removed {} ({} leases revoked)", d["removed"].as_str().unwrap_or(""), d["revoked_leases"])))
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "removed {} ({} leases revoked)",
+                    d["removed"].as_str().unwrap_or(""),
+                    d["revoked_leases"]
+                )
+            }))
         }
         VaultCmd::Status => {
             let env = match Client::connect_or_start(paths) {
                 Ok(mut c) => c.call("status", json!({}))?,
-                Err(ClientError::NotRunning { .. }) => envelope(json!({"running": false, "vault_dir": paths.root()}),
-                    vec![rpc::next("guard vault daemon --detach", "start the daemon")]),
+                Err(ClientError::NotRunning { .. }) => envelope(
+                    json!({"running": false, "vault_dir": paths.root()}),
+                    vec![rpc::next("guard vault daemon --detach", "start the daemon")],
+                ),
                 Err(e) => return Err(e),
             };
             Ok(out.ok(&env, |d| {
@@ -299,10 +369,23 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     d["heartbeat"].as_str().unwrap_or("off"))
             }))
         }
-        VaultCmd::Audit { cmd: Some(AuditCmd::Verify), .. } => match audit::verify(paths) {
+        VaultCmd::Audit {
+            cmd: Some(AuditCmd::Verify),
+            ..
+        } => match audit::verify(paths) {
             Ok(r) => {
                 let env = envelope(json!(r), vec![]);
-                Ok(out.ok(&env, |d| format!("audit log intact: {} records{}", d["records"], if d["head_checked"].as_bool() == Some(true) { ", head matches" } else { "" })))
+                Ok(out.ok(&env, |d| {
+                    format!(
+                        "audit log intact: {} records{}",
+                        d["records"],
+                        if d["head_checked"].as_bool() == Some(true) {
+                            ", head matches"
+                        } else {
+                            ""
+                        }
+                    )
+                }))
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -311,43 +394,102 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 } else {
                     eprintln!("guard: {msg}");
                 }
-                Ok(if matches!(e, audit::AuditError::Broken { .. }) { 1 } else { EXIT_ERROR })
+                Ok(if matches!(e, audit::AuditError::Broken { .. }) {
+                    1
+                } else {
+                    EXIT_ERROR
+                })
             }
         },
         VaultCmd::Audit { cmd: None, tail } => {
-            let recs = audit::tail(paths, Some(tail.unwrap_or(50))).map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
-            let env = envelope(json!({"records": recs}), vec![rpc::next("guard vault audit verify", "verify the hash chain")]);
+            let recs = audit::tail(paths, Some(tail.unwrap_or(50))).map_err(|e| {
+                ClientError::Autostart {
+                    reason: e.to_string(),
+                }
+            })?;
+            let env = envelope(
+                json!({"records": recs}),
+                vec![rpc::next(
+                    "guard vault audit verify",
+                    "verify the hash chain",
+                )],
+            );
             Ok(out.ok(&env, |d| {
-                d["records"].as_array().into_iter().flatten().map(|r| format!("{:>5} {} {:<10} {:<14} {}{}{}",
-                    r["seq"], r["ts"], r["op"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or(""),
-                    r["secret"].as_str().map(|s| format!("secret={s} ")).unwrap_or_default(),
-                    r["lease"].as_str().map(|s| format!("lease={s} ")).unwrap_or_default(),
-                    r["detail"].as_str().unwrap_or(""))).collect::<Vec<_>>().join("\n")
+                d["records"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{:>5} {} {:<10} {:<14} {}{}{}",
+                            r["seq"],
+                            r["ts"],
+                            r["op"].as_str().unwrap_or(""),
+                            r["outcome"].as_str().unwrap_or(""),
+                            r["secret"]
+                                .as_str()
+                                .map(|s| format!("secret={s} "))
+                                .unwrap_or_default(),
+                            r["lease"]
+                                .as_str()
+                                .map(|s| format!("lease={s} "))
+                                .unwrap_or_default(),
+                            r["detail"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }))
         }
         VaultCmd::Rotate { name, context } => {
             let env = call(paths, "rotate", json!({"context": context, "name": name}))?;
-            Ok(out.ok(&env, |d| format!("rotated {} to version {}", d["name"].as_str().unwrap_or(""), d["version"])))
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "rotated {} to version {}",
+                    d["name"].as_str().unwrap_or(""),
+                    d["version"]
+                )
+            }))
         }
-        VaultCmd::Lease { name, context, ttl, client_id, print, version_id: version } => {
+        VaultCmd::Lease {
+            name,
+            context,
+            ttl,
+            client_id,
+            print,
+            version_id: version,
+        } => {
             let client = client_id.unwrap_or_else(default_client);
             let mut c = Client::connect_or_start(paths)?;
             let purpose = if print { "print" } else { "use" };
-            let data = lease_with_approval(paths, &mut c, json!({"context": context, "name": name, "client": client,
-                "purpose": purpose, "ttl": ttl, "version": version}), out.json)?;
+            let data = lease_with_approval(
+                paths,
+                &mut c,
+                json!({"context": context, "name": name, "client": client,
+                "purpose": purpose, "ttl": ttl, "version": version}),
+                out.json,
+            )?;
             let lease = data["lease"].as_str().unwrap_or_default().to_string();
             if print {
                 let vals: Resolved = call_typed(&mut c, "resolve", json!({"leases": [lease]}))?;
                 let mut stdout = std::io::stdout().lock();
                 for v in &vals.values {
-                    stdout.write_all(v.value.expose_secret().as_bytes()).map_err(ClientError::Io)?;
+                    stdout
+                        .write_all(v.value.expose_secret().as_bytes())
+                        .map_err(ClientError::Io)?;
                     if stdout.is_terminal() {
                         stdout.write_all(b"\n").map_err(ClientError::Io)?;
                     }
                 }
                 return Ok(0);
             }
-            let env = envelope(data, vec![rpc::next(format!("guard vault revoke {lease}"), "revoke when done")]);
+            let env = envelope(
+                data,
+                vec![rpc::next(
+                    format!("guard vault revoke {lease}"),
+                    "revoke when done",
+                )],
+            );
             Ok(out.ok(&env, |d| d["lease"].as_str().unwrap_or("").to_string()))
         }
         VaultCmd::Revoke { lease, all } => {
@@ -356,25 +498,72 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         }
         VaultCmd::Killswitch { rotate, wipe } => {
             let env = call(paths, "killswitch", json!({"rotate": rotate, "wipe": wipe}))?;
-            Ok(out.ok(&env, |d| format!("killswitch: revoked {} lease(s), rotated {}, wiped: {}", d["revoked"],
-                d["rotated"].as_array().map_or(0, |a| a.len()), d["wiped"])))
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "killswitch: revoked {} lease(s), rotated {}, wiped: {}",
+                    d["revoked"],
+                    d["rotated"].as_array().map_or(0, |a| a.len()),
+                    d["wiped"]
+                )
+            }))
         }
         VaultCmd::Approve { request, deny } => {
-            let env = call(paths, "approve", json!({"request": request, "allow": !deny}))?;
-            Ok(out.ok(&env, |d| format!("{}: {}", d["request"].as_str().unwrap_or(""), d["decision"].as_str().unwrap_or(""))))
+            let env = call(
+                paths,
+                "approve",
+                json!({"request": request, "allow": !deny}),
+            )?;
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "{}: {}",
+                    d["request"].as_str().unwrap_or(""),
+                    d["decision"].as_str().unwrap_or("")
+                )
+            }))
         }
         VaultCmd::Pending => {
             let env = call(paths, "pending", json!({}))?;
             Ok(out.ok(&env, |d| {
-                d["pending"].as_array().into_iter().flatten().map(|p| format!("{}  client={} secret={} context={} purpose={}",
-                    p["request"].as_str().unwrap_or(""), p["scope"]["client"], p["scope"]["secret"], p["scope"]["context"], p["scope"]["purpose"]))
-                    .collect::<Vec<_>>().join("\n")
+                d["pending"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        format!(
+                            "{}  client={} secret={} context={} purpose={}",
+                            p["request"].as_str().unwrap_or(""),
+                            p["scope"]["client"],
+                            p["scope"]["secret"],
+                            p["scope"]["context"],
+                            p["scope"]["purpose"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }))
         }
-        VaultCmd::Grant { name, client, context, print, deny } => {
-            let env = call(paths, "grant", json!({"context": context, "name": name, "client": client,
-                "purpose": if print { "print" } else { "use" }, "deny": deny}))?;
-            Ok(out.ok(&env, |d| format!("{} {} for {} on {}", if deny { "denied" } else { "granted" }, d["scope"]["purpose"], d["scope"]["client"], d["scope"]["secret"])))
+        VaultCmd::Grant {
+            name,
+            client,
+            context,
+            print,
+            deny,
+        } => {
+            let env = call(
+                paths,
+                "grant",
+                json!({"context": context, "name": name, "client": client,
+                "purpose": if print { "print" } else { "use" }, "deny": deny}),
+            )?;
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "{} {} for {} on {}",
+                    if deny { "denied" } else { "granted" },
+                    d["scope"]["purpose"],
+                    d["scope"]["client"],
+                    d["scope"]["secret"]
+                )
+            }))
         }
         VaultCmd::Daemon { detach, stop } => {
             if stop {
@@ -389,7 +578,9 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             if detach {
                 if let Ok(mut c) = Client::connect(paths) {
                     let env = c.call("hello", json!({}))?;
-                    return Ok(out.ok(&env, |d| format!("daemon already running (pid {})", d["pid"])));
+                    return Ok(out.ok(&env, |d| {
+                        format!("daemon already running (pid {})", d["pid"])
+                    }));
                 }
                 spawn_daemon(paths)?;
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -399,7 +590,9 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                         return Ok(out.ok(&env, |d| format!("daemon started (pid {})", d["pid"])));
                     }
                     if std::time::Instant::now() > deadline {
-                        return Err(ClientError::Autostart { reason: format!("see {}", paths.daemon_log().display()) });
+                        return Err(ClientError::Autostart {
+                            reason: format!("see {}", paths.daemon_log().display()),
+                        });
                     }
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -422,7 +615,9 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
         let v = prompt_no_echo(&format!("value for {name}: ")).map_err(ClientError::Io)?;
         buf.extend_from_slice(v.as_bytes());
     } else {
-        std::io::stdin().read_to_end(&mut buf).map_err(ClientError::Io)?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(ClientError::Io)?;
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -433,7 +628,10 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
     let s = String::from_utf8(std::mem::take(&mut *buf)).map_err(|e| {
         let mut b = e.into_bytes();
         zeroize::Zeroize::zeroize(&mut b);
-        ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "the value is not UTF-8"))
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the value is not UTF-8",
+        ))
     })?;
     Ok(SecretValue::new(s))
 }
@@ -442,7 +640,10 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
 fn prompt_no_echo(prompt: &str) -> std::io::Result<Zeroizing<String>> {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
     let fd = tty.as_raw_fd();
     // SAFETY: termios is plain data; tcgetattr fills it for a valid open fd.
     let mut old: libc::termios = unsafe { std::mem::zeroed() };
@@ -480,33 +681,62 @@ struct Resolved {
 }
 
 /// Call a method whose data carries values: parsed straight from a zeroizing frame buffer.
-fn call_typed<T: for<'de> Deserialize<'de>>(c: &mut Client, method: &str, params: Value) -> Result<T, ClientError> {
+fn call_typed<T: for<'de> Deserialize<'de>>(
+    c: &mut Client,
+    method: &str,
+    params: Value,
+) -> Result<T, ClientError> {
     let env = c.call(method, params)?;
     // The envelope `Value` holds the plaintext briefly; it is dropped at the end of this function.
-    serde_json::from_value(env.get("data").cloned().unwrap_or(Value::Null)).map_err(|_| ClientError::Protocol)
+    serde_json::from_value(env.get("data").cloned().unwrap_or(Value::Null))
+        .map_err(|_| ClientError::Protocol)
 }
 
 /// `lease`, and if the scope is new, get a decision: the terminal if there is one, else wait for
 /// `guard vault approve` (denied after the daemon's approval timeout).
-fn lease_with_approval(paths: &VaultPaths, c: &mut Client, params: Value, json: bool) -> Result<Value, ClientError> {
+fn lease_with_approval(
+    paths: &VaultPaths,
+    c: &mut Client,
+    params: Value,
+    json: bool,
+) -> Result<Value, ClientError> {
     let env = c.call("lease", params.clone())?;
     let data = env.get("data").cloned().unwrap_or(Value::Null);
     if data["status"] == "granted" {
         return Ok(data);
     }
-    let req = data["request"].as_str().ok_or(ClientError::Protocol)?.to_string();
+    let req = data["request"]
+        .as_str()
+        .ok_or(ClientError::Protocol)?
+        .to_string();
     let s = &data["scope"];
-    let question = format!("guard: allow client {} to {} secret {} (context {})?", s["client"],
-        if s["purpose"] == "print" { "PRINT" } else { "use" }, s["secret"], s["context"]);
+    let question = format!(
+        "guard: allow client {} to {} secret {} (context {})?",
+        s["client"],
+        if s["purpose"] == "print" {
+            "PRINT"
+        } else {
+            "use"
+        },
+        s["secret"],
+        s["context"]
+    );
     match ask_tty(&question) {
         Some(allow) => {
             c.call("approve", json!({"request": req, "allow": allow}))?;
         }
         None => {
-            let grant = env["next_actions"].get(1).and_then(|a| a["command"].as_str()).unwrap_or("guard vault grant").to_string();
+            let grant = env["next_actions"]
+                .get(1)
+                .and_then(|a| a["command"].as_str())
+                .unwrap_or("guard vault grant")
+                .to_string();
             if json {
-                eprintln!("{}", json!({"ok": false, "error": {"code": "approval_pending", "message": "approval required"},
-                    "data": {"request": req}, "next_actions": env["next_actions"]}));
+                eprintln!(
+                    "{}",
+                    json!({"ok": false, "error": {"code": "approval_pending", "message": "approval required"},
+                    "data": {"request": req}, "next_actions": env["next_actions"]})
+                );
             } else {
                 eprintln!("guard: approval required for secret {} (client {}, context {}): the user runs `guard vault approve {req}` \
                            (or pre-approves with `{grant}`); waiting…", s["secret"], s["client"], s["context"]);
@@ -530,9 +760,18 @@ pub fn run_exec(a: ExecArgs) -> anyhow::Result<i32> {
         Ok(code) => Ok(code),
         Err(e) => {
             // Keep stdout for the child: exec reports its own errors on stderr even with --json.
-            let code = if matches!(&e, ClientError::Rpc { code, .. } if *code == rpc::DENIED) { EXIT_DENIED } else { EXIT_ERROR };
+            let code = if matches!(&e, ClientError::Rpc { code, .. } if *code == rpc::DENIED) {
+                EXIT_DENIED
+            } else {
+                EXIT_ERROR
+            };
             if out.json {
-                let (c, acts) = match &e { ClientError::Rpc { code, next_actions, .. } => (*code, next_actions.clone()), _ => (rpc::FAILED, vec![]) };
+                let (c, acts) = match &e {
+                    ClientError::Rpc {
+                        code, next_actions, ..
+                    } => (*code, next_actions.clone()),
+                    _ => (rpc::FAILED, vec![]),
+                };
                 eprintln!("{}", rpc::err_envelope(c, &e.to_string(), &acts));
             } else {
                 eprintln!("guard exec: {e}");
@@ -555,16 +794,32 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
         None => ProjectFile::find(&cwd),
     }
     .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
-    let context = a.context.or(pf.context.clone()).unwrap_or_else(|| "default".into());
-    let client = a.client_id.or(pf.client_id.clone()).unwrap_or_else(|| pf.root.display().to_string());
+    let context = a
+        .context
+        .or(pf.context.clone())
+        .unwrap_or_else(|| "default".into());
+    let client = a
+        .client_id
+        .or(pf.client_id.clone())
+        .unwrap_or_else(|| pf.root.display().to_string());
     let mut c = Client::connect_or_start(&paths)?;
     let mut leases = Vec::new();
     let result = (|| {
         for s in &pf.secrets {
             let ttl = s.ttl.map(|t| format!("{}ms", t.as_millis()));
-            let data = lease_with_approval(&paths, &mut c, json!({"context": context, "name": s.name, "client": client,
-                "purpose": "use", "ttl": ttl}), a.json)?;
-            leases.push(data["lease"].as_str().ok_or(ClientError::Protocol)?.to_string());
+            let data = lease_with_approval(
+                &paths,
+                &mut c,
+                json!({"context": context, "name": s.name, "client": client,
+                "purpose": "use", "ttl": ttl}),
+                a.json,
+            )?;
+            leases.push(
+                data["lease"]
+                    .as_str()
+                    .ok_or(ClientError::Protocol)?
+                    .to_string(),
+            );
         }
         let resolved: Resolved = call_typed(&mut c, "resolve", json!({"leases": leases}))?;
         run_child(&pf, &resolved, &a.command)
@@ -578,13 +833,30 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
 fn run_child(pf: &ProjectFile, resolved: &Resolved, argv: &[String]) -> Result<i32, ClientError> {
     use std::os::unix::process::ExitStatusExt;
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.args(&argv[1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     for v in &resolved.values {
-        let env = pf.secrets.iter().find(|s| s.name == v.name).map(|s| s.env.as_str()).ok_or(ClientError::Protocol)?;
+        let env = pf
+            .secrets
+            .iter()
+            .find(|s| s.name == v.name)
+            .map(|s| s.env.as_str())
+            .ok_or(ClientError::Protocol)?;
         cmd.env(env, v.value.expose_secret());
     }
-    let masker = Masker::new(resolved.values.iter().map(|v| (v.name.as_str(), v.value.expose_secret().as_bytes())));
-    let mut child = cmd.spawn().map_err(|e| ClientError::Io(std::io::Error::new(e.kind(), format!("cannot run {:?}: {e}", argv[0]))))?;
+    let masker = Masker::new(
+        resolved
+            .values
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.expose_secret().as_bytes())),
+    );
+    let mut child = cmd.spawn().map_err(|e| {
+        ClientError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot run {:?}: {e}", argv[0]),
+        ))
+    })?;
     // Ctrl-C goes to the child (same process group); we stay alive to revoke the leases.
     // SAFETY: changing signal dispositions of this process only; restored default is not needed
     // because we exit right after the child.
@@ -600,5 +872,7 @@ fn run_child(pf: &ProjectFile, resolved: &Resolved, argv: &[String]) -> Result<i
     let status = child.wait()?;
     let _ = t1.join();
     let _ = t2.join();
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }

@@ -28,7 +28,10 @@ pub struct Scope {
 
 impl Scope {
     fn key(&self) -> String {
-        format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", self.context, self.secret, self.client, self.purpose)
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.context, self.secret, self.client, self.purpose
+        )
     }
 }
 
@@ -53,13 +56,21 @@ impl ApprovalStore {
     pub fn open(path: PathBuf) -> Result<Self, ApprovalError> {
         let decisions = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice::<FileFormat>(&b)
-                .map_err(|e| ApprovalError::File { path: path.clone(), reason: e.to_string() })?
+                .map_err(|e| ApprovalError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
                 .decisions
                 .into_iter()
                 .map(|(s, d)| (s.key(), (s, d)))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(ApprovalError::File { path, reason: e.to_string() }),
+            Err(e) => {
+                return Err(ApprovalError::File {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
         };
         Ok(Self { path, decisions })
     }
@@ -70,10 +81,14 @@ impl ApprovalStore {
 
     pub fn set(&mut self, scope: Scope, d: Decision) -> Result<(), ApprovalError> {
         self.decisions.insert(scope.key(), (scope, d));
-        let ff = FileFormat { decisions: self.decisions.values().cloned().collect() };
+        let ff = FileFormat {
+            decisions: self.decisions.values().cloned().collect(),
+        };
         let bytes = serde_json::to_vec_pretty(&ff).expect("approvals should serialize");
-        crate::vault::store::atomic_write(&self.path, &bytes)
-            .map_err(|e| ApprovalError::File { path: self.path.clone(), reason: e.to_string() })
+        crate::vault::store::atomic_write(&self.path, &bytes).map_err(|e| ApprovalError::File {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     pub fn forget_all(&mut self) -> Result<(), ApprovalError> {
@@ -89,7 +104,11 @@ pub fn ask_tty(question: &str) -> Option<bool> {
     if std::env::var_os("GUARD_NO_TTY").is_some() {
         return None;
     }
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").ok()?;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
     let mut w = &tty;
     write!(w, "{question} [y/N] ").ok()?;
     w.flush().ok()?;

@@ -22,7 +22,11 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {op}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("audit key {path} is invalid")]
     Key { path: PathBuf },
     #[error("audit log broken at line {line}: {reason}")]
@@ -89,7 +93,11 @@ pub fn load_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, AuditError> {
         Ok(_) => Err(AuditError::Key { path: path.into() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut k = Zeroizing::new(vec![0u8; 32]);
-            fill_random(&mut k).map_err(|source| AuditError::Io { op: "random", path: path.into(), source })?;
+            fill_random(&mut k).map_err(|source| AuditError::Io {
+                op: "random",
+                path: path.into(),
+                source,
+            })?;
             crate::vault::store::atomic_write(path, &k).map_err(|e| AuditError::Io {
                 op: "write key",
                 path: path.into(),
@@ -97,13 +105,18 @@ pub fn load_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, AuditError> {
             })?;
             Ok(k)
         }
-        Err(source) => Err(AuditError::Io { op: "read key", path: path.into(), source }),
+        Err(source) => Err(AuditError::Io {
+            op: "read key",
+            path: path.into(),
+            source,
+        }),
     }
 }
 
 /// Keyed identifier: `HMAC-SHA256(key, kind ‖ 0 ‖ value)`, first 16 bytes, hex.
 pub fn hmac_id(key: &[u8], kind: &str, value: &str) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC should accept any key length");
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC should accept any key length");
     m.update(kind.as_bytes());
     m.update(&[0]);
     m.update(value.as_bytes());
@@ -118,7 +131,11 @@ impl AuditLog {
         match std::fs::File::open(&path) {
             Ok(f) => {
                 for line in std::io::BufReader::new(f).split(b'\n') {
-                    let line = line.map_err(|source| AuditError::Io { op: "read", path: path.clone(), source })?;
+                    let line = line.map_err(|source| AuditError::Io {
+                        op: "read",
+                        path: path.clone(),
+                        source,
+                    })?;
                     if line.is_empty() {
                         continue;
                     }
@@ -127,9 +144,21 @@ impl AuditLog {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(AuditError::Io { op: "open", path, source }),
+            Err(source) => {
+                return Err(AuditError::Io {
+                    op: "open",
+                    path,
+                    source,
+                })
+            }
         }
-        Ok(Self { path, head: paths.audit_head(), key, last_hash, next_seq })
+        Ok(Self {
+            path,
+            head: paths.audit_head(),
+            key,
+            last_hash,
+            next_seq,
+        })
     }
 
     pub fn id(&self, kind: &str, value: &str) -> String {
@@ -172,9 +201,15 @@ impl AuditLog {
         self.last_hash = hash;
         self.next_seq += 1;
         // The head anchor makes tail truncation detectable; its failure is a failed write too.
-        std::fs::write(&self.head, format!("{} {}\n", self.next_seq, self.last_hash)).map_err(
-            |source| AuditError::Io { op: "write head", path: self.head.clone(), source },
-        )?;
+        std::fs::write(
+            &self.head,
+            format!("{} {}\n", self.next_seq, self.last_hash),
+        )
+        .map_err(|source| AuditError::Io {
+            op: "write head",
+            path: self.head.clone(),
+            source,
+        })?;
         Ok(())
     }
 }
@@ -192,30 +227,52 @@ pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
     let f = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(VerifyReport { records: 0, head_checked: false })
+            return Ok(VerifyReport {
+                records: 0,
+                head_checked: false,
+            })
         }
-        Err(source) => return Err(AuditError::Io { op: "open", path, source }),
+        Err(source) => {
+            return Err(AuditError::Io {
+                op: "open",
+                path,
+                source,
+            })
+        }
     };
     let mut prev = GENESIS.to_string();
     let mut n = 0u64;
     for line in std::io::BufReader::new(f).split(b'\n') {
-        let line = line.map_err(|source| AuditError::Io { op: "read", path: path.clone(), source })?;
+        let line = line.map_err(|source| AuditError::Io {
+            op: "read",
+            path: path.clone(),
+            source,
+        })?;
         let lineno = n + 1;
         if line.is_empty() {
-            return Err(AuditError::Broken { line: lineno, reason: "empty line".into() });
+            return Err(AuditError::Broken {
+                line: lineno,
+                reason: "empty line".into(),
+            });
         }
-        let rec: Record = serde_json::from_slice(&line)
-            .map_err(|e| AuditError::Broken { line: lineno, reason: format!("not a record: {e}") })?;
+        let rec: Record = serde_json::from_slice(&line).map_err(|e| AuditError::Broken {
+            line: lineno,
+            reason: format!("not a record: {e}"),
+        })?;
         if rec.seq != n {
             return Err(AuditError::Broken {
                 line: lineno,
-                reason: format!("sequence {} where {n} was expected (deleted, inserted or reordered)", rec.seq),
+                reason: format!(
+                    "sequence {} where {n} was expected (deleted, inserted or reordered)",
+                    rec.seq
+                ),
             });
         }
         if rec.prev != prev {
             return Err(AuditError::Broken {
                 line: lineno,
-                reason: "previous-record hash mismatch (a record was edited, removed or moved)".into(),
+                reason: "previous-record hash mismatch (a record was edited, removed or moved)"
+                    .into(),
             });
         }
         prev = sha_hex(&line);
@@ -234,7 +291,10 @@ pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
         }
         Err(_) => false,
     };
-    Ok(VerifyReport { records: n, head_checked })
+    Ok(VerifyReport {
+        records: n,
+        head_checked,
+    })
 }
 
 /// The last `n` records (all when `None`), unverified.
@@ -243,7 +303,13 @@ pub fn tail(paths: &VaultPaths, n: Option<usize>) -> Result<Vec<Record>, AuditEr
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(AuditError::Io { op: "read", path, source }),
+        Err(source) => {
+            return Err(AuditError::Io {
+                op: "read",
+                path,
+                source,
+            })
+        }
     };
     let mut recs: Vec<Record> = text
         .split(|b| *b == b'\n')
@@ -267,13 +333,22 @@ mod tests {
         let mut log = AuditLog::open(&paths).unwrap();
         for i in 0..n {
             let name = format!("secret{i}");
-            log.append(&Event { op: "add", outcome: "ok", secret: Some(&name), ..Default::default() })
-                .unwrap();
+            log.append(&Event {
+                op: "add",
+                outcome: "ok",
+                secret: Some(&name),
+                ..Default::default()
+            })
+            .unwrap();
         }
         (dir, paths)
     }
     fn lines(p: &VaultPaths) -> Vec<String> {
-        std::fs::read_to_string(p.audit()).unwrap().lines().map(str::to_string).collect()
+        std::fs::read_to_string(p.audit())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
     fn write(p: &VaultPaths, l: &[String]) {
         std::fs::write(p.audit(), l.join("\n") + "\n").unwrap();
@@ -284,9 +359,19 @@ mod tests {
         let (_d, p) = log_with(3);
         assert_eq!(verify(&p).unwrap().records, 3);
         let mut log = AuditLog::open(&p).unwrap();
-        log.append(&Event { op: "x", outcome: "ok", ..Default::default() }).unwrap();
+        log.append(&Event {
+            op: "x",
+            outcome: "ok",
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(verify(&p).unwrap().records, 4);
-        assert!(!std::fs::read_to_string(p.audit()).unwrap().contains("secret1"), "names are HMAC'd");
+        assert!(
+            !std::fs::read_to_string(p.audit())
+                .unwrap()
+                .contains("secret1"),
+            "names are HMAC'd"
+        );
     }
 
     #[test]
@@ -325,6 +410,12 @@ mod tests {
         let mut log = AuditLog::open(&p).unwrap();
         std::fs::remove_file(p.audit()).unwrap();
         std::os::unix::fs::symlink("/dev/full", p.audit()).unwrap();
-        assert!(log.append(&Event { op: "add", outcome: "ok", ..Default::default() }).is_err());
+        assert!(log
+            .append(&Event {
+                op: "add",
+                outcome: "ok",
+                ..Default::default()
+            })
+            .is_err());
     }
 }

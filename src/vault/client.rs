@@ -27,7 +27,11 @@ pub enum ClientError {
     #[error("the daemon sent an invalid frame")]
     Protocol,
     #[error("{message}")]
-    Rpc { code: i64, message: String, next_actions: Vec<NextAction> },
+    Rpc {
+        code: i64,
+        message: String,
+        next_actions: Vec<NextAction>,
+    },
 }
 
 pub struct Client {
@@ -38,9 +42,15 @@ pub struct Client {
 
 impl Client {
     pub fn connect(paths: &VaultPaths) -> Result<Self, ClientError> {
-        let s = UnixStream::connect(paths.socket()).map_err(|_| ClientError::NotRunning { socket: paths.socket() })?;
+        let s = UnixStream::connect(paths.socket()).map_err(|_| ClientError::NotRunning {
+            socket: paths.socket(),
+        })?;
         let writer = s.try_clone()?;
-        Ok(Self { reader: BufReader::new(s), writer, next_id: 1 })
+        Ok(Self {
+            reader: BufReader::new(s),
+            writer,
+            next_id: 1,
+        })
     }
 
     /// Connect, starting the daemon first if needed and allowed.
@@ -49,10 +59,14 @@ impl Client {
             return Ok(c);
         }
         if std::env::var("GUARD_NO_AUTOSTART").is_ok_and(|v| !v.is_empty() && v != "0") {
-            return Err(ClientError::NotRunning { socket: paths.socket() });
+            return Err(ClientError::NotRunning {
+                socket: paths.socket(),
+            });
         }
         if !paths.contexts().exists() {
-            return Err(ClientError::NotInitialised { dir: paths.root().into() });
+            return Err(ClientError::NotInitialised {
+                dir: paths.root().into(),
+            });
         }
         spawn_daemon(paths)?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -61,7 +75,9 @@ impl Client {
                 return Ok(c);
             }
             if Instant::now() > deadline {
-                return Err(ClientError::Autostart { reason: format!("no socket after 10 s; see {}", paths.daemon_log().display()) });
+                return Err(ClientError::Autostart {
+                    reason: format!("no socket after 10 s; see {}", paths.daemon_log().display()),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -71,8 +87,10 @@ impl Client {
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut frame = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .expect("a request should serialize");
+        let mut frame = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .expect("a request should serialize");
         frame.push(b'\n');
         self.writer.write_all(&frame)?;
         let mut line = Vec::new();
@@ -85,8 +103,15 @@ impl Client {
         }
         let e = v.get("error").ok_or(ClientError::Protocol)?;
         Err(ClientError::Rpc {
-            code: e.get("code").and_then(Value::as_i64).unwrap_or(crate::vault::rpc::FAILED),
-            message: e.get("message").and_then(Value::as_str).unwrap_or("error").to_string(),
+            code: e
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(crate::vault::rpc::FAILED),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string(),
             next_actions: e
                 .pointer("/data/next_actions")
                 .and_then(|n| serde_json::from_value(n.clone()).ok())
@@ -97,13 +122,19 @@ impl Client {
 
 /// Start `guard vault daemon` in its own session, detached from our terminal and stdio.
 pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
-    let exe = std::env::current_exe().map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
-    crate::vault::store::private_dir(paths.root()).map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
+    let exe = std::env::current_exe().map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
+    crate::vault::store::private_dir(paths.root()).map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.daemon_log())
-        .map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
+        .map_err(|e| ClientError::Autostart {
+            reason: e.to_string(),
+        })?;
     let log2 = log.try_clone()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("vault")
@@ -121,6 +152,8 @@ pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| ClientError::Autostart { reason: e.to_string() })?;
+    let child = cmd.spawn().map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
     Ok(child.id())
 }

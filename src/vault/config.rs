@@ -11,7 +11,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("invalid duration {value:?} (use e.g. 500ms, 30s, 15m, 1h, 30d)")]
@@ -21,7 +24,9 @@ pub enum ConfigError {
 /// Parse `500ms`, `30s`, `15m`, `1h`, `30d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     let t = s.trim();
-    let err = || ConfigError::Duration { value: s.to_string() };
+    let err = || ConfigError::Duration {
+        value: s.to_string(),
+    };
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| err())?;
@@ -96,7 +101,11 @@ pub struct FailAction {
 }
 impl Default for FailAction {
     fn default() -> Self {
-        Self { revoke_all: true, rotate_all: false, wipe_store: false }
+        Self {
+            revoke_all: true,
+            rotate_all: false,
+            wipe_store: false,
+        }
     }
 }
 
@@ -116,8 +125,10 @@ impl VaultConfig {
     pub fn load(paths: &VaultPaths) -> Result<Self, ConfigError> {
         let path = paths.config();
         match std::fs::read_to_string(&path) {
-            Ok(s) => toml::from_str(&s)
-                .map_err(|e| ConfigError::Parse { path, reason: e.message().to_string() }),
+            Ok(s) => toml::from_str(&s).map_err(|e| ConfigError::Parse {
+                path,
+                reason: e.message().to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read { path, source }),
         }
@@ -155,7 +166,9 @@ impl VaultPaths {
         if let Some(p) = std::env::var_os("GUARD_VAULT_DIR").filter(|p| !p.is_empty()) {
             return Self::new(PathBuf::from(p));
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/".into());
         Self::new(home.join(".local/share/guard/vault"))
     }
     pub fn root(&self) -> &Path {

@@ -26,7 +26,10 @@ pub enum ExecError {
     #[error("no .guard/secrets.toml or .secrets.json in {start} or any parent directory")]
     NoProjectFile { start: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid project file {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
 }
@@ -77,6 +80,9 @@ struct JsonSecret {
     ttl: Option<String>,
 }
 
+/// (name, env var, ttl) as written in either file format.
+type RawSecret = (String, Option<String>, Option<String>);
+
 fn default_env(name: &str) -> String {
     name.to_ascii_uppercase().replace(['-', '.'], "_")
 }
@@ -96,22 +102,45 @@ impl ProjectFile {
             }
             dir = d.parent();
         }
-        Err(ExecError::NoProjectFile { start: start.into() })
+        Err(ExecError::NoProjectFile {
+            start: start.into(),
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, ExecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExecError::Read { path: path.into(), source })?;
-        let parse = |reason: String| ExecError::Parse { path: path.into(), reason };
+        let text = std::fs::read_to_string(path).map_err(|source| ExecError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let parse = |reason: String| ExecError::Parse {
+            path: path.into(),
+            reason,
+        };
         let ttl = |t: Option<String>| -> Result<Option<Duration>, ExecError> {
-            t.map(|t| crate::vault::config::parse_duration(&t).map_err(|e| parse(e.to_string()))).transpose()
+            t.map(|t| crate::vault::config::parse_duration(&t).map_err(|e| parse(e.to_string())))
+                .transpose()
         };
         let is_json = path.extension().is_some_and(|e| e == "json");
-        let (context, client_id, raw): (_, _, Vec<(String, Option<String>, Option<String>)>) = if is_json {
+        let (context, client_id, raw): (_, _, Vec<RawSecret>) = if is_json {
             let f: JsonFile = serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
-            (f.context, f.client_id, f.secrets.into_iter().map(|s| (s.name, s.env_var, s.ttl)).collect())
+            (
+                f.context,
+                f.client_id,
+                f.secrets
+                    .into_iter()
+                    .map(|s| (s.name, s.env_var, s.ttl))
+                    .collect(),
+            )
         } else {
             let f: TomlFile = toml::from_str(&text).map_err(|e| parse(e.message().to_string()))?;
-            (f.context, f.client_id, f.secret.into_iter().map(|s| (s.name, s.env, s.ttl)).collect())
+            (
+                f.context,
+                f.client_id,
+                f.secret
+                    .into_iter()
+                    .map(|s| (s.name, s.env, s.ttl))
+                    .collect(),
+            )
         };
         let mut secrets = Vec::new();
         for (name, env, t) in raw {
@@ -119,14 +148,31 @@ impl ProjectFile {
                 return Err(parse(format!("invalid secret name {name:?}")));
             }
             let env = env.unwrap_or_else(|| default_env(&name));
-            if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || env.as_bytes()[0].is_ascii_digit() {
+            if env.is_empty()
+                || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || env.as_bytes()[0].is_ascii_digit()
+            {
                 return Err(parse(format!("invalid environment variable name {env:?}")));
             }
-            secrets.push(SecretSpec { name, env, ttl: ttl(t)? });
+            secrets.push(SecretSpec {
+                name,
+                env,
+                ttl: ttl(t)?,
+            });
         }
         let parent = path.parent().unwrap_or(Path::new("."));
-        let root = if parent.file_name().is_some_and(|n| n == ".guard") { parent.parent().unwrap_or(parent) } else { parent };
-        Ok(Self { path: path.into(), root: root.into(), context, client_id, secrets })
+        let root = if parent.file_name().is_some_and(|n| n == ".guard") {
+            parent.parent().unwrap_or(parent)
+        } else {
+            parent
+        };
+        Ok(Self {
+            path: path.into(),
+            root: root.into(),
+            context,
+            client_id,
+            secrets,
+        })
     }
 }
 
@@ -161,7 +207,14 @@ impl Masker {
                 .expect("literal patterns should always build")
         });
         let max_len = vals.iter().map(|v| v.len()).max().unwrap_or(0);
-        Self { inner: Arc::new(MaskerInner { ac, values: vals, replacements: reps, max_len }) }
+        Self {
+            inner: Arc::new(MaskerInner {
+                ac,
+                values: vals,
+                replacements: reps,
+                max_len,
+            }),
+        }
     }
 
     /// Length of the longest suffix of `buf` that is a proper prefix of some value.
@@ -171,7 +224,10 @@ impl Masker {
             .rev()
             .find(|&k| {
                 let tail = &buf[buf.len() - k..];
-                self.inner.values.iter().any(|v| v.len() > k && v.starts_with(tail))
+                self.inner
+                    .values
+                    .iter()
+                    .any(|v| v.len() > k && v.starts_with(tail))
             })
             .unwrap_or(0)
     }
@@ -183,7 +239,11 @@ impl Masker {
             out.extend_from_slice(buf);
             return buf.len();
         };
-        let safe = if eof { buf.len() } else { buf.len() - self.holdback(buf) };
+        let safe = if eof {
+            buf.len()
+        } else {
+            buf.len() - self.holdback(buf)
+        };
         let mut pos = 0;
         for m in ac.find_iter(buf) {
             if m.start() >= safe {
@@ -244,8 +304,14 @@ mod tests {
     #[test]
     fn masks_whole_and_split_values() {
         let m = Masker::new([("api", &b"fake-secret-123"[..]), ("db", &b"pw-xyz"[..])]);
-        assert_eq!(run(&m, &[b"a fake-secret-123 b pw-xyz\n", b""]), b"a [REDACTED:api] b [REDACTED:db]\n");
-        assert_eq!(run(&m, &[b"x fake-se", b"cret-123 y", b""]), b"x [REDACTED:api] y");
+        assert_eq!(
+            run(&m, &[b"a fake-secret-123 b pw-xyz\n", b""]),
+            b"a [REDACTED:api] b [REDACTED:db]\n"
+        );
+        assert_eq!(
+            run(&m, &[b"x fake-se", b"cret-123 y", b""]),
+            b"x [REDACTED:api] y"
+        );
         assert_eq!(run(&m, &[b"fake-secret-12", b"4", b""]), b"fake-secret-124");
     }
 
@@ -267,7 +333,8 @@ mod tests {
     fn filter_streams_through_a_pipe() {
         let m = Masker::new([("t", &b"fake-token-abc"[..])]);
         let mut out = Vec::new();
-        m.filter(&b"1 fake-token-abc 2 fake-token-ab"[..], &mut out).unwrap();
+        m.filter(&b"1 fake-token-abc 2 fake-token-ab"[..], &mut out)
+            .unwrap();
         assert_eq!(out, b"1 [REDACTED:t] 2 fake-token-ab");
     }
 
@@ -306,7 +373,14 @@ mod tests {
         let p = ProjectFile::find(&d.path().join("sub/dir")).unwrap();
         assert_eq!(p.root, d.path());
         assert_eq!(p.context.as_deref(), Some("dev"));
-        assert_eq!(p.secrets[0], SecretSpec { name: "api_token".into(), env: "API_TOKEN".into(), ttl: Some(Duration::from_secs(1800)) });
+        assert_eq!(
+            p.secrets[0],
+            SecretSpec {
+                name: "api_token".into(),
+                env: "API_TOKEN".into(),
+                ttl: Some(Duration::from_secs(1800))
+            }
+        );
         assert_eq!(p.secrets[1].env, "DB_PASS");
         let j = tempfile::tempdir().unwrap();
         std::fs::write(j.path().join(".secrets.json"),

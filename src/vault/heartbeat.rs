@@ -19,7 +19,9 @@ pub enum HeartbeatError {
 
 /// (host, port, path) of an `http://` URL.
 pub fn parse_url(url: &str) -> Result<(String, u16, String), HeartbeatError> {
-    let bad = || HeartbeatError::BadUrl { url: url.to_string() };
+    let bad = || HeartbeatError::BadUrl {
+        url: url.to_string(),
+    };
     let rest = url.strip_prefix("http://").ok_or_else(bad)?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -38,17 +40,25 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String), HeartbeatError> {
 /// One probe: Ok if the endpoint answers 2xx within `timeout`.
 pub async fn probe(url: &str, timeout: Duration) -> Result<(), HeartbeatError> {
     let (host, port, path) = parse_url(url)?;
-    let down = |reason: String| HeartbeatError::Down { url: url.to_string(), reason };
+    let down = |reason: String| HeartbeatError::Down {
+        url: url.to_string(),
+        reason,
+    };
     let work = async {
         let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| down(e.to_string()))?;
         let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| down(e.to_string()))?;
-        let mut buf = vec![0u8; 64];
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| down(e.to_string()))?;
+        let mut buf = [0u8; 64];
         let mut n = 0;
         while n < 12 {
-            let k = s.read(&mut buf[n..]).await.map_err(|e| down(e.to_string()))?;
+            let k = s
+                .read(&mut buf[n..])
+                .await
+                .map_err(|e| down(e.to_string()))?;
             if k == 0 {
                 break;
             }
@@ -73,7 +83,10 @@ mod tests {
     use super::*;
     #[test]
     fn urls() {
-        assert_eq!(parse_url("http://127.0.0.1:8080/hb").unwrap(), ("127.0.0.1".into(), 8080, "/hb".into()));
+        assert_eq!(
+            parse_url("http://127.0.0.1:8080/hb").unwrap(),
+            ("127.0.0.1".into(), 8080, "/hb".into())
+        );
         assert_eq!(parse_url("http://example").unwrap().1, 80);
         assert!(parse_url("https://x").is_err());
     }

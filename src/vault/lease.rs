@@ -65,7 +65,11 @@ pub struct LeaseRequest<'a> {
 
 impl LeaseManager {
     pub fn new(default_ttl: Duration, max_ttl: Duration) -> Self {
-        Self { leases: HashMap::new(), default_ttl, max_ttl }
+        Self {
+            leases: HashMap::new(),
+            default_ttl,
+            max_ttl,
+        }
     }
 
     pub fn grant(&mut self, r: &LeaseRequest<'_>) -> Result<Lease, LeaseError> {
@@ -74,7 +78,10 @@ impl LeaseManager {
             return Err(LeaseError::ZeroTtl);
         }
         if ttl > self.max_ttl {
-            return Err(LeaseError::TtlTooLong { requested: ttl, max: self.max_ttl });
+            return Err(LeaseError::TtlTooLong {
+                requested: ttl,
+                max: self.max_ttl,
+            });
         }
         let now = Instant::now();
         let lease = Lease {
@@ -94,7 +101,10 @@ impl LeaseManager {
 
     /// The lease if it is live now.
     pub fn check(&self, id: &str) -> Result<&Lease, LeaseError> {
-        let l = self.leases.get(id).ok_or_else(|| LeaseError::NotFound { id: id.into() })?;
+        let l = self
+            .leases
+            .get(id)
+            .ok_or_else(|| LeaseError::NotFound { id: id.into() })?;
         if l.revoked {
             return Err(LeaseError::Revoked { id: id.into() });
         }
@@ -105,7 +115,10 @@ impl LeaseManager {
     }
 
     pub fn revoke(&mut self, id: &str) -> Result<Lease, LeaseError> {
-        let l = self.leases.get_mut(id).ok_or_else(|| LeaseError::NotFound { id: id.into() })?;
+        let l = self
+            .leases
+            .get_mut(id)
+            .ok_or_else(|| LeaseError::NotFound { id: id.into() })?;
         l.revoked = true;
         Ok(l.clone())
     }
@@ -156,7 +169,14 @@ mod tests {
     use super::*;
 
     fn req(ttl: Option<Duration>) -> LeaseRequest<'static> {
-        LeaseRequest { context: "dev", secret: "tok", version: None, client: "c", purpose: "use", ttl }
+        LeaseRequest {
+            context: "dev",
+            secret: "tok",
+            version: None,
+            client: "c",
+            purpose: "use",
+            ttl,
+        }
     }
     const H: Duration = Duration::from_secs(3600);
 
@@ -167,15 +187,24 @@ mod tests {
         tokio::time::advance(H - Duration::from_secs(1)).await;
         assert!(m.check(&l.id).is_ok());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(m.check(&l.id).unwrap_err(), LeaseError::Expired { id: l.id.clone() });
+        assert_eq!(
+            m.check(&l.id).unwrap_err(),
+            LeaseError::Expired { id: l.id.clone() }
+        );
         assert!(m.active().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn custom_ttl_and_max() {
         let mut m = LeaseManager::new(H, 24 * H);
-        assert!(matches!(m.grant(&req(Some(25 * H))), Err(LeaseError::TtlTooLong { .. })));
-        assert!(matches!(m.grant(&req(Some(Duration::ZERO))), Err(LeaseError::ZeroTtl)));
+        assert!(matches!(
+            m.grant(&req(Some(25 * H))),
+            Err(LeaseError::TtlTooLong { .. })
+        ));
+        assert!(matches!(
+            m.grant(&req(Some(Duration::ZERO))),
+            Err(LeaseError::ZeroTtl)
+        ));
         let l = m.grant(&req(Some(24 * H))).unwrap();
         let short = m.grant(&req(Some(Duration::from_secs(30 * 60)))).unwrap();
         tokio::time::advance(Duration::from_secs(30 * 60)).await;

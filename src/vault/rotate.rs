@@ -20,7 +20,10 @@ pub enum RotateError {
     #[error("rotation hook for {name:?} is empty or has unbalanced quotes")]
     BadCommand { name: String },
     #[error("rotation hook for {name:?} could not start: {source}")]
-    Spawn { name: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("rotation hook for {name:?} timed out after {timeout:?} and was killed")]
     Timeout { name: String, timeout: Duration },
     #[error("rotation hook for {name:?} exited with {status}")]
@@ -97,21 +100,38 @@ pub async fn run_hook(h: &Hook<'_>) -> Result<SecretValue, RotateError> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| RotateError::Spawn { name: name.clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| RotateError::Spawn {
+        name: name.clone(),
+        source,
+    })?;
     let mut stdout = child.stdout.take().expect("stdout should be piped");
     let work = async {
         let mut buf = Zeroizing::new(Vec::new());
-        let read = (&mut stdout).take(MAX_OUTPUT + 1).read_to_end(&mut buf).await;
+        let read = (&mut stdout)
+            .take(MAX_OUTPUT + 1)
+            .read_to_end(&mut buf)
+            .await;
         let status = child.wait().await;
         (read, status, buf)
     };
     let (read, status, mut buf) = match tokio::time::timeout(h.timeout, work).await {
         Ok(r) => r,
-        Err(_) => return Err(RotateError::Timeout { name, timeout: h.timeout }),
+        Err(_) => {
+            return Err(RotateError::Timeout {
+                name,
+                timeout: h.timeout,
+            })
+        }
     };
-    let status = status.map_err(|source| RotateError::Spawn { name: name.clone(), source })?;
+    let status = status.map_err(|source| RotateError::Spawn {
+        name: name.clone(),
+        source,
+    })?;
     if !status.success() {
-        return Err(RotateError::Failed { name, status: status.to_string() });
+        return Err(RotateError::Failed {
+            name,
+            status: status.to_string(),
+        });
     }
     if read.is_err() || buf.len() as u64 > MAX_OUTPUT {
         return Err(RotateError::BadOutput { name });
@@ -143,21 +163,34 @@ mod tests {
     use super::*;
 
     fn hook<'a>(cmd: &'a str, shell: bool, ms: u64) -> Hook<'a> {
-        Hook { context: "dev", name: "tok", command: cmd, shell, timeout: Duration::from_millis(ms) }
+        Hook {
+            context: "dev",
+            name: "tok",
+            command: cmd,
+            shell,
+            timeout: Duration::from_millis(ms),
+        }
     }
 
     #[test]
     fn split() {
-        assert_eq!(split_args("a 'b c' \"d\\\"e\" f\\ g").unwrap(), ["a", "b c", "d\"e", "f g"]);
+        assert_eq!(
+            split_args("a 'b c' \"d\\\"e\" f\\ g").unwrap(),
+            ["a", "b c", "d\"e", "f g"]
+        );
         assert!(split_args("a 'b").is_none());
         assert!(split_args("   ").is_none());
     }
 
     #[tokio::test]
     async fn stdout_is_the_new_value_without_shell() {
-        let v = run_hook(&hook("printf '%s\\n' 'new $HOME'", false, 5000)).await.unwrap();
+        let v = run_hook(&hook("printf '%s\\n' 'new $HOME'", false, 5000))
+            .await
+            .unwrap();
         assert_eq!(v.expose_secret(), "new $HOME", "no shell expansion");
-        let v = run_hook(&hook("printf '%s' \"$GUARD_SECRET_NAME\"", true, 5000)).await.unwrap();
+        let v = run_hook(&hook("printf '%s' \"$GUARD_SECRET_NAME\"", true, 5000))
+            .await
+            .unwrap();
         assert_eq!(v.expose_secret(), "tok", "shell when asked");
     }
 
@@ -167,8 +200,14 @@ mod tests {
         let e = run_hook(&hook("sleep 10", false, 200)).await.unwrap_err();
         assert!(matches!(e, RotateError::Timeout { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(5));
-        assert!(matches!(run_hook(&hook("false", false, 5000)).await, Err(RotateError::Failed { .. })));
-        assert!(matches!(run_hook(&hook("true", false, 5000)).await, Err(RotateError::BadOutput { .. })));
+        assert!(matches!(
+            run_hook(&hook("false", false, 5000)).await,
+            Err(RotateError::Failed { .. })
+        ));
+        assert!(matches!(
+            run_hook(&hook("true", false, 5000)).await,
+            Err(RotateError::BadOutput { .. })
+        ));
         assert!(matches!(
             run_hook(&hook("/nonexistent/hook", false, 5000)).await,
             Err(RotateError::Spawn { .. })

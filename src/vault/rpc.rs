@@ -41,7 +41,10 @@ pub struct NextAction {
 }
 
 pub fn next(command: impl Into<String>, description: impl Into<String>) -> NextAction {
-    NextAction { command: command.into(), description: description.into() }
+    NextAction {
+        command: command.into(),
+        description: description.into(),
+    }
 }
 
 /// A handler's success.
@@ -60,7 +63,11 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), next_actions: Vec::new() }
+        Self {
+            code,
+            message: message.into(),
+            next_actions: Vec::new(),
+        }
     }
     pub fn with(mut self, a: NextAction) -> Self {
         self.next_actions.push(a);

@@ -45,7 +45,11 @@ pub enum ServerError {
     #[error("a daemon is already listening on {socket}")]
     AlreadyRunning { socket: PathBuf },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 struct Pending {
@@ -78,27 +82,40 @@ impl Daemon {
 }
 
 fn audit_err(e: crate::vault::audit::AuditError) -> RpcError {
-    RpcError::new(rpc::AUDIT_FAILED, format!("refused: the audit record could not be written ({e})"))
-        .with(next("guard vault audit verify", "check the audit log and its directory"))
+    RpcError::new(
+        rpc::AUDIT_FAILED,
+        format!("refused: the audit record could not be written ({e})"),
+    )
+    .with(next(
+        "guard vault audit verify",
+        "check the audit log and its directory",
+    ))
 }
 
 fn store_err(e: StoreError) -> RpcError {
     match e {
-        StoreError::NotFound { .. } | StoreError::NoVersion { .. } => RpcError::new(rpc::NOT_FOUND, e.to_string())
-            .with(next("guard vault list", "see which secrets exist")),
+        StoreError::NotFound { .. } | StoreError::NoVersion { .. } => {
+            RpcError::new(rpc::NOT_FOUND, e.to_string())
+                .with(next("guard vault list", "see which secrets exist"))
+        }
         StoreError::NoContext { ref context } => {
             let c = context.clone();
-            RpcError::new(rpc::NOT_FOUND, e.to_string())
-                .with(next(format!("guard vault init --context {c}"), "create the context"))
+            RpcError::new(rpc::NOT_FOUND, e.to_string()).with(next(
+                format!("guard vault init --context {c}"),
+                "create the context",
+            ))
         }
-        StoreError::InvalidName { .. } | StoreError::EmptyValue => RpcError::new(rpc::INVALID_PARAMS, e.to_string()),
+        StoreError::InvalidName { .. } | StoreError::EmptyValue => {
+            RpcError::new(rpc::INVALID_PARAMS, e.to_string())
+        }
         other => RpcError::new(rpc::FAILED, other.to_string()),
     }
 }
 
 fn params<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, RpcError> {
     let v = if v.is_null() { json!({}) } else { v };
-    serde_json::from_value(v).map_err(|e| RpcError::new(rpc::INVALID_PARAMS, format!("invalid params: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, format!("invalid params: {e}")))
 }
 
 fn reply(data: Value, next_actions: Vec<rpc::NextAction>) -> Result<Reply, RpcError> {
@@ -185,7 +202,10 @@ impl Daemon {
     async fn dispatch(&self, req: Request) -> Result<Reply, RpcError> {
         let p = req.params;
         match req.method.as_str() {
-            "hello" | "ping" => reply(json!({"server": "guard-vault", "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}), vec![]),
+            "hello" | "ping" => reply(
+                json!({"server": "guard-vault", "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}),
+                vec![],
+            ),
             "status" => self.status(),
             "add" => self.add(params(p)?),
             "list" => self.list(params(p)?),
@@ -200,19 +220,30 @@ impl Daemon {
             "rotate" => {
                 let n: NameP = params(p)?;
                 let v = self.rotate(&n.context, &n.name, "manual").await?;
-                reply(json!({"context": n.context, "name": n.name, "version": v}),
-                      vec![next(format!("guard vault list --context {}", n.context), "see versions")])
+                reply(
+                    json!({"context": n.context, "name": n.name, "version": v}),
+                    vec![next(
+                        format!("guard vault list --context {}", n.context),
+                        "see versions",
+                    )],
+                )
             }
             "killswitch" => {
                 let k: KillP = params(p)?;
                 let data = self.killswitch(k.rotate, k.wipe, "manual").await;
-                reply(data, vec![next("guard vault status", "confirm no leases remain")])
+                reply(
+                    data,
+                    vec![next("guard vault status", "confirm no leases remain")],
+                )
             }
             "shutdown" => {
                 self.shutdown.notify_one();
                 reply(json!({"stopping": true}), vec![])
             }
-            m => Err(RpcError::new(rpc::METHOD_NOT_FOUND, format!("unknown method {m:?}"))),
+            m => Err(RpcError::new(
+                rpc::METHOD_NOT_FOUND,
+                format!("unknown method {m:?}"),
+            )),
         }
     }
 
@@ -220,35 +251,76 @@ impl Daemon {
         let s = self.lock();
         let contexts = store::list_contexts(&s.paths);
         let leases = s.leases.active();
-        let pending: Vec<Value> = s.pending.iter().map(|(id, p)| json!({"request": id, "scope": p.scope})).collect();
+        let pending: Vec<Value> = s
+            .pending
+            .iter()
+            .map(|(id, p)| json!({"request": id, "scope": p.scope}))
+            .collect();
         reply(
             json!({"running": true, "pid": std::process::id(), "started": s.started,
                    "vault_dir": s.paths.root(), "contexts": contexts,
                    "active_leases": leases.len(), "leases": leases, "pending_approvals": pending,
                    "heartbeat": s.heartbeat}),
-            vec![next("guard vault list", "list stored secrets"), next("guard vault audit --tail 20", "recent audit records")],
+            vec![
+                next("guard vault list", "list stored secrets"),
+                next("guard vault audit --tail 20", "recent audit records"),
+            ],
         )
     }
 
     fn add(&self, a: AddP) -> Result<Reply, RpcError> {
         if let Some(e) = &a.rotate_every {
-            config::parse_duration(e).map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?;
+            config::parse_duration(e)
+                .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?;
         }
         store::check_name("secret", &a.name).map_err(store_err)?;
         let mut s = self.lock();
         let mut st = ContextStore::open(&s.paths, &a.context).map_err(store_err)?;
-        let version = st.put(&a.name, a.value, a.rotate_via, a.rotate_shell, a.rotate_every).map_err(store_err)?;
+        let version = st
+            .put(
+                &a.name,
+                a.value,
+                a.rotate_via,
+                a.rotate_shell,
+                a.rotate_every,
+            )
+            .map_err(store_err)?;
         s.audit
-            .append(&Event { op: "add", outcome: "ok", context: Some(&a.context), secret: Some(&a.name), version: Some(version), ..Default::default() })
+            .append(&Event {
+                op: "add",
+                outcome: "ok",
+                context: Some(&a.context),
+                secret: Some(&a.name),
+                version: Some(version),
+                ..Default::default()
+            })
             .map_err(audit_err)?;
         if let Err(e) = st.save() {
-            let _ = s.audit.append(&Event { op: "add", outcome: "error", context: Some(&a.context), secret: Some(&a.name), ..Default::default() });
+            let _ = s.audit.append(&Event {
+                op: "add",
+                outcome: "error",
+                context: Some(&a.context),
+                secret: Some(&a.name),
+                ..Default::default()
+            });
             return Err(store_err(e));
         }
-        reply(json!({"context": a.context, "name": a.name, "version": version}), vec![
-            next(format!("guard vault grant {} --client CLIENT --context {}", a.name, a.context), "pre-approve a client"),
-            next("guard exec -- CMD", "run a command with the secret injected (declare it in .guard/secrets.toml)"),
-        ])
+        reply(
+            json!({"context": a.context, "name": a.name, "version": version}),
+            vec![
+                next(
+                    format!(
+                        "guard vault grant {} --client CLIENT --context {}",
+                        a.name, a.context
+                    ),
+                    "pre-approve a client",
+                ),
+                next(
+                    "guard exec -- CMD",
+                    "run a command with the secret injected (declare it in .guard/secrets.toml)",
+                ),
+            ],
+        )
     }
 
     fn list(&self, l: ListP) -> Result<Reply, RpcError> {
@@ -262,28 +334,56 @@ impl Daemon {
             let st = ContextStore::open(&s.paths, &c).map_err(store_err)?;
             out.push(json!({"context": c, "secrets": st.infos()}));
         }
-        reply(json!({"contexts": out}), vec![next("guard vault add NAME", "store a secret (value from a no-echo prompt or stdin)")])
+        reply(
+            json!({"contexts": out}),
+            vec![next(
+                "guard vault add NAME",
+                "store a secret (value from a no-echo prompt or stdin)",
+            )],
+        )
     }
 
     fn rm(&self, n: NameP) -> Result<Reply, RpcError> {
         let mut s = self.lock();
         let mut st = ContextStore::open(&s.paths, &n.context).map_err(store_err)?;
         st.remove(&n.name).map_err(store_err)?;
-        s.audit.append(&Event { op: "rm", outcome: "ok", context: Some(&n.context), secret: Some(&n.name), ..Default::default() }).map_err(audit_err)?;
+        s.audit
+            .append(&Event {
+                op: "rm",
+                outcome: "ok",
+                context: Some(&n.context),
+                secret: Some(&n.name),
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
         st.save().map_err(store_err)?;
-        let revoked = s.leases.revoke_where(|l| l.context == n.context && l.secret == n.name);
-        reply(json!({"removed": n.name, "revoked_leases": revoked}), vec![next("guard vault list", "remaining secrets")])
+        let revoked = s
+            .leases
+            .revoke_where(|l| l.context == n.context && l.secret == n.name);
+        reply(
+            json!({"removed": n.name, "revoked_leases": revoked}),
+            vec![next("guard vault list", "remaining secrets")],
+        )
     }
 
     fn lease(&self, r: LeaseP) -> Result<Reply, RpcError> {
         if r.client.is_empty() || r.client.len() > 4096 || r.client.chars().any(char::is_control) {
-            return Err(RpcError::new(rpc::INVALID_PARAMS, "invalid client id (1-4096 printable characters)"));
+            return Err(RpcError::new(
+                rpc::INVALID_PARAMS,
+                "invalid client id (1-4096 printable characters)",
+            ));
         }
         if r.purpose != "use" && r.purpose != "print" {
-            return Err(RpcError::new(rpc::INVALID_PARAMS, "purpose must be \"use\" or \"print\""));
+            return Err(RpcError::new(
+                rpc::INVALID_PARAMS,
+                "purpose must be \"use\" or \"print\"",
+            ));
         }
         let ttl = match &r.ttl {
-            Some(t) => Some(config::parse_duration(t).map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?),
+            Some(t) => Some(
+                config::parse_duration(t)
+                    .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?,
+            ),
             None => None,
         };
         let mut s = self.lock();
@@ -291,25 +391,60 @@ impl Daemon {
             let st = ContextStore::open(&s.paths, &r.context).map_err(store_err)?;
             st.value(&r.name, r.version).map_err(store_err)?;
         }
-        let scope = Scope { context: r.context.clone(), secret: r.name.clone(), client: r.client.clone(), purpose: r.purpose.clone() };
-        let ev = |op, outcome| Event { op, outcome, context: Some(&r.context), secret: Some(&r.name), client: Some(&r.client), purpose: Some(&r.purpose), ..Default::default() };
+        let scope = Scope {
+            context: r.context.clone(),
+            secret: r.name.clone(),
+            client: r.client.clone(),
+            purpose: r.purpose.clone(),
+        };
+        let ev = |op, outcome| Event {
+            op,
+            outcome,
+            context: Some(&r.context),
+            secret: Some(&r.name),
+            client: Some(&r.client),
+            purpose: Some(&r.purpose),
+            ..Default::default()
+        };
         match s.approvals.get(&scope) {
             Some(Decision::Allow) => {
-                let lease = s.leases
-                    .grant(&LeaseRequest { context: &r.context, secret: &r.name, version: r.version, client: &r.client, purpose: &r.purpose, ttl })
+                let lease = s
+                    .leases
+                    .grant(&LeaseRequest {
+                        context: &r.context,
+                        secret: &r.name,
+                        version: r.version,
+                        client: &r.client,
+                        purpose: &r.purpose,
+                        ttl,
+                    })
                     .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?;
-                if let Err(e) = s.audit.append(&Event { lease: Some(&lease.id), version: r.version, ..ev("lease", "granted") }) {
+                if let Err(e) = s.audit.append(&Event {
+                    lease: Some(&lease.id),
+                    version: r.version,
+                    ..ev("lease", "granted")
+                }) {
                     let _ = s.leases.revoke(&lease.id);
                     return Err(audit_err(e));
                 }
                 let secs = (lease.expires - lease.granted).as_secs();
-                reply(json!({"status": "granted", "lease": lease.id, "ttl_secs": secs, "context": r.context, "name": r.name}), vec![
-                    next(format!("guard vault revoke {}", lease.id), "revoke this lease when done"),
-                ])
+                reply(
+                    json!({"status": "granted", "lease": lease.id, "ttl_secs": secs, "context": r.context, "name": r.name}),
+                    vec![next(
+                        format!("guard vault revoke {}", lease.id),
+                        "revoke this lease when done",
+                    )],
+                )
             }
             Some(Decision::Deny) => {
                 s.audit.append(&ev("lease", "denied")).map_err(audit_err)?;
-                Err(denied(&r.context, &r.name, &r.client, &r.purpose, "denied by a remembered decision"))
+                Err(denied(
+                    &r.context,
+                    &r.name,
+                    &r.client,
+                    &r.purpose,
+                    "denied by a remembered decision",
+                ))
             }
             None => {
                 if let Some((id, _)) = s.pending.iter().find(|(_, p)| p.scope == scope) {
@@ -317,9 +452,20 @@ impl Daemon {
                     return approval_reply(&id, &scope);
                 }
                 let id = crate::vault::random_id("req");
-                s.audit.append(&Event { request: Some(&id), ..ev("approval", "requested") }).map_err(audit_err)?;
+                s.audit
+                    .append(&Event {
+                        request: Some(&id),
+                        ..ev("approval", "requested")
+                    })
+                    .map_err(audit_err)?;
                 let (tx, _rx) = watch::channel(None);
-                s.pending.insert(id.clone(), Pending { scope: scope.clone(), tx });
+                s.pending.insert(
+                    id.clone(),
+                    Pending {
+                        scope: scope.clone(),
+                        tx,
+                    },
+                );
                 approval_reply(&id, &scope)
             }
         }
@@ -328,43 +474,108 @@ impl Daemon {
     async fn await_approval(&self, r: RequestP) -> Result<Reply, RpcError> {
         let (mut rx, scope) = {
             let s = self.lock();
-            let p = s.pending.get(&r.request).ok_or_else(|| RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", r.request)))?;
+            let p = s.pending.get(&r.request).ok_or_else(|| {
+                RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", r.request))
+            })?;
             (p.tx.subscribe(), p.scope.clone())
         };
-        let waited = tokio::time::timeout(self.limits.approval_timeout, rx.wait_for(|d| d.is_some())).await;
+        let waited =
+            tokio::time::timeout(self.limits.approval_timeout, rx.wait_for(|d| d.is_some())).await;
         let decision = match waited {
             Ok(Ok(d)) => *d,
             _ => None,
         };
         match decision {
-            Some(Decision::Allow) => reply(json!({"request": r.request, "decision": "allow"}), vec![]),
-            Some(Decision::Deny) => Err(denied(&scope.context, &scope.secret, &scope.client, &scope.purpose, "denied by the user")),
+            Some(Decision::Allow) => {
+                reply(json!({"request": r.request, "decision": "allow"}), vec![])
+            }
+            Some(Decision::Deny) => Err(denied(
+                &scope.context,
+                &scope.secret,
+                &scope.client,
+                &scope.purpose,
+                "denied by the user",
+            )),
             None => {
                 let mut s = self.lock();
                 s.pending.remove(&r.request);
-                let _ = s.audit.append(&Event { op: "approval", outcome: "timeout-denied", request: Some(&r.request), context: Some(&scope.context), secret: Some(&scope.secret), client: Some(&scope.client), purpose: Some(&scope.purpose), ..Default::default() });
-                Err(denied(&scope.context, &scope.secret, &scope.client, &scope.purpose, "no decision before the approval timeout"))
+                let _ = s.audit.append(&Event {
+                    op: "approval",
+                    outcome: "timeout-denied",
+                    request: Some(&r.request),
+                    context: Some(&scope.context),
+                    secret: Some(&scope.secret),
+                    client: Some(&scope.client),
+                    purpose: Some(&scope.purpose),
+                    ..Default::default()
+                });
+                Err(denied(
+                    &scope.context,
+                    &scope.secret,
+                    &scope.client,
+                    &scope.purpose,
+                    "no decision before the approval timeout",
+                ))
             }
         }
     }
 
     fn approve(&self, a: ApproveP) -> Result<Reply, RpcError> {
         let mut s = self.lock();
-        let scope = s.pending.get(&a.request).map(|p| p.scope.clone())
-            .ok_or_else(|| RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", a.request)).with(next("guard vault pending", "list pending requests")))?;
-        let d = if a.allow { Decision::Allow } else { Decision::Deny };
-        s.audit.append(&Event { op: "approval", outcome: if a.allow { "approved" } else { "denied" }, request: Some(&a.request), context: Some(&scope.context), secret: Some(&scope.secret), client: Some(&scope.client), purpose: Some(&scope.purpose), ..Default::default() }).map_err(audit_err)?;
-        s.approvals.set(scope.clone(), d).map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        let scope = s
+            .pending
+            .get(&a.request)
+            .map(|p| p.scope.clone())
+            .ok_or_else(|| {
+                RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", a.request))
+                    .with(next("guard vault pending", "list pending requests"))
+            })?;
+        let d = if a.allow {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        };
+        s.audit
+            .append(&Event {
+                op: "approval",
+                outcome: if a.allow { "approved" } else { "denied" },
+                request: Some(&a.request),
+                context: Some(&scope.context),
+                secret: Some(&scope.secret),
+                client: Some(&scope.client),
+                purpose: Some(&scope.purpose),
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
+        s.approvals
+            .set(scope.clone(), d)
+            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
         if let Some(p) = s.pending.remove(&a.request) {
             let _ = p.tx.send(Some(d));
         }
-        reply(json!({"request": a.request, "decision": d, "scope": scope}), vec![])
+        reply(
+            json!({"request": a.request, "decision": d, "scope": scope}),
+            vec![],
+        )
     }
 
     fn pending(&self) -> Result<Reply, RpcError> {
         let s = self.lock();
-        let v: Vec<Value> = s.pending.iter().map(|(id, p)| json!({"request": id, "scope": p.scope})).collect();
-        let acts = s.pending.keys().map(|id| next(format!("guard vault approve {id}"), "approve this request (or --deny)")).collect();
+        let v: Vec<Value> = s
+            .pending
+            .iter()
+            .map(|(id, p)| json!({"request": id, "scope": p.scope}))
+            .collect();
+        let acts = s
+            .pending
+            .keys()
+            .map(|id| {
+                next(
+                    format!("guard vault approve {id}"),
+                    "approve this request (or --deny)",
+                )
+            })
+            .collect();
         reply(json!({"pending": v}), acts)
     }
 
@@ -374,11 +585,35 @@ impl Daemon {
             let st = ContextStore::open(&s.paths, &g.context).map_err(store_err)?;
             st.entry(&g.name).map_err(store_err)?;
         }
-        let scope = Scope { context: g.context.clone(), secret: g.name.clone(), client: g.client.clone(), purpose: g.purpose.clone() };
-        let d = if g.deny { Decision::Deny } else { Decision::Allow };
-        s.audit.append(&Event { op: "grant", outcome: if g.deny { "deny" } else { "allow" }, context: Some(&g.context), secret: Some(&g.name), client: Some(&g.client), purpose: Some(&g.purpose), ..Default::default() }).map_err(audit_err)?;
-        s.approvals.set(scope.clone(), d).map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
-        reply(json!({"scope": scope, "decision": d}), vec![next("guard exec -- CMD", "use the secret")])
+        let scope = Scope {
+            context: g.context.clone(),
+            secret: g.name.clone(),
+            client: g.client.clone(),
+            purpose: g.purpose.clone(),
+        };
+        let d = if g.deny {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        };
+        s.audit
+            .append(&Event {
+                op: "grant",
+                outcome: if g.deny { "deny" } else { "allow" },
+                context: Some(&g.context),
+                secret: Some(&g.name),
+                client: Some(&g.client),
+                purpose: Some(&g.purpose),
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
+        s.approvals
+            .set(scope.clone(), d)
+            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        reply(
+            json!({"scope": scope, "decision": d}),
+            vec![next("guard exec -- CMD", "use the secret")],
+        )
     }
 
     fn resolve(&self, r: ResolveP) -> Result<Reply, RpcError> {
@@ -386,7 +621,8 @@ impl Daemon {
         let mut leases = Vec::new();
         for id in &r.leases {
             let l = s.leases.check(id).map_err(|e| {
-                RpcError::new(rpc::LEASE_INVALID, e.to_string()).with(next("guard vault lease NAME", "take a new lease"))
+                RpcError::new(rpc::LEASE_INVALID, e.to_string())
+                    .with(next("guard vault lease NAME", "take a new lease"))
             })?;
             leases.push(l.clone());
         }
@@ -399,7 +635,19 @@ impl Daemon {
             }
             let st = stores.get(&l.context).expect("store was just inserted");
             let (version, value) = st.value(&l.secret, l.version).map_err(store_err)?;
-            s.audit.append(&Event { op: "access", outcome: "ok", context: Some(&l.context), secret: Some(&l.secret), client: Some(&l.client), lease: Some(&l.id), version: Some(version), purpose: Some(&l.purpose), ..Default::default() }).map_err(audit_err)?;
+            s.audit
+                .append(&Event {
+                    op: "access",
+                    outcome: "ok",
+                    context: Some(&l.context),
+                    secret: Some(&l.secret),
+                    client: Some(&l.client),
+                    lease: Some(&l.id),
+                    version: Some(version),
+                    purpose: Some(&l.purpose),
+                    ..Default::default()
+                })
+                .map_err(audit_err)?;
             out.push(json!({"lease": l.id, "name": l.secret, "version": version, "value": value}));
         }
         reply(json!({"values": out}), vec![])
@@ -409,16 +657,38 @@ impl Daemon {
         let mut s = self.lock();
         let n = if r.all {
             let n = s.leases.revoke_where(|_| true);
-            let _ = s.audit.append(&Event { op: "revoke", outcome: "all", detail: Some(&format!("{n} leases")), ..Default::default() });
+            let _ = s.audit.append(&Event {
+                op: "revoke",
+                outcome: "all",
+                detail: Some(&format!("{n} leases")),
+                ..Default::default()
+            });
             n
         } else if let Some(id) = r.lease {
-            let l = s.leases.revoke(&id).map_err(|e| RpcError::new(rpc::NOT_FOUND, e.to_string()))?;
-            let _ = s.audit.append(&Event { op: "revoke", outcome: "ok", lease: Some(&id), context: Some(&l.context), secret: Some(&l.secret), client: Some(&l.client), ..Default::default() });
+            let l = s
+                .leases
+                .revoke(&id)
+                .map_err(|e| RpcError::new(rpc::NOT_FOUND, e.to_string()))?;
+            let _ = s.audit.append(&Event {
+                op: "revoke",
+                outcome: "ok",
+                lease: Some(&id),
+                context: Some(&l.context),
+                secret: Some(&l.secret),
+                client: Some(&l.client),
+                ..Default::default()
+            });
             1
         } else {
-            return Err(RpcError::new(rpc::INVALID_PARAMS, "give a lease id or all=true"));
+            return Err(RpcError::new(
+                rpc::INVALID_PARAMS,
+                "give a lease id or all=true",
+            ));
         };
-        reply(json!({"revoked": n}), vec![next("guard vault status", "see remaining leases")])
+        reply(
+            json!({"revoked": n}),
+            vec![next("guard vault status", "see remaining leases")],
+        )
     }
 
     async fn rotate(&self, context: &str, name: &str, why: &str) -> Result<u32, RpcError> {
@@ -427,23 +697,49 @@ impl Daemon {
             let st = ContextStore::open(&s.paths, context).map_err(store_err)?;
             let e = st.entry(name).map_err(store_err)?;
             let cmd = e.rotate_via.clone().ok_or_else(|| {
-                RpcError::new(rpc::FAILED, rotate::RotateError::NoHook { name: name.into() }.to_string())
+                RpcError::new(
+                    rpc::FAILED,
+                    rotate::RotateError::NoHook { name: name.into() }.to_string(),
+                )
             })?;
             (cmd, e.rotate_shell)
         };
-        let hook = rotate::Hook { context, name, command: &cmd, shell, timeout: self.limits.rotation_timeout };
+        let hook = rotate::Hook {
+            context,
+            name,
+            command: &cmd,
+            shell,
+            timeout: self.limits.rotation_timeout,
+        };
         let value = match rotate::run_hook(&hook).await {
             Ok(v) => v,
             Err(e) => {
                 let mut s = self.lock();
-                let _ = s.audit.append(&Event { op: "rotate", outcome: "error", context: Some(context), secret: Some(name), detail: Some(why), ..Default::default() });
+                let _ = s.audit.append(&Event {
+                    op: "rotate",
+                    outcome: "error",
+                    context: Some(context),
+                    secret: Some(name),
+                    detail: Some(why),
+                    ..Default::default()
+                });
                 return Err(RpcError::new(rpc::FAILED, e.to_string()));
             }
         };
         let mut s = self.lock();
         let mut st = ContextStore::open(&s.paths, context).map_err(store_err)?;
         let v = st.put(name, value, None, None, None).map_err(store_err)?;
-        s.audit.append(&Event { op: "rotate", outcome: "ok", context: Some(context), secret: Some(name), version: Some(v), detail: Some(why), ..Default::default() }).map_err(audit_err)?;
+        s.audit
+            .append(&Event {
+                op: "rotate",
+                outcome: "ok",
+                context: Some(context),
+                secret: Some(name),
+                version: Some(v),
+                detail: Some(why),
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
         st.save().map_err(store_err)?;
         Ok(v)
     }
@@ -455,7 +751,12 @@ impl Daemon {
             for (_, p) in s.pending.drain() {
                 let _ = p.tx.send(Some(Decision::Deny));
             }
-            let _ = s.audit.append(&Event { op: "killswitch", outcome: "revoked", detail: Some(&format!("{why}: {n} leases")), ..Default::default() });
+            let _ = s.audit.append(&Event {
+                op: "killswitch",
+                outcome: "revoked",
+                detail: Some(&format!("{why}: {n} leases")),
+                ..Default::default()
+            });
             n
         };
         let mut rotated = Vec::new();
@@ -463,11 +764,21 @@ impl Daemon {
         if rotate_all {
             let targets: Vec<(String, String)> = {
                 let s = self.lock();
-                store::list_contexts(&s.paths).into_iter().flat_map(|c| {
-                    ContextStore::open(&s.paths, &c).map(|st| {
-                        st.data.secrets.iter().filter(|(_, e)| e.rotate_via.is_some()).map(|(n, _)| (c.clone(), n.clone())).collect::<Vec<_>>()
-                    }).unwrap_or_default()
-                }).collect()
+                store::list_contexts(&s.paths)
+                    .into_iter()
+                    .flat_map(|c| {
+                        ContextStore::open(&s.paths, &c)
+                            .map(|st| {
+                                st.data
+                                    .secrets
+                                    .iter()
+                                    .filter(|(_, e)| e.rotate_via.is_some())
+                                    .map(|(n, _)| (c.clone(), n.clone()))
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
             };
             for (c, n) in targets {
                 match self.rotate(&c, &n, why).await {
@@ -478,7 +789,12 @@ impl Daemon {
         }
         if wipe {
             let mut s = self.lock();
-            let _ = s.audit.append(&Event { op: "killswitch", outcome: "wipe", detail: Some(why), ..Default::default() });
+            let _ = s.audit.append(&Event {
+                op: "killswitch",
+                outcome: "wipe",
+                detail: Some(why),
+                ..Default::default()
+            });
             let dir = s.paths.contexts();
             wipe_dir(&dir);
             let _ = s.approvals.forget_all();
@@ -504,28 +820,59 @@ fn approval_reply(id: &str, scope: &Scope) -> Result<Reply, RpcError> {
     reply(
         json!({"status": "approval_required", "request": id, "scope": scope}),
         vec![
-            next(format!("guard vault approve {id}"), "the user approves this request (or --deny)"),
-            next(format!("guard vault grant {} --client {} --context {}{}", scope.secret, shell_word(&scope.client), scope.context,
-                if scope.purpose == "print" { " --print" } else { "" }), "the user pre-approves this scope"),
+            next(
+                format!("guard vault approve {id}"),
+                "the user approves this request (or --deny)",
+            ),
+            next(
+                format!(
+                    "guard vault grant {} --client {} --context {}{}",
+                    scope.secret,
+                    shell_word(&scope.client),
+                    scope.context,
+                    if scope.purpose == "print" {
+                        " --print"
+                    } else {
+                        ""
+                    }
+                ),
+                "the user pre-approves this scope",
+            ),
         ],
     )
 }
 
 fn shell_word(s: &str) -> String {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:@".contains(&b)) { s.to_string() } else { format!("'{}'", s.replace('\'', "'\\''")) }
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-./:@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn denied(context: &str, name: &str, client: &str, purpose: &str, why: &str) -> RpcError {
     let print = if purpose == "print" { " --print" } else { "" };
-    let cmd = format!("guard vault grant {name} --client {} --context {context}{print}", shell_word(client));
+    let cmd = format!(
+        "guard vault grant {name} --client {} --context {context}{print}",
+        shell_word(client)
+    );
     RpcError::new(rpc::DENIED, format!("access to secret {name:?} in context {context:?} for client {client:?} denied ({why}); to allow it, the user runs: {cmd}"))
         .with(next(cmd, "pre-approve this client for this secret"))
 }
 
 /// Read one `\n`-terminated frame of at most `max` bytes.
-async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
+async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut buf = Vec::new();
-    let n = (&mut *r).take(max as u64 + 1).read_until(b'\n', &mut buf).await.map_err(|_| FrameError::Io)?;
+    let n = (&mut *r)
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(|_| FrameError::Io)?;
     if n == 0 {
         return Ok(None);
     }
@@ -552,14 +899,28 @@ async fn write_frame(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std
 }
 
 async fn connection(d: Daemon, stream: UnixStream) {
-    let peer_ok = stream.peer_cred().map(|c| c.uid() == unsafe_getuid()).unwrap_or(false);
+    let peer_ok = stream
+        .peer_cred()
+        .map(|c| c.uid() == unsafe_getuid())
+        .unwrap_or(false);
     let (r, mut w) = stream.into_split();
     if !peer_ok {
         {
             let mut s = d.lock();
-            let _ = s.audit.append(&Event { op: "connect", outcome: "peer-rejected", ..Default::default() });
+            let _ = s.audit.append(&Event {
+                op: "connect",
+                outcome: "peer-rejected",
+                ..Default::default()
+            });
         }
-        let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &RpcError::new(rpc::PEER_REJECTED, "peer uid does not own this vault"))).await;
+        let _ = write_frame(
+            &mut w,
+            &rpc::err_frame(
+                &Value::Null,
+                &RpcError::new(rpc::PEER_REJECTED, "peer uid does not own this vault"),
+            ),
+        )
+        .await;
         return;
     }
     let mut r = BufReader::new(r);
@@ -567,10 +928,18 @@ async fn connection(d: Daemon, stream: UnixStream) {
     loop {
         let frame = if first {
             first = false;
-            match tokio::time::timeout(d.limits.handshake_timeout, read_frame(&mut r, d.limits.max_frame_bytes)).await {
+            match tokio::time::timeout(
+                d.limits.handshake_timeout,
+                read_frame(&mut r, d.limits.max_frame_bytes),
+            )
+            .await
+            {
                 Ok(f) => f,
                 Err(_) => {
-                    let e = RpcError::new(rpc::HANDSHAKE_TIMEOUT, "no request within the handshake timeout");
+                    let e = RpcError::new(
+                        rpc::HANDSHAKE_TIMEOUT,
+                        "no request within the handshake timeout",
+                    );
                     let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &e)).await;
                     return;
                 }
@@ -582,7 +951,13 @@ async fn connection(d: Daemon, stream: UnixStream) {
             Ok(Some(l)) => l,
             Ok(None) | Err(FrameError::Io) => return,
             Err(FrameError::TooLarge) => {
-                let e = RpcError::new(rpc::FRAME_TOO_LARGE, format!("frame larger than {} bytes; closing", d.limits.max_frame_bytes));
+                let e = RpcError::new(
+                    rpc::FRAME_TOO_LARGE,
+                    format!(
+                        "frame larger than {} bytes; closing",
+                        d.limits.max_frame_bytes
+                    ),
+                );
                 let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &e)).await;
                 return;
             }
@@ -591,8 +966,17 @@ async fn connection(d: Daemon, stream: UnixStream) {
             continue;
         }
         let resp = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => rpc::err_frame(&Value::Null, &RpcError::new(rpc::PARSE_ERROR, format!("invalid JSON-RPC frame: {}", e.classify_str()))),
-            Ok(req) if req.jsonrpc != "2.0" => rpc::err_frame(&req.id, &RpcError::new(rpc::INVALID_REQUEST, "jsonrpc must be \"2.0\"")),
+            Err(e) => rpc::err_frame(
+                &Value::Null,
+                &RpcError::new(
+                    rpc::PARSE_ERROR,
+                    format!("invalid JSON-RPC frame: {}", e.classify_str()),
+                ),
+            ),
+            Ok(req) if req.jsonrpc != "2.0" => rpc::err_frame(
+                &req.id,
+                &RpcError::new(rpc::INVALID_REQUEST, "jsonrpc must be \"2.0\""),
+            ),
             Ok(req) => {
                 let id = req.id.clone();
                 match d.dispatch(req).await {
@@ -635,11 +1019,19 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| ServerError::Io { op: "start runtime", path: paths.root().into(), source })?;
+        .map_err(|source| ServerError::Io {
+            op: "start runtime",
+            path: paths.root().into(),
+            source,
+        })?;
     rt.block_on(serve(paths, limits, config.heartbeat))
 }
 
-async fn serve(paths: VaultPaths, limits: Limits, heartbeat: Option<HeartbeatConfig>) -> Result<(), ServerError> {
+async fn serve(
+    paths: VaultPaths,
+    limits: Limits,
+    heartbeat: Option<HeartbeatConfig>,
+) -> Result<(), ServerError> {
     store::private_dir(paths.root())?;
     store::private_dir(&paths.run_dir())?;
     let sock = paths.socket();
@@ -656,13 +1048,38 @@ async fn serve(paths: VaultPaths, limits: Limits, heartbeat: Option<HeartbeatCon
     let bound = std::os::unix::net::UnixListener::bind(&sock);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let std_listener = bound.map_err(|source| ServerError::Io { op: "bind", path: sock.clone(), source })?;
-    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|source| ServerError::Io { op: "chmod", path: sock.clone(), source })?;
-    std_listener.set_nonblocking(true).map_err(|source| ServerError::Io { op: "nonblocking", path: sock.clone(), source })?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|source| ServerError::Io { op: "listen", path: sock.clone(), source })?;
-    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
-        .map_err(|source| ServerError::Io { op: "write", path: paths.pid_file(), source })?;
+    let std_listener = bound.map_err(|source| ServerError::Io {
+        op: "bind",
+        path: sock.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
+        |source| ServerError::Io {
+            op: "chmod",
+            path: sock.clone(),
+            source,
+        },
+    )?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|source| ServerError::Io {
+            op: "nonblocking",
+            path: sock.clone(),
+            source,
+        })?;
+    let listener =
+        tokio::net::UnixListener::from_std(std_listener).map_err(|source| ServerError::Io {
+            op: "listen",
+            path: sock.clone(),
+            source,
+        })?;
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
+        ServerError::Io {
+            op: "write",
+            path: paths.pid_file(),
+            source,
+        }
+    })?;
 
     let state = State {
         paths: paths.clone(),
@@ -673,18 +1090,38 @@ async fn serve(paths: VaultPaths, limits: Limits, heartbeat: Option<HeartbeatCon
         started: now_unix(),
         heartbeat: heartbeat.as_ref().map(|_| "starting".to_string()),
     };
-    let d = Daemon { state: Arc::new(Mutex::new(state)), shutdown: Arc::new(Notify::new()), limits: limits.clone() };
-    d.lock().audit.append(&Event { op: "daemon", outcome: "start", ..Default::default() })?;
-    eprintln!("guard vault daemon: listening on {} (pid {})", sock.display(), std::process::id());
+    let d = Daemon {
+        state: Arc::new(Mutex::new(state)),
+        shutdown: Arc::new(Notify::new()),
+        limits: limits.clone(),
+    };
+    d.lock().audit.append(&Event {
+        op: "daemon",
+        outcome: "start",
+        ..Default::default()
+    })?;
+    eprintln!(
+        "guard vault daemon: listening on {} (pid {})",
+        sock.display(),
+        std::process::id()
+    );
 
     tokio::spawn(maintenance(d.clone()));
     if let Some(hb) = heartbeat {
         tokio::spawn(heartbeat_loop(d.clone(), hb));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| ServerError::Io { op: "signal", path: sock.clone(), source })?;
+        .map_err(|source| ServerError::Io {
+            op: "signal",
+            path: sock.clone(),
+            source,
+        })?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| ServerError::Io { op: "signal", path: sock.clone(), source })?;
+        .map_err(|source| ServerError::Io {
+            op: "signal",
+            path: sock.clone(),
+            source,
+        })?;
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
@@ -699,7 +1136,11 @@ async fn serve(paths: VaultPaths, limits: Limits, heartbeat: Option<HeartbeatCon
     drop(listener);
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(paths.pid_file());
-    let _ = d.lock().audit.append(&Event { op: "daemon", outcome: "stop", ..Default::default() });
+    let _ = d.lock().audit.append(&Event {
+        op: "daemon",
+        outcome: "stop",
+        ..Default::default()
+    });
     eprintln!("guard vault daemon: stopped");
     Ok(())
 }
@@ -712,27 +1153,43 @@ async fn maintenance(d: Daemon) {
             let mut s = d.lock();
             s.leases.prune();
             let now = now_unix();
-            store::list_contexts(&s.paths).into_iter().flat_map(|c| {
-                ContextStore::open(&s.paths, &c).map(|st| {
-                    st.data.secrets.iter().filter_map(|(n, e)| {
-                        let every = config::parse_duration(e.rotate_every.as_deref()?).ok()?;
-                        e.rotate_via.as_ref()?;
-                        let created = e.version(None)?.created;
-                        rotate::due(created, every, now).then(|| (c.clone(), n.clone()))
-                    }).collect::<Vec<_>>()
-                }).unwrap_or_default()
-            }).collect()
+            store::list_contexts(&s.paths)
+                .into_iter()
+                .flat_map(|c| {
+                    ContextStore::open(&s.paths, &c)
+                        .map(|st| {
+                            st.data
+                                .secrets
+                                .iter()
+                                .filter_map(|(n, e)| {
+                                    let every =
+                                        config::parse_duration(e.rotate_every.as_deref()?).ok()?;
+                                    e.rotate_via.as_ref()?;
+                                    let created = e.version(None)?.created;
+                                    rotate::due(created, every, now).then(|| (c.clone(), n.clone()))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
         };
         for (c, n) in due {
             if let Err(e) = d.rotate(&c, &n, "scheduled").await {
-                eprintln!("guard vault daemon: scheduled rotation of {n:?} in {c:?} failed: {}", e.message);
+                eprintln!(
+                    "guard vault daemon: scheduled rotation of {n:?} in {c:?} failed: {}",
+                    e.message
+                );
             }
         }
     }
 }
 
 async fn heartbeat_loop(d: Daemon, hb: HeartbeatConfig) {
-    let (interval, timeout) = match (config::parse_duration(&hb.interval), config::parse_duration(&hb.timeout)) {
+    let (interval, timeout) = match (
+        config::parse_duration(&hb.interval),
+        config::parse_duration(&hb.timeout),
+    ) {
         (Ok(i), Ok(t)) => (i.max(Duration::from_millis(10)), t),
         _ => {
             eprintln!("guard vault daemon: invalid heartbeat interval/timeout; heartbeat disabled");
@@ -758,11 +1215,17 @@ async fn heartbeat_loop(d: Daemon, hb: HeartbeatConfig) {
                 eprintln!("guard vault daemon: {e}; running the fail action");
                 {
                     let mut s = d.lock();
-                    let _ = s.audit.append(&Event { op: "heartbeat", outcome: "failed", detail: Some(&e.to_string()), ..Default::default() });
+                    let _ = s.audit.append(&Event {
+                        op: "heartbeat",
+                        outcome: "failed",
+                        detail: Some(&e.to_string()),
+                        ..Default::default()
+                    });
                 }
                 let fa = &hb.fail_action;
                 if fa.revoke_all || fa.rotate_all || fa.wipe_store {
-                    d.killswitch(fa.rotate_all, fa.wipe_store, "heartbeat").await;
+                    d.killswitch(fa.rotate_all, fa.wipe_store, "heartbeat")
+                        .await;
                 }
             }
         }

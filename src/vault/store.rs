@@ -18,7 +18,11 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("context {context:?} is not initialised (run `guard vault init --context {context}`)")]
     NoContext { context: String },
     #[error("invalid identity file {path}: {reason}")]
@@ -83,7 +87,8 @@ pub struct Version {
 
 impl SecretEntry {
     pub fn current_id(&self) -> Option<u32> {
-        self.current.or_else(|| self.versions.iter().map(|v| v.id).max())
+        self.current
+            .or_else(|| self.versions.iter().map(|v| v.id).max())
     }
     pub fn version(&self, id: Option<u32>) -> Option<&Version> {
         let id = id.or_else(|| self.current_id())?;
@@ -114,7 +119,10 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), StoreError> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(StoreError::InvalidName { what, name: name.to_string() })
+        Err(StoreError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
     }
 }
 
@@ -125,14 +133,24 @@ pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| StoreError::Identity { path: path.into(), reason: "no key line".into() })?;
+        .ok_or_else(|| StoreError::Identity {
+            path: path.into(),
+            reason: "no key line".into(),
+        })?;
     line.parse::<age::x25519::Identity>()
-        .map_err(|e| StoreError::Identity { path: path.into(), reason: e.to_string() })
+        .map_err(|e| StoreError::Identity {
+            path: path.into(),
+            reason: e.to_string(),
+        })
 }
 
 /// Create `dir` (and parents) with mode 0700, and force 0700 if it existed.
 pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("mkdir", dir))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("mkdir", dir))?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(io("chmod", dir))
 }
@@ -191,7 +209,10 @@ pub fn init_context(paths: &VaultPaths, context: &str) -> Result<bool, StoreErro
         context: context.to_string(),
         path: paths.store(context),
         identity,
-        data: StoreData { format: 1, secrets: BTreeMap::new() },
+        data: StoreData {
+            format: 1,
+            secrets: BTreeMap::new(),
+        },
     };
     store.save()?;
     Ok(true)
@@ -215,18 +236,32 @@ impl ContextStore {
         check_name("context", context)?;
         let id_path = paths.identity(context);
         if !id_path.exists() {
-            return Err(StoreError::NoContext { context: context.to_string() });
+            return Err(StoreError::NoContext {
+                context: context.to_string(),
+            });
         }
         let identity = read_identity(&id_path)?;
         let path = paths.store(context);
         let data = match std::fs::File::open(&path) {
             Ok(f) => decrypt_store(&path, f, &identity)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                StoreData { format: 1, secrets: BTreeMap::new() }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreData {
+                format: 1,
+                secrets: BTreeMap::new(),
+            },
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "open",
+                    path,
+                    source: e,
+                })
             }
-            Err(e) => return Err(StoreError::Io { op: "open", path, source: e }),
         };
-        Ok(Self { context: context.to_string(), path, identity, data })
+        Ok(Self {
+            context: context.to_string(),
+            path,
+            identity,
+            data,
+        })
     }
 
     pub fn context(&self) -> &str {
@@ -235,38 +270,56 @@ impl ContextStore {
 
     pub fn save(&self) -> Result<(), StoreError> {
         let plain = Zeroizing::new(serde_json::to_vec_pretty(&self.data).map_err(|e| {
-            StoreError::Encrypt { context: self.context.clone(), reason: e.to_string() }
+            StoreError::Encrypt {
+                context: self.context.clone(),
+                reason: e.to_string(),
+            }
         })?);
         let recipient = self.identity.to_public();
-        let enc = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .map_err(|e| StoreError::Encrypt { context: self.context.clone(), reason: e.to_string() })?;
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| StoreError::Encrypt {
+                    context: self.context.clone(),
+                    reason: e.to_string(),
+                })?;
         let mut out = Vec::with_capacity(plain.len() + 256);
-        let mut w = enc
-            .wrap_output(&mut out)
-            .map_err(|e| StoreError::Encrypt { context: self.context.clone(), reason: e.to_string() })?;
+        let mut w = enc.wrap_output(&mut out).map_err(|e| StoreError::Encrypt {
+            context: self.context.clone(),
+            reason: e.to_string(),
+        })?;
         w.write_all(&plain)
             .and_then(|_| w.finish().map(|_| ()))
-            .map_err(|e| StoreError::Encrypt { context: self.context.clone(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::Encrypt {
+                context: self.context.clone(),
+                reason: e.to_string(),
+            })?;
         atomic_write(&self.path, &out)
     }
 
     pub fn entry(&self, name: &str) -> Result<&SecretEntry, StoreError> {
-        self.data.secrets.get(name).ok_or_else(|| StoreError::NotFound {
-            context: self.context.clone(),
-            name: name.to_string(),
-        })
+        self.data
+            .secrets
+            .get(name)
+            .ok_or_else(|| StoreError::NotFound {
+                context: self.context.clone(),
+                name: name.to_string(),
+            })
     }
 
     pub fn entry_mut(&mut self, name: &str) -> Result<&mut SecretEntry, StoreError> {
         let ctx = self.context.clone();
-        self.data
-            .secrets
-            .get_mut(name)
-            .ok_or(StoreError::NotFound { context: ctx, name: name.to_string() })
+        self.data.secrets.get_mut(name).ok_or(StoreError::NotFound {
+            context: ctx,
+            name: name.to_string(),
+        })
     }
 
     /// The value of `name` at `version` (current when `None`).
-    pub fn value(&self, name: &str, version: Option<u32>) -> Result<(u32, &SecretValue), StoreError> {
+    pub fn value(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, &SecretValue), StoreError> {
         let e = self.entry(name)?;
         let v = e.version(version).ok_or(StoreError::NoVersion {
             name: name.to_string(),
@@ -289,15 +342,24 @@ impl ContextStore {
         if value.is_empty() {
             return Err(StoreError::EmptyValue);
         }
-        let entry = self.data.secrets.entry(name.to_string()).or_insert_with(|| SecretEntry {
-            current: None,
-            rotate_via: None,
-            rotate_shell: false,
-            rotate_every: None,
-            versions: Vec::new(),
-        });
+        let entry = self
+            .data
+            .secrets
+            .entry(name.to_string())
+            .or_insert_with(|| SecretEntry {
+                current: None,
+                rotate_via: None,
+                rotate_shell: false,
+                rotate_every: None,
+                versions: Vec::new(),
+            });
         let id = entry.versions.iter().map(|v| v.id).max().unwrap_or(0) + 1;
-        entry.versions.push(Version { id, value, created: now_unix(), compromised: false });
+        entry.versions.push(Version {
+            id,
+            value,
+            created: now_unix(),
+            compromised: false,
+        });
         entry.current = Some(id);
         if rotate_via.is_some() {
             entry.rotate_via = rotate_via;
@@ -312,10 +374,14 @@ impl ContextStore {
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), StoreError> {
-        self.data.secrets.remove(name).map(|_| ()).ok_or_else(|| StoreError::NotFound {
-            context: self.context.clone(),
-            name: name.to_string(),
-        })
+        self.data
+            .secrets
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| StoreError::NotFound {
+                context: self.context.clone(),
+                name: name.to_string(),
+            })
     }
 
     pub fn infos(&self) -> Vec<SecretInfo> {
@@ -339,17 +405,28 @@ fn decrypt_store(
     file: std::fs::File,
     identity: &age::x25519::Identity,
 ) -> Result<StoreData, StoreError> {
-    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(file))
-        .map_err(|e| StoreError::Decrypt { path: path.into(), reason: e.to_string() })?;
+    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(file)).map_err(|e| {
+        StoreError::Decrypt {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    })?;
     let mut r = dec
         .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(|e| StoreError::Decrypt { path: path.into(), reason: e.to_string() })?;
+        .map_err(|e| StoreError::Decrypt {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
     let mut plain = Zeroizing::new(Vec::new());
-    r.read_to_end(&mut plain)
-        .map_err(|e| StoreError::Decrypt { path: path.into(), reason: e.to_string() })?;
+    r.read_to_end(&mut plain).map_err(|e| StoreError::Decrypt {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     // serde_json errors carry a position, never the input text.
-    serde_json::from_slice(&plain)
-        .map_err(|e| StoreError::Format { path: path.into(), reason: e.to_string() })
+    serde_json::from_slice(&plain).map_err(|e| StoreError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -363,14 +440,43 @@ mod tests {
         init_context(&paths, "dev").unwrap();
         init_context(&paths, "prod").unwrap();
         let mut s = ContextStore::open(&paths, "dev").unwrap();
-        assert_eq!(s.put("tok", SecretValue::new("fake-dev-1".into()), None, None, None).unwrap(), 1);
-        assert_eq!(s.put("tok", SecretValue::new("fake-dev-2".into()), None, None, None).unwrap(), 2);
+        assert_eq!(
+            s.put(
+                "tok",
+                SecretValue::new("fake-dev-1".into()),
+                None,
+                None,
+                None
+            )
+            .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.put(
+                "tok",
+                SecretValue::new("fake-dev-2".into()),
+                None,
+                None,
+                None
+            )
+            .unwrap(),
+            2
+        );
         s.save().unwrap();
         let s = ContextStore::open(&paths, "dev").unwrap();
-        assert_eq!(s.value("tok", None).unwrap().1.expose_secret(), "fake-dev-2");
-        assert_eq!(s.value("tok", Some(1)).unwrap().1.expose_secret(), "fake-dev-1");
+        assert_eq!(
+            s.value("tok", None).unwrap().1.expose_secret(),
+            "fake-dev-2"
+        );
+        assert_eq!(
+            s.value("tok", Some(1)).unwrap().1.expose_secret(),
+            "fake-dev-1"
+        );
         let p = ContextStore::open(&paths, "prod").unwrap();
-        assert!(matches!(p.value("tok", None), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            p.value("tok", None),
+            Err(StoreError::NotFound { .. })
+        ));
         // the prod identity cannot open the dev store
         let prod_id = read_identity(&paths.identity("prod")).unwrap();
         let f = std::fs::File::open(paths.store("dev")).unwrap();

@@ -35,7 +35,11 @@ impl Vault {
         let dir = tmp.path().join("vault");
         let work = tmp.path().join("project");
         std::fs::create_dir_all(&work).unwrap();
-        let v = Self { _tmp: tmp, dir, work };
+        let v = Self {
+            _tmp: tmp,
+            dir,
+            work,
+        };
         v.ok(&["vault", "init"]);
         if !config.is_empty() {
             std::fs::write(v.dir.join("config.toml"), config).unwrap();
@@ -57,7 +61,12 @@ impl Vault {
     }
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "{args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "{args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
     fn json(&self, args: &[&str]) -> Value {
@@ -69,11 +78,22 @@ impl Vault {
         let mut args = vec!["vault", "add", name];
         args.extend_from_slice(extra);
         let mut c = self.cmd(&args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{value}\n").as_bytes())
+            .unwrap();
         let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "add failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "add failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     fn project(&self, toml: &str) {
         std::fs::create_dir_all(self.work.join(".guard")).unwrap();
@@ -96,16 +116,24 @@ impl Vault {
         std::fs::read_to_string(self.dir.join("audit.jsonl")).unwrap_or_default()
     }
     fn daemon_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("run/daemon.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.dir.join("run/daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
 fn rpc_on(s: &mut UnixStream, method: &str, params: Value) -> Value {
-    let mut f = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).unwrap();
+    let mut f =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap();
     f.push(b'\n');
     s.write_all(&f).unwrap();
     let mut line = String::new();
-    BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     serde_json::from_str(&line).unwrap()
 }
 
@@ -156,14 +184,22 @@ fn store_interops_with_the_age_cli_both_ways() {
     v.add("api_token", &val, &[]);
     // guard → age
     let plain: Value = serde_json::from_str(&age_decrypt(&v, "default")).unwrap();
-    assert_eq!(plain["secrets"]["api_token"]["versions"][0]["value"], val.as_str());
+    assert_eq!(
+        plain["secrets"]["api_token"]["versions"][0]["value"],
+        val.as_str()
+    );
     // age → guard: a store written by hand and encrypted by the CLI loads
     v.ok(&["vault", "init", "--context", "handmade"]);
     let id = v.dir.join("contexts/handmade/identity.txt");
-    let pubkey = Command::new("age-keygen").arg("-y").arg(&id).output().unwrap();
+    let pubkey = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&id)
+        .output()
+        .unwrap();
     let pubkey = String::from_utf8(pubkey.stdout).unwrap();
     let hand = fake_value("handmade");
-    let doc = json!({"secrets": {"hand_tok": {"versions": [{"id": 1, "value": hand}]}}}).to_string();
+    let doc =
+        json!({"secrets": {"hand_tok": {"versions": [{"id": 1, "value": hand}]}}}).to_string();
     let mut age = Command::new("age")
         .args(["-e", "-r", pubkey.trim(), "-o"])
         .arg(v.dir.join("contexts/handmade/store.age"))
@@ -173,9 +209,30 @@ fn store_interops_with_the_age_cli_both_ways() {
     age.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
     assert!(age.wait().unwrap().success());
     let list = v.json(&["vault", "list", "--context", "handmade"]);
-    assert_eq!(list["data"]["contexts"][0]["secrets"][0]["name"], "hand_tok");
-    v.ok(&["vault", "grant", "hand_tok", "--context", "handmade", "--client", "t", "--print"]);
-    let printed = v.ok(&["vault", "lease", "hand_tok", "--context", "handmade", "--client-id", "t", "--print"]);
+    assert_eq!(
+        list["data"]["contexts"][0]["secrets"][0]["name"],
+        "hand_tok"
+    );
+    v.ok(&[
+        "vault",
+        "grant",
+        "hand_tok",
+        "--context",
+        "handmade",
+        "--client",
+        "t",
+        "--print",
+    ]);
+    let printed = v.ok(&[
+        "vault",
+        "lease",
+        "hand_tok",
+        "--context",
+        "handmade",
+        "--client-id",
+        "t",
+        "--print",
+    ]);
     assert_eq!(printed, hand);
 }
 
@@ -197,16 +254,27 @@ fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
     let o = v.run(&["exec", "--", "sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
-    assert_eq!(out, "a=[REDACTED:alpha] b=[REDACTED:beta]\n[REDACTED:alpha]\n");
+    assert_eq!(
+        out,
+        "a=[REDACTED:alpha] b=[REDACTED:beta]\n[REDACTED:alpha]\n"
+    );
     assert!(err.contains("err [REDACTED:beta]"), "{err}");
-    assert_eq!(std::fs::read_to_string(&envfile).unwrap(), a, "the child got the real value");
+    assert_eq!(
+        std::fs::read_to_string(&envfile).unwrap(),
+        a,
+        "the child got the real value"
+    );
     assert_eq!(v.status()["active_leases"], 0, "leases revoked on exit");
     let audit = v.audit_text();
     assert_eq!(audit.matches("\"op\":\"access\"").count(), 2);
     assert_eq!(audit.matches("\"op\":\"revoke\"").count(), 2);
     // agent-secrets' .secrets.json works too
     std::fs::remove_dir_all(v.work.join(".guard")).unwrap();
-    std::fs::write(v.work.join(".secrets.json"), r#"{"secrets":[{"name":"alpha","env_var":"GH"}],"client_id":"my-project"}"#).unwrap();
+    std::fs::write(
+        v.work.join(".secrets.json"),
+        r#"{"secrets":[{"name":"alpha","env_var":"GH"}],"client_id":"my-project"}"#,
+    )
+    .unwrap();
     v.ok(&["vault", "grant", "alpha", "--client", "my-project"]);
     let o = v.run(&["exec", "--", "sh", "-c", "echo $GH"]);
     assert_eq!(stdout(&o), "[REDACTED:alpha]\n");
@@ -222,19 +290,43 @@ fn contexts_are_isolated() {
     v.add("tok", &prod, &["--context", "prod"]);
     v.add("prod_only", &fake_value("p"), &["--context", "prod"]);
     v.project("context = \"dev\"\n[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
-    v.ok(&["vault", "grant", "tok", "--context", "dev", "--client", &v.client()]);
+    v.ok(&[
+        "vault",
+        "grant",
+        "tok",
+        "--context",
+        "dev",
+        "--client",
+        &v.client(),
+    ]);
     let f = v.work.join("seen");
-    let o = v.run(&["exec", "--", "sh", "-c", &format!("printf %s \"$TOK\" > {}", f.display())]);
+    let o = v.run(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        &format!("printf %s \"$TOK\" > {}", f.display()),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), dev);
     // a dev lease cannot name a prod-only secret, and a dev grant is no prod grant
-    let e = v.rpc("lease", json!({"context": "dev", "name": "prod_only", "client": "c"}));
+    let e = v.rpc(
+        "lease",
+        json!({"context": "dev", "name": "prod_only", "client": "c"}),
+    );
     assert_eq!(e["error"]["code"], -32002);
-    let r = v.rpc("lease", json!({"context": "prod", "name": "tok", "client": v.client()}));
+    let r = v.rpc(
+        "lease",
+        json!({"context": "prod", "name": "tok", "client": v.client()}),
+    );
     assert_eq!(r["result"]["data"]["status"], "approval_required");
     // the dev identity cannot decrypt the prod store
-    let o = Command::new("age").args(["-d", "-i"]).arg(v.dir.join("contexts/dev/identity.txt"))
-        .arg(v.dir.join("contexts/prod/store.age")).output().unwrap();
+    let o = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(v.dir.join("contexts/dev/identity.txt"))
+        .arg(v.dir.join("contexts/prod/store.age"))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
 }
 
@@ -264,10 +356,18 @@ fn approve_command_unblocks_a_waiting_exec_and_is_remembered() {
     let v = Vault::with_config("approval_timeout = \"20s\"\n");
     v.add("tok", &fake_value("approve"), &[]);
     v.project("[[secret]]\nname = \"tok\"\n");
-    let child = v.cmd(&["exec", "--", "sh", "-c", "echo ran $TOK"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = v
+        .cmd(&["exec", "--", "sh", "-c", "echo ran $TOK"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     let req = loop {
-        assert!(t.elapsed() < Duration::from_secs(10), "no pending request appeared");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no pending request appeared"
+        );
         if v.socket().exists() {
             let p = v.json(&["vault", "pending"]);
             if let Some(r) = p["data"]["pending"][0]["request"].as_str() {
@@ -336,9 +436,16 @@ fn audit_verify_detects_tampering_and_a_failed_audit_write_refuses_the_operation
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/dev/full", &path).unwrap();
     let mut c = v.cmd(&["vault", "add", "three"]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(fake_value("a3").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(fake_value("a3").as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("audit"), "{}", stderr(&o));
@@ -365,13 +472,19 @@ fn daemon_socket_permissions_frames_and_handshake() {
     let e: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(e["error"]["code"], -32004);
     let mut rest = Vec::new();
-    assert_eq!(r.read_to_end(&mut rest).unwrap_or(0), 0, "connection closed");
+    assert_eq!(
+        r.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "connection closed"
+    );
     assert_eq!(v.rpc("ping", json!({}))["result"]["ok"], true);
     // garbage is answered, not fatal
     let mut s = UnixStream::connect(v.socket()).unwrap();
     s.write_all(b"{not json\n").unwrap();
     let mut line = String::new();
-    BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.contains("-32700"));
     // handshake timeout: a silent client is dropped
     let s = UnixStream::connect(v.socket()).unwrap();
@@ -389,7 +502,12 @@ fn peer_with_another_uid_is_rejected() {
         eprintln!("skipped: needs root to act as another uid");
         return;
     }
-    if Command::new("python3").arg("-c").arg("pass").status().map_or(true, |s| !s.success()) {
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
         eprintln!("skipped: needs python3 as the foreign-uid client");
         return;
     }
@@ -412,7 +530,13 @@ fn peer_with_another_uid_is_rejected() {
         v.socket().display().to_string()
     );
     use std::os::unix::process::CommandExt;
-    let o = Command::new("python3").arg("-c").arg(&script).uid(65534).gid(65534).output().unwrap();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("-32007"), "{}", stdout(&o));
     assert!(v.audit_text().contains("peer-rejected"));
@@ -435,14 +559,22 @@ fn five_hundred_concurrent_clients_are_served() {
             })
         })
         .collect();
-    let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|x| *x).count();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|x| *x)
+        .count();
     assert_eq!(ok, 500);
 }
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let v = Vault::new();
-    let mut d = v.cmd(&["vault", "daemon"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut d = v
+        .cmd(&["vault", "daemon"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while !v.socket().exists() {
         assert!(t.elapsed() < Duration::from_secs(10));
@@ -459,7 +591,11 @@ fn sigterm_shuts_down_cleanly() {
 #[test]
 fn kill_9_during_adds_never_corrupts_the_store() {
     let v = Vault::new();
-    let mut d = v.cmd(&["vault", "daemon"]).stderr(Stdio::null()).spawn().unwrap();
+    let mut d = v
+        .cmd(&["vault", "daemon"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while !v.socket().exists() {
         assert!(t.elapsed() < Duration::from_secs(10));
@@ -468,7 +604,9 @@ fn kill_9_during_adds_never_corrupts_the_store() {
     let sock = v.socket();
     let adder = std::thread::spawn(move || {
         let mut acked = Vec::new();
-        let Ok(mut s) = UnixStream::connect(&sock) else { return acked };
+        let Ok(mut s) = UnixStream::connect(&sock) else {
+            return acked;
+        };
         for i in 0..100_000 {
             let name = format!("k{i}");
             let mut f = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":i,"method":"add","params":{"name": name, "value": format!("fake-v{i}")}})).unwrap();
@@ -491,10 +629,16 @@ fn kill_9_during_adds_never_corrupts_the_store() {
     assert!(acked.len() > 3, "adds were happening ({})", acked.len());
     let plain: Value = serde_json::from_str(&age_decrypt(&v, "default")).expect("store is whole");
     for name in &acked {
-        assert!(plain["secrets"].get(name).is_some(), "acknowledged {name} was lost");
+        assert!(
+            plain["secrets"].get(name).is_some(),
+            "acknowledged {name} was lost"
+        );
     }
-    let leftovers: Vec<_> = std::fs::read_dir(v.dir.join("contexts/default")).unwrap().flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(v.dir.join("contexts/default"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.len() <= 1, "at most the one in-flight temp file");
     // the autostarted daemon loads the store again
     assert!(v.ok(&["vault", "list"]).contains("k0"));
@@ -527,7 +671,11 @@ fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
     let v = Vault::with_config(&format!(
         "[heartbeat]\nurl = \"http://127.0.0.1:{port}/health\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\n[heartbeat.fail_action]\nrevoke_all = true\nrotate_all = true\n"
     ));
-    v.add("tok", &fake_value("hb"), &["--rotate-via", "printf %s fake-rotated-by-heartbeat"]);
+    v.add(
+        "tok",
+        &fake_value("hb"),
+        &["--rotate-via", "printf %s fake-rotated-by-heartbeat"],
+    );
     v.ok(&["vault", "grant", "tok", "--client", "c"]);
     v.ok(&["vault", "lease", "tok", "--client-id", "c"]);
     std::thread::sleep(Duration::from_millis(700));
@@ -541,7 +689,10 @@ fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
         if v.status()["active_leases"] == 0 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_millis(300 + 200 + 400), "not revoked within the interval");
+        assert!(
+            t.elapsed() < Duration::from_millis(300 + 200 + 400),
+            "not revoked within the interval"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let t = Instant::now();
@@ -551,7 +702,10 @@ fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
     }
     assert!(v.audit_text().contains("\"op\":\"heartbeat\""));
     let list = v.json(&["vault", "list"]);
-    assert_eq!(list["data"]["contexts"][0]["secrets"][0]["current_version"], 2);
+    assert_eq!(
+        list["data"]["contexts"][0]["secrets"][0]["current_version"],
+        2
+    );
 }
 
 #[test]
@@ -563,7 +717,16 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     v.ok(&["vault", "grant", "tok", "--client", "c", "--print"]);
     let new = v.ok(&["vault", "lease", "tok", "--client-id", "c", "--print"]);
     assert_eq!(new, "fake-new-$HOME", "argv, no shell expansion");
-    let v1 = v.ok(&["vault", "lease", "tok", "--client-id", "c", "--print", "--version-id", "1"]);
+    let v1 = v.ok(&[
+        "vault",
+        "lease",
+        "tok",
+        "--client-id",
+        "c",
+        "--print",
+        "--version-id",
+        "1",
+    ]);
     assert_eq!(v1, old, "old version readable by id");
     v.add("slow", &fake_value("slow"), &["--rotate-via", "sleep 5"]);
     let t = Instant::now();
@@ -571,12 +734,25 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     assert!(t.elapsed() < Duration::from_secs(3));
-    v.add("sh", &fake_value("sh"), &["--rotate-via", "printf fake-%s $((40+2))", "--rotate-shell"]);
+    v.add(
+        "sh",
+        &fake_value("sh"),
+        &["--rotate-via", "printf fake-%s $((40+2))", "--rotate-shell"],
+    );
     v.ok(&["vault", "rotate", "sh"]);
     v.ok(&["vault", "grant", "sh", "--client", "c", "--print"]);
-    assert_eq!(v.ok(&["vault", "lease", "sh", "--client-id", "c", "--print"]), "fake-42");
+    assert_eq!(
+        v.ok(&["vault", "lease", "sh", "--client-id", "c", "--print"]),
+        "fake-42"
+    );
     let list = v.json(&["vault", "list"]);
-    let slow = list["data"]["contexts"][0]["secrets"].as_array().unwrap().iter().find(|s| s["name"] == "slow").unwrap().clone();
+    let slow = list["data"]["contexts"][0]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "slow")
+        .unwrap()
+        .clone();
     assert_eq!(slow["current_version"], 1);
 }
 
@@ -594,18 +770,46 @@ fn json_envelopes_and_help_examples() {
     assert!(!e["next_actions"].as_array().unwrap().is_empty());
     let verify = v.json(&["vault", "audit", "verify"]);
     assert_eq!(verify["ok"], true);
-    for sub in ["init", "add", "list", "rm", "status", "audit", "rotate", "lease", "revoke", "killswitch", "approve", "pending", "grant", "daemon"] {
-        let o = Command::new(guard_bin()).args(["vault", sub, "--help"]).output().unwrap();
-        assert!(stdout(&o).contains("Example"), "vault {sub} --help has no example");
+    for sub in [
+        "init",
+        "add",
+        "list",
+        "rm",
+        "status",
+        "audit",
+        "rotate",
+        "lease",
+        "revoke",
+        "killswitch",
+        "approve",
+        "pending",
+        "grant",
+        "daemon",
+    ] {
+        let o = Command::new(guard_bin())
+            .args(["vault", sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&o).contains("Example"),
+            "vault {sub} --help has no example"
+        );
     }
-    let o = Command::new(guard_bin()).args(["exec", "--help"]).output().unwrap();
+    let o = Command::new(guard_bin())
+        .args(["exec", "--help"])
+        .output()
+        .unwrap();
     assert!(stdout(&o).contains("Example"));
 }
 
 #[test]
 fn killswitch_revokes_rotates_and_wipes() {
     let v = Vault::new();
-    v.add("tok", &fake_value("ks"), &["--rotate-via", "printf %s fake-after-kill"]);
+    v.add(
+        "tok",
+        &fake_value("ks"),
+        &["--rotate-via", "printf %s fake-after-kill"],
+    );
     v.ok(&["vault", "grant", "tok", "--client", "c"]);
     v.ok(&["vault", "lease", "tok", "--client-id", "c"]);
     let r = v.json(&["vault", "killswitch", "--rotate"]);
@@ -628,13 +832,23 @@ fn no_value_in_any_output_log_or_audit() {
         outputs.push_str(&stdout(&o));
         outputs.push_str(&stderr(&o));
     };
-    v.add("tok", &val, &["--rotate-via", "printf %s fake-rotated-needle"]);
+    v.add(
+        "tok",
+        &val,
+        &["--rotate-via", "printf %s fake-rotated-needle"],
+    );
     v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
     run(&["exec", "--", "sh", "-c", "echo $TOK"]); // denied (no grant)
     run(&["exec", "--json", "--", "true"]);
     run(&["vault", "grant", "tok", "--client", &v.client()]);
     run(&["exec", "--", "sh", "-c", "echo $TOK; echo $TOK >&2; exit 3"]);
-    run(&["exec", "--", "sh", "-c", "printf '%s' \"$TOK\" | base64 >/dev/null; echo \"$TOK\" | rev"]);
+    run(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s' \"$TOK\" | base64 >/dev/null; echo \"$TOK\" | rev",
+    ]);
     run(&["exec", "--", "/nonexistent/cmd"]);
     run(&["vault", "list"]);
     run(&["vault", "list", "--json"]);
@@ -649,14 +863,21 @@ fn no_value_in_any_output_log_or_audit() {
     run(&["vault", "daemon", "--stop"]);
     assert!(!outputs.contains(&val), "value leaked into CLI output");
     let rev: String = val.chars().rev().collect();
-    assert!(outputs.contains(&rev), "sanity: the transformed value is visible (exact-value masking only)");
+    assert!(
+        outputs.contains(&rev),
+        "sanity: the transformed value is visible (exact-value masking only)"
+    );
     fn walk(dir: &Path, val: &str) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, val);
             } else if let Ok(b) = std::fs::read(&p) {
-                assert!(!String::from_utf8_lossy(&b).contains(val), "value found in {}", p.display());
+                assert!(
+                    !String::from_utf8_lossy(&b).contains(val),
+                    "value found in {}",
+                    p.display()
+                );
             }
         }
     }
