@@ -1,1 +1,87 @@
-//! The vault (see DESIGN.md §2); placeholder until the vault work lands.
+//! The vault (DESIGN.md §2): an age-encrypted local secret store, served by a daemon over a Unix
+//! socket, handing out *leases* rather than values, with a hash-chained audit log, approvals,
+//! rotation hooks, a killswitch and a heartbeat dead-man.
+//!
+//! Design decision: one long-running daemon owns every piece of mutable state (stores, leases,
+//! pending approvals, the audit chain head) and the CLI is stateless. That makes the store a
+//! single-writer file (no cross-process locking), lets a lease be revoked in one place, and keeps
+//! the audit chain linear. The daemon is autostarted by CLI commands (as gpg-agent is) unless
+//! `GUARD_NO_AUTOSTART=1`.
+//!
+//! Layout of a vault directory (default `~/.local/share/guard/vault`, 0700):
+//! ```text
+//! config.toml            VaultConfig (optional)
+//! audit.jsonl audit.head audit.key   hash-chained audit log, its head anchor, its HMAC key (0600)
+//! approvals.json         remembered approval decisions per scope
+//! contexts/<ctx>/identity.txt  age X25519 identity (0600), readable by `age -d -i`
+//! contexts/<ctx>/store.age     the context's secrets, age-encrypted JSON
+//! run/daemon.sock run/daemon.pid  (run/ is 0700, the socket 0600)
+//! ```
+//!
+//! Submodules: [`secret`] (the zeroizing value type), [`config`], [`store`], [`audit`],
+//! [`lease`], [`approval`], [`rotate`], [`heartbeat`], [`rpc`] (wire format), [`server`] (the
+//! daemon), [`client`] (the synchronous CLI side), [`exec`] (project files and output masking).
+
+pub mod approval;
+pub mod audit;
+pub mod client;
+pub mod config;
+pub mod exec;
+pub mod heartbeat;
+pub mod lease;
+pub mod rotate;
+pub mod rpc;
+pub mod secret;
+pub mod server;
+pub mod store;
+
+pub use config::{VaultConfig, VaultPaths};
+pub use secret::SecretValue;
+
+/// Fill a buffer from the kernel CSPRNG (getrandom(2)); never fails silently.
+pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of a live mutable slice.
+        let n = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr().cast::<libc::c_void>(),
+                buf.len() - filled,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// A random identifier like `lease_3f9a…` (16 random bytes, hex).
+pub fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 16];
+    fill_random(&mut b).expect("the kernel CSPRNG should be available");
+    format!("{prefix}_{}", hex::encode(b))
+}
+
+/// Seconds since the Unix epoch (wall clock, for records meant for humans).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Names of secrets, contexts and clients end up in paths, audit HMACs and env: keep them tame.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !s.starts_with('.')
+}

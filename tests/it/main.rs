@@ -1,3 +1,4 @@
 //! The integration test binary: drives the real `guard` binary (and the library where a test
 //! needs to control chunking).
 mod scan;
+mod vault;

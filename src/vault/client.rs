@@ -1,0 +1,159 @@
+//! The CLI side of the socket: a small synchronous JSON-RPC client, plus daemon autostart.
+//!
+//! Design decision: the CLI is short-lived and makes a handful of calls, so it uses blocking std
+//! I/O (no tokio runtime to start: `guard exec -- true` must stay well under 15 ms). Autostart
+//! spawns `guard vault daemon` detached (new session, stdio to `daemon.log`) and waits for the
+//! socket, as gpg-agent does; `GUARD_NO_AUTOSTART=1` turns that off.
+
+use crate::vault::rpc::NextAction;
+use crate::vault::VaultPaths;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the vault daemon is not running (socket {socket}); start it with `guard vault daemon --detach`")]
+    NotRunning { socket: PathBuf },
+    #[error("the vault at {dir} is not initialised; run `guard vault init`")]
+    NotInitialised { dir: PathBuf },
+    #[error("could not start the vault daemon: {reason}")]
+    Autostart { reason: String },
+    #[error("talking to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon sent an invalid frame")]
+    Protocol,
+    #[error("{message}")]
+    Rpc {
+        code: i64,
+        message: String,
+        next_actions: Vec<NextAction>,
+    },
+}
+
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    pub fn connect(paths: &VaultPaths) -> Result<Self, ClientError> {
+        let s = UnixStream::connect(paths.socket()).map_err(|_| ClientError::NotRunning {
+            socket: paths.socket(),
+        })?;
+        let writer = s.try_clone()?;
+        Ok(Self {
+            reader: BufReader::new(s),
+            writer,
+            next_id: 1,
+        })
+    }
+
+    /// Connect, starting the daemon first if needed and allowed.
+    pub fn connect_or_start(paths: &VaultPaths) -> Result<Self, ClientError> {
+        if let Ok(c) = Self::connect(paths) {
+            return Ok(c);
+        }
+        if std::env::var("GUARD_NO_AUTOSTART").is_ok_and(|v| !v.is_empty() && v != "0") {
+            return Err(ClientError::NotRunning {
+                socket: paths.socket(),
+            });
+        }
+        if !paths.contexts().exists() {
+            return Err(ClientError::NotInitialised {
+                dir: paths.root().into(),
+            });
+        }
+        spawn_daemon(paths)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(c) = Self::connect(paths) {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Autostart {
+                    reason: format!("no socket after 10 s; see {}", paths.daemon_log().display()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Call `method`; returns the envelope (`{ok, data, next_actions}`) or the RPC error.
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut frame = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .expect("a request should serialize");
+        frame.push(b'\n');
+        self.writer.write_all(&frame)?;
+        let mut line = Vec::new();
+        if self.reader.read_until(b'\n', &mut line)? == 0 {
+            return Err(ClientError::Protocol);
+        }
+        let v: Value = serde_json::from_slice(&line).map_err(|_| ClientError::Protocol)?;
+        if let Some(r) = v.get("result") {
+            return Ok(r.clone());
+        }
+        let e = v.get("error").ok_or(ClientError::Protocol)?;
+        Err(ClientError::Rpc {
+            code: e
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(crate::vault::rpc::FAILED),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string(),
+            next_actions: e
+                .pointer("/data/next_actions")
+                .and_then(|n| serde_json::from_value(n.clone()).ok())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Start `guard vault daemon` in its own session, detached from our terminal and stdio.
+pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
+    let exe = std::env::current_exe().map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
+    crate::vault::store::private_dir(paths.root()).map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())
+        .map_err(|e| ClientError::Autostart {
+            reason: e.to_string(),
+        })?;
+    let log2 = log.try_clone()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("vault")
+        .arg("--vault-dir")
+        .arg(paths.root())
+        .arg("daemon")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid(2) is async-signal-safe; it detaches the daemon from our controlling tty
+    // and process group so it outlives the CLI and never reads the user's terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| ClientError::Autostart {
+        reason: e.to_string(),
+    })?;
+    Ok(child.id())
+}

@@ -1,0 +1,498 @@
+//! One age-encrypted store file per context, and the identity that opens it.
+//!
+//! Design decision: the store is a plain JSON document encrypted with age to the context's own
+//! X25519 identity, so `age -d -i contexts/<ctx>/identity.txt contexts/<ctx>/store.age` shows it
+//! and a file written by the `age` CLI loads (interop is tested both ways). Separate identities per
+//! context mean a process holding the `dev` key cannot open `prod`. Every write is temp file +
+//! fsync + rename + fsync(dir): a `kill -9` at any instant leaves either the old or the new store,
+//! never a torn one. Decrypted plaintext only lives in `Zeroizing` buffers.
+
+use crate::vault::{now_unix, valid_name, SecretValue, VaultPaths};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("context {context:?} is not initialised (run `guard vault init --context {context}`)")]
+    NoContext { context: String },
+    #[error("invalid identity file {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+    #[error("cannot decrypt {path}: {reason}")]
+    Decrypt { path: PathBuf, reason: String },
+    #[error("cannot encrypt store for context {context:?}: {reason}")]
+    Encrypt { context: String, reason: String },
+    #[error("store {path} is not a guard store: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("no secret {name:?} in context {context:?}")]
+    NotFound { context: String, name: String },
+    #[error("secret {name:?} has no version {version}")]
+    NoVersion { name: String, version: u32 },
+    #[error("invalid {what} name {name:?} (letters, digits, '_', '-', '.')")]
+    InvalidName { what: &'static str, name: String },
+    #[error("a secret value must not be empty")]
+    EmptyValue,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct StoreData {
+    #[serde(default = "one")]
+    pub format: u32,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretEntry>,
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SecretEntry {
+    /// Version id in use; defaults to the highest.
+    #[serde(default)]
+    pub current: Option<u32>,
+    #[serde(default)]
+    pub rotate_via: Option<String>,
+    /// Run `rotate_via` through `/bin/sh -c` (off by default: argv, no shell).
+    #[serde(default)]
+    pub rotate_shell: bool,
+    #[serde(default)]
+    pub rotate_every: Option<String>,
+    #[serde(default)]
+    pub versions: Vec<Version>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Version {
+    pub id: u32,
+    pub value: SecretValue,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub compromised: bool,
+}
+
+impl SecretEntry {
+    pub fn current_id(&self) -> Option<u32> {
+        self.current
+            .or_else(|| self.versions.iter().map(|v| v.id).max())
+    }
+    pub fn version(&self, id: Option<u32>) -> Option<&Version> {
+        let id = id.or_else(|| self.current_id())?;
+        self.versions.iter().find(|v| v.id == id)
+    }
+}
+
+/// Metadata about a secret, safe to print.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub current_version: Option<u32>,
+    pub versions: Vec<u32>,
+    pub created: u64,
+    pub rotate_via: bool,
+    pub rotate_every: Option<String>,
+}
+
+/// A loaded context: identity + decrypted data.
+pub struct ContextStore {
+    context: String,
+    path: PathBuf,
+    identity: age::x25519::Identity,
+    pub data: StoreData,
+}
+
+pub fn check_name(what: &'static str, name: &str) -> Result<(), StoreError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Read an identity file as `age-keygen` writes it (comments, then `AGE-SECRET-KEY-1…`).
+pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io("read", path))?);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| StoreError::Identity {
+            path: path.into(),
+            reason: "no key line".into(),
+        })?;
+    line.parse::<age::x25519::Identity>()
+        .map_err(|e| StoreError::Identity {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Create `dir` (and parents) with mode 0700, and force 0700 if it existed.
+pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("mkdir", dir))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io("chmod", dir))
+}
+
+/// Write `bytes` to `path` atomically: temp file (0600) in the same dir, fsync, rename, fsync dir.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id(),
+        crate::vault::random_id("w")
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+        let d = std::fs::File::open(dir).map_err(io("open", dir))?;
+        d.sync_all().map_err(io("fsync", dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Create a context: 0700 dir, a fresh identity (0600), an empty store. Idempotent.
+pub fn init_context(paths: &VaultPaths, context: &str) -> Result<bool, StoreError> {
+    check_name("context", context)?;
+    private_dir(paths.root())?;
+    private_dir(&paths.contexts())?;
+    let dir = paths.context_dir(context);
+    private_dir(&dir)?;
+    let id_path = paths.identity(context);
+    if id_path.exists() {
+        return Ok(false);
+    }
+    let identity = age::x25519::Identity::generate();
+    let text = {
+        use age::secrecy::ExposeSecret;
+        Zeroizing::new(format!(
+            "# created by guard vault init\n# public key: {}\n{}\n",
+            identity.to_public(),
+            identity.to_string().expose_secret()
+        ))
+    };
+    atomic_write(&id_path, text.as_bytes())?;
+    let store = ContextStore {
+        context: context.to_string(),
+        path: paths.store(context),
+        identity,
+        data: StoreData {
+            format: 1,
+            secrets: BTreeMap::new(),
+        },
+    };
+    store.save()?;
+    Ok(true)
+}
+
+/// Names of the initialised contexts.
+pub fn list_contexts(paths: &VaultPaths) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(paths.contexts())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("identity.txt").exists())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+impl ContextStore {
+    pub fn open(paths: &VaultPaths, context: &str) -> Result<Self, StoreError> {
+        check_name("context", context)?;
+        let id_path = paths.identity(context);
+        if !id_path.exists() {
+            return Err(StoreError::NoContext {
+                context: context.to_string(),
+            });
+        }
+        let identity = read_identity(&id_path)?;
+        let path = paths.store(context);
+        let data = match std::fs::File::open(&path) {
+            Ok(f) => decrypt_store(&path, f, &identity)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreData {
+                format: 1,
+                secrets: BTreeMap::new(),
+            },
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "open",
+                    path,
+                    source: e,
+                })
+            }
+        };
+        Ok(Self {
+            context: context.to_string(),
+            path,
+            identity,
+            data,
+        })
+    }
+
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    pub fn save(&self) -> Result<(), StoreError> {
+        let plain = Zeroizing::new(serde_json::to_vec_pretty(&self.data).map_err(|e| {
+            StoreError::Encrypt {
+                context: self.context.clone(),
+                reason: e.to_string(),
+            }
+        })?);
+        let recipient = self.identity.to_public();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| StoreError::Encrypt {
+                    context: self.context.clone(),
+                    reason: e.to_string(),
+                })?;
+        let mut out = Vec::with_capacity(plain.len() + 256);
+        let mut w = enc.wrap_output(&mut out).map_err(|e| StoreError::Encrypt {
+            context: self.context.clone(),
+            reason: e.to_string(),
+        })?;
+        w.write_all(&plain)
+            .and_then(|_| w.finish().map(|_| ()))
+            .map_err(|e| StoreError::Encrypt {
+                context: self.context.clone(),
+                reason: e.to_string(),
+            })?;
+        atomic_write(&self.path, &out)
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&SecretEntry, StoreError> {
+        self.data
+            .secrets
+            .get(name)
+            .ok_or_else(|| StoreError::NotFound {
+                context: self.context.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    pub fn entry_mut(&mut self, name: &str) -> Result<&mut SecretEntry, StoreError> {
+        let ctx = self.context.clone();
+        self.data.secrets.get_mut(name).ok_or(StoreError::NotFound {
+            context: ctx,
+            name: name.to_string(),
+        })
+    }
+
+    /// The value of `name` at `version` (current when `None`).
+    pub fn value(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, &SecretValue), StoreError> {
+        let e = self.entry(name)?;
+        let v = e.version(version).ok_or(StoreError::NoVersion {
+            name: name.to_string(),
+            version: version.or(e.current_id()).unwrap_or(0),
+        })?;
+        Ok((v.id, &v.value))
+    }
+
+    /// Add a value as a new version (creating the secret if needed); returns the version id.
+    /// Rotation options replace the old ones only when given.
+    pub fn put(
+        &mut self,
+        name: &str,
+        value: SecretValue,
+        rotate_via: Option<String>,
+        rotate_shell: Option<bool>,
+        rotate_every: Option<String>,
+    ) -> Result<u32, StoreError> {
+        check_name("secret", name)?;
+        if value.is_empty() {
+            return Err(StoreError::EmptyValue);
+        }
+        let entry = self
+            .data
+            .secrets
+            .entry(name.to_string())
+            .or_insert_with(|| SecretEntry {
+                current: None,
+                rotate_via: None,
+                rotate_shell: false,
+                rotate_every: None,
+                versions: Vec::new(),
+            });
+        let id = entry.versions.iter().map(|v| v.id).max().unwrap_or(0) + 1;
+        entry.versions.push(Version {
+            id,
+            value,
+            created: now_unix(),
+            compromised: false,
+        });
+        entry.current = Some(id);
+        if rotate_via.is_some() {
+            entry.rotate_via = rotate_via;
+        }
+        if let Some(s) = rotate_shell {
+            entry.rotate_shell = s;
+        }
+        if rotate_every.is_some() {
+            entry.rotate_every = rotate_every;
+        }
+        Ok(id)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Result<(), StoreError> {
+        self.data
+            .secrets
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| StoreError::NotFound {
+                context: self.context.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    pub fn infos(&self) -> Vec<SecretInfo> {
+        self.data
+            .secrets
+            .iter()
+            .map(|(name, e)| SecretInfo {
+                name: name.clone(),
+                current_version: e.current_id(),
+                versions: e.versions.iter().map(|v| v.id).collect(),
+                created: e.version(None).map(|v| v.created).unwrap_or(0),
+                rotate_via: e.rotate_via.is_some(),
+                rotate_every: e.rotate_every.clone(),
+            })
+            .collect()
+    }
+}
+
+fn decrypt_store(
+    path: &Path,
+    file: std::fs::File,
+    identity: &age::x25519::Identity,
+) -> Result<StoreData, StoreError> {
+    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(file)).map_err(|e| {
+        StoreError::Decrypt {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    })?;
+    let mut r = dec
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| StoreError::Decrypt {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    let mut plain = Zeroizing::new(Vec::new());
+    r.read_to_end(&mut plain).map_err(|e| StoreError::Decrypt {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    // serde_json errors carry a position, never the input text.
+    serde_json::from_slice(&plain).map_err(|e| StoreError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_versions_and_isolation() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = VaultPaths::new(dir.path().join("v"));
+        init_context(&paths, "dev").unwrap();
+        init_context(&paths, "prod").unwrap();
+        let mut s = ContextStore::open(&paths, "dev").unwrap();
+        assert_eq!(
+            s.put(
+                "tok",
+                SecretValue::new("fake-dev-1".into()),
+                None,
+                None,
+                None
+            )
+            .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.put(
+                "tok",
+                SecretValue::new("fake-dev-2".into()),
+                None,
+                None,
+                None
+            )
+            .unwrap(),
+            2
+        );
+        s.save().unwrap();
+        let s = ContextStore::open(&paths, "dev").unwrap();
+        assert_eq!(
+            s.value("tok", None).unwrap().1.expose_secret(),
+            "fake-dev-2"
+        );
+        assert_eq!(
+            s.value("tok", Some(1)).unwrap().1.expose_secret(),
+            "fake-dev-1"
+        );
+        let p = ContextStore::open(&paths, "prod").unwrap();
+        assert!(matches!(
+            p.value("tok", None),
+            Err(StoreError::NotFound { .. })
+        ));
+        // the prod identity cannot open the dev store
+        let prod_id = read_identity(&paths.identity("prod")).unwrap();
+        let f = std::fs::File::open(paths.store("dev")).unwrap();
+        assert!(decrypt_store(&paths.store("dev"), f, &prod_id).is_err());
+    }
+
+    #[test]
+    fn modes_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = VaultPaths::new(dir.path().join("v"));
+        init_context(&paths, "default").unwrap();
+        let m = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m(paths.root()), 0o700);
+        assert_eq!(m(&paths.context_dir("default")), 0o700);
+        assert_eq!(m(&paths.identity("default")), 0o600);
+        assert_eq!(m(&paths.store("default")), 0o600);
+    }
+}
