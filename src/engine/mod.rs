@@ -274,18 +274,9 @@ impl Engine {
         let mut out = Vec::new();
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            let windows = &mut scratch.windows;
-            let rules = &self.rules;
             // Block-mode Hyperscan takes a u32 length; larger inputs go through stream mode.
             if hay.len() < u32::MAX as usize {
-                let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
-                    add_hit(
-                        &mut windows[id as usize],
-                        to,
-                        rules[id as usize].rule.max_len,
-                    );
-                    hyperscan::Matching::Continue
-                });
+                self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX);
             } else {
                 let mut s = StreamScanner::new(self);
                 s.feed(hay, &mut |m, _| out.push(m.clone()));
@@ -345,18 +336,7 @@ impl Engine {
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             let windows = &mut scratch.windows;
-            let rules = &self.rules;
-            let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
-                let end = base + to;
-                if end > ends_after && end <= ends_upto {
-                    add_hit(
-                        &mut windows[id as usize],
-                        end,
-                        rules[id as usize].rule.max_len,
-                    );
-                }
-                hyperscan::Matching::Continue
-            });
+            self.block_hits(db, hs, windows, hay, base, ends_after, ends_upto);
             for (r, w) in windows.iter_mut().enumerate() {
                 out.extend(w.drain(..).map(|(lo, hi)| (r, lo, hi)));
             }
@@ -364,6 +344,34 @@ impl Engine {
         #[cfg(not(feature = "hyperscan"))]
         let _ = (scratch, hay, base, ends_after, ends_upto);
         out
+    }
+
+    /// Runs the block database over `hay` (at absolute offset `base`) and adds the windows of the
+    /// hits ending in `(ends_after, ends_upto]` to the per-rule lists.
+    #[cfg(feature = "hyperscan")]
+    #[allow(clippy::too_many_arguments)]
+    fn block_hits(
+        &self,
+        db: &hyperscan::BlockDatabase,
+        hs: &hyperscan::Scratch,
+        windows: &mut [Vec<(u64, u64)>],
+        hay: &[u8],
+        base: u64,
+        ends_after: u64,
+        ends_upto: u64,
+    ) {
+        let rules = &self.rules;
+        let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
+            let end = base + to;
+            if end > ends_after && end <= ends_upto {
+                add_hit(
+                    &mut windows[id as usize],
+                    end,
+                    rules[id as usize].rule.max_len,
+                );
+            }
+            hyperscan::Matching::Continue
+        });
     }
 
     /// Whether [`Engine::prefilter_windows`] does anything (Hyperscan is active).
@@ -379,16 +387,7 @@ impl Engine {
         let mut out = vec![(0, 0); self.rules.len()];
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            let windows = &mut scratch.windows;
-            let rules = &self.rules;
-            let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
-                add_hit(
-                    &mut windows[id as usize],
-                    to,
-                    rules[id as usize].rule.max_len,
-                );
-                hyperscan::Matching::Continue
-            });
+            self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX);
         }
         for (r, w) in scratch.windows.iter_mut().enumerate() {
             merge_windows(w);

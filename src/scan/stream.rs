@@ -37,15 +37,7 @@ pub fn scan_reader(
         });
     }
     scanner.finish(&mut |m, v| out.push(make_finding(engine, &mut scratch, path, m, v, opts)));
-    out.sort_by(|a, b| {
-        (a.location.start, a.location.end, &a.rule).cmp(&(
-            b.location.start,
-            b.location.end,
-            &b.rule,
-        ))
-    });
-    super::dedup_overlaps(&mut out);
-    Ok(out)
+    Ok(in_order(out))
 }
 
 /// Bytes read per round by [`scan_reader_parallel`].
@@ -123,15 +115,7 @@ pub fn scan_reader_parallel(
         win_base = keep_from;
     }
     scanner.finish(&mut |m, v| out.push(make_finding(engine, &mut scratch, path, m, v, opts)));
-    out.sort_by(|a, b| {
-        (a.location.start, a.location.end, &a.rule).cmp(&(
-            b.location.start,
-            b.location.end,
-            &b.rule,
-        ))
-    });
-    super::dedup_overlaps(&mut out);
-    Ok(out)
+    Ok(in_order(out))
 }
 
 /// Reads until `buf` holds `upto` bytes or the reader ends; returns true at end of input.
@@ -153,4 +137,17 @@ fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, upto: usize) -> io::Result<boo
         }
     }
     Ok(false)
+}
+
+/// Stream batches arrive per rule window; findings are reported in input order, deduplicated.
+fn in_order(mut out: Vec<Finding>) -> Vec<Finding> {
+    out.sort_by(|a, b| {
+        (a.location.start, a.location.end, &a.rule).cmp(&(
+            b.location.start,
+            b.location.end,
+            &b.rule,
+        ))
+    });
+    super::dedup_overlaps(&mut out);
+    out
 }
