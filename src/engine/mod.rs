@@ -158,6 +158,7 @@ impl EngineBuilder {
                 rule: "keywords".into(),
                 message: e.to_string(),
             })?;
+        #[cfg_attr(not(feature = "hyperscan"), allow(unused_mut))]
         let mut engine = Engine {
             rules,
             keywords,
@@ -332,6 +333,7 @@ impl Engine {
         ends_after: u64,
         ends_upto: u64,
     ) -> Vec<(usize, u64, u64)> {
+        #[cfg_attr(not(feature = "hyperscan"), allow(unused_mut))]
         let mut out = Vec::new();
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
@@ -389,6 +391,8 @@ impl Engine {
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX);
         }
+        #[cfg(not(feature = "hyperscan"))]
+        let _ = hay;
         for (r, w) in scratch.windows.iter_mut().enumerate() {
             merge_windows(w);
             out[r] = (w.len() as u64, w.iter().map(|(a, b)| b - a).sum());
@@ -530,6 +534,7 @@ impl Engine {
 }
 
 /// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
+#[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
 fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
     add_window(windows, end.saturating_sub(max_len as u64), end)
 }
