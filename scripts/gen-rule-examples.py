@@ -565,8 +565,8 @@ R("atlassian.api_token", "Atlassian API token", r"\b(?P<secret>ATATT3[A-Za-z0-9_
   ["JIRA_API_TOKEN={}", "confluence_token: {}"],
   ["ATATT3xxxxxxxx", lambda g: "ATATT3" + rnd(g, ALNUM, 60)], keywords=["ATATT3"], min_entropy=3.5)
 R("discord.bot_token", "Discord bot token",
-  r"\b(?P<secret>[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38})", "medium",
-  "Bot token: base64 of the bot's user id (starts M/N/O), '.', 6-char timestamp, '.', 27+ char HMAC.",
+  r"\b(?P<secret>[MNO][DTjz][AEIMQUYcgk][w-z0-5][A-Za-z0-9_-]{20,24}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38})", "medium",
+  "Bot token: base64 of the bot's decimal user id (so its first four chars are base64 of ASCII digits: [MNO][DTjz][AEIMQUYcgk][w-z0-5]), '.', 6-char timestamp, '.', 27+ char HMAC.",
   ["https://discord.com/developers/docs/reference#authentication"],
   lambda g: b64u(str(10**17 + g.randrange(10**18)).encode())[:26].rstrip("=") + "." + rnd(g, B64URL, 6) + "." + fake(g, B64URL, 38),
   ["DISCORD_TOKEN={}", "client.run('{}')"],
