@@ -40,7 +40,7 @@ B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANK = {"low": 0, "medium": 1, "high": 2}
 REQUIRED = {"id": str, "name": str, "pattern": str, "confidence": str, "description": str,
             "references": list, "examples": list, "negative_examples": list}
-OPTIONAL = {"keywords": list, "min_entropy": (int, float), "validate": str}
+OPTIONAL = {"keywords": list, "min_entropy": (int, float), "validate": str, "allow": list}
 VALIDATORS = {"github_checksum", "npm_checksum", "jwt", "pypi_macaroon"}
 MAX_MATCH = 16 * 1024
 
@@ -210,6 +210,7 @@ class Checked:
         self.min_entropy = spec.get("min_entropy")
         self.validate = spec.get("validate")
         self.keywords = [k.lower().encode() for k in spec.get("keywords", [])]
+        self.allow = [re.compile(a.encode()) for a in spec.get("allow", [])]
 
     def secret_span(self, m):
         if "secret" in self.rx.groupindex:
@@ -233,6 +234,8 @@ class Checked:
             if self.min_entropy is not None and shannon(s) < self.min_entropy:
                 continue
             if self.validate and not validate(self.validate, s):
+                continue
+            if any(a.search(s) for a in self.allow):
                 continue
             out.append((m, s))
         return out

@@ -128,7 +128,8 @@ ASSIGN = r'''[\w.-]{0,24}["']?\s{0,4}(?:=>|:=|[:=])\s{0,4}["'`]?'''
 class Rule:
     def __init__(self, id, name, pattern, confidence, description, references, gen, ctx,
                  negatives, keywords=None, min_entropy=None, validate=None, n_examples=2,
-                 extra_examples=()):
+                 extra_examples=(), allow=()):
+        self.allow = list(allow)
         self.id, self.name, self.pattern = id, name, pattern
         self.confidence, self.description, self.references = confidence, description, references
         self.gen, self.keywords, self.min_entropy, self.validate = gen, keywords, min_entropy, validate
@@ -659,18 +660,25 @@ R("url.basic_auth", "URL with embedded credentials",
 
 # ============================================================================================ Generic
 GENERIC_KW = r"(?:secret|token|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|auth[_-]?key|credential)"
+GENERIC_ASSIGN = r'''[\w-]{0,24}["']?\s{0,4}(?:=>|:=|[:=])\s{0,4}["'`]?'''
 R("generic.high_entropy_assignment", "Generic secret assignment",
-  f"(?i){GENERIC_KW}{ASSIGN}(?P<secret>[A-Za-z0-9+/=_~!@#%^&*-]{{16,128}})", "low",
+  f"(?i){GENERIC_KW}{GENERIC_ASSIGN}(?P<secret>[A-Za-z0-9+/=_~!@#%^&*-]{{16,128}})", "low",
   "A value of 16+ token characters with high entropy assigned to a secret-looking name "
-  "(secret, token, password, api_key …). Values with '.', '$', '{' (lookups, templates) are not taken.",
+  "(secret, token, password, api_key …). Values with '.', '$', '{' (lookups, templates) are not taken; "
+  "neither are names with a '.' after the keyword (file names such as job_token.rs in checksum "
+  "manifests), values shaped like identifiers (no digit: `tokenizer: CFStringTokenizerRef`; UPPER_SNAKE "
+  "constants; `sqlite3DbStrNDup`) or bare SHA-1/SHA-256 hex digests.",
   ["https://owasp.org/www-community/vulnerabilities/Use_of_hard-coded_password"],
   lambda g: fake(g, ALNUM, 32),
   ["client_secret = \"{}\"", "DB_PASSWORD={}", "api_key: {}"],
   ['password = "changeme-changeme"', 'password = os.environ["DB_PASSWORD"]', "API_KEY=${API_KEY}",
-   "token: xxxxxxxxxxxxxxxxxxxxxxxx", 'api_key = "YOUR_API_KEY_HERE"', "secret: <your-secret-here>"],
+   "token: xxxxxxxxxxxxxxxxxxxxxxxx", 'api_key = "YOUR_API_KEY_HERE"', "secret: <your-secret-here>",
+   "tokenizer: CFStringTokenizerTokenType,", "pub const ChangePassword: MSV1_0_PROTOCOL_MESSAGE_TYPE = 5;",
+   '"src/job_token.rs":"' + "9f" * 32 + '"', "x.u.zToken = sqlite3DbStrNDup(db, a, b);"],
   keywords=["secret", "token", "passwd", "password", "pwd", "apikey", "api_key", "api-key",
             "accesskey", "access_key", "access-key", "authkey", "auth_key", "auth-key", "credential"],
-  min_entropy=3.7)
+  min_entropy=3.7, allow=[r"^[A-Za-z_-]+$", r"^[0-9a-f]{40}$", r"^[0-9a-f]{64}$", r"^[A-Z0-9]+(?:_[A-Z0-9]+)+$",
+                          r"^[a-z]+[0-9]+[A-Z][A-Za-z]+$"])
 
 # ============================================================================ More prefixed providers
 def P(id, name, pattern, conf, desc, refs, gen, ctx, neg, kw, ent=3.0, n=1, **k):
@@ -923,6 +931,8 @@ def render(rules: list[Rule]) -> str:
             out.append(f"min_entropy = {r.min_entropy}")
         if r.validate:
             out.append(f"validate = {tstr(r.validate)}")
+        if r.allow:
+            out.append("allow = [" + ", ".join(tpattern(a) for a in r.allow) + "]")
         out.append(f"confidence = {tstr(r.confidence)}")
         out.append(f"description = {tstr(r.description)}")
         out.append("references = [" + ", ".join(tstr(x) for x in r.references) + "]")

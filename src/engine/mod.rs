@@ -43,24 +43,45 @@ const HYBRID_CACHE: usize = 256 * 1024;
 pub fn byte_regex(pattern: &str) -> Result<meta::Regex, String> {
     meta::Regex::builder()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
-        .configure(meta::Config::new().utf8_empty(false).hybrid_cache_capacity(HYBRID_CACHE))
+        .configure(
+            meta::Config::new()
+                .utf8_empty(false)
+                .hybrid_cache_capacity(HYBRID_CACHE),
+        )
         .build(pattern)
         .map_err(|e| e.to_string())
 }
 
-fn compile_rule(pattern: &str) -> Result<(meta::Regex, usize), String> {
-    let regex = byte_regex(pattern)?;
+/// A rule's confirm regex, the index of its secret group, and its `allow` regexes.
+struct RuleRegex {
+    regex: meta::Regex,
+    secret_group: usize,
+    allow: Vec<meta::Regex>,
+}
+
+fn compile_rule(rule: &Rule) -> Result<RuleRegex, String> {
+    let regex = byte_regex(&rule.spec.pattern)?;
     let secret_group = regex
         .group_info()
         .to_index(PatternID::ZERO, "secret")
         .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
-    Ok((regex, secret_group))
+    let allow = rule
+        .spec
+        .allow
+        .iter()
+        .map(|a| byte_regex(a).map_err(|e| format!("allow regex {a:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(RuleRegex {
+        regex,
+        secret_group,
+        allow,
+    })
 }
 
 impl CompiledRule {
-    fn regex(&self) -> &(meta::Regex, usize) {
+    fn regex(&self) -> &RuleRegex {
         self.regex.get_or_init(|| {
-            compile_rule(&self.rule.spec.pattern)
+            compile_rule(&self.rule)
                 .expect("builtin rules compile (proven by `guard rules check` in the tests)")
         })
     }
@@ -101,7 +122,7 @@ struct CompiledRule {
     rule: Rule,
     /// Compiled on first use: a scan of a small file confirms a handful of rules, and building
     /// all 150 regexes up front cost ~50 ms of start-up (measured with `guard scan` of a 10 KB file).
-    regex: std::sync::OnceLock<(meta::Regex, usize)>,
+    regex: std::sync::OnceLock<RuleRegex>,
     /// Confirmed by a full search (no Hyperscan, or Hyperscan rejected the pattern).
     full_search: bool,
 }
@@ -139,11 +160,10 @@ impl EngineBuilder {
             // Builtin rules are proven by the test-suite; anything else is compiled now, so a bad
             // user rule is an error at start-up rather than at its first hit.
             if !r.builtin {
-                let built =
-                    compile_rule(&r.spec.pattern).map_err(|message| EngineError::Regex {
-                        rule: r.id.0.clone(),
-                        message,
-                    })?;
+                let built = compile_rule(r).map_err(|message| EngineError::Regex {
+                    rule: r.id.0.clone(),
+                    message,
+                })?;
                 let _ = cr.regex.set(built);
             }
             rules.push(cr);
@@ -452,7 +472,11 @@ impl Engine {
         out: &mut Vec<Match>,
     ) -> usize {
         let cr = &self.rules[r];
-        let (regex, secret_group) = cr.regex();
+        let RuleRegex {
+            regex,
+            secret_group,
+            ..
+        } = cr.regex();
         let (cache, caps) = scratch.caches[r]
             .get_or_insert_with(|| (regex.create_cache(), regex.create_captures()));
         let mut pos = span.start;
@@ -497,6 +521,9 @@ impl Engine {
             if entropy::shannon(secret) < min {
                 return false;
             }
+        }
+        if cr.regex().allow.iter().any(|a| a.is_match(secret)) {
+            return false;
         }
         if let Some(v) = cr.rule.spec.validate {
             if !validate::validate(v, secret) {

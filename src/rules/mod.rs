@@ -80,6 +80,9 @@ pub struct RuleSpec {
     pub examples: Vec<String>,
     #[serde(default)]
     pub negative_examples: Vec<String>,
+    /// Regexes on the secret value marking it as not a secret (identifiers, checksums, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +196,10 @@ impl Ruleset {
             ));
         }
         let max_len = analyze_pattern(&spec.pattern).map_err(invalid)?;
+        for a in &spec.allow {
+            crate::engine::byte_regex(a)
+                .map_err(|e| invalid(format!("allow regex {a:?} does not compile: {e}")))?;
+        }
         if spec.keywords.iter().any(|k| k.is_empty()) {
             return Err(invalid("keywords must not be empty strings".into()));
         }
@@ -351,6 +358,7 @@ mod tests {
             references: vec![],
             examples: vec![],
             negative_examples: vec![],
+            allow: vec![],
         }
     }
 
