@@ -216,7 +216,7 @@ impl EngineBuilder {
             for (r, &ok) in engine.rules.iter_mut().zip(&c.in_db) {
                 r.full_search = !ok;
             }
-            engine.hs = Some(c.db);
+            engine.hs = c.db;
         }
         #[cfg(not(feature = "hyperscan"))]
         let _ = (self.backend, self.use_cache);
@@ -555,7 +555,7 @@ impl Engine {
                         .zip(&self.rules)
                         .all(|(&ok, r)| ok != r.full_search)
                     {
-                        Ok(c.db)
+                        c.db.ok_or_else(|| "Hyperscan took none of the rules".to_string())
                     } else {
                         Err("block and stream databases disagree on rejected rules".into())
                     }

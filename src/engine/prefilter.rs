@@ -26,7 +26,8 @@ pub enum Mode {
 
 /// A compiled database plus the rule indices Hyperscan could not take.
 pub struct Compiled<T> {
-    pub db: Database<T>,
+    /// `None` when Hyperscan rejected every rule (all are then confirmed by full search).
+    pub db: Option<Database<T>>,
     /// Rule index → is in the database.
     pub in_db: Vec<bool>,
     /// (rule index, Hyperscan's reason) for every rule left out of the database.
@@ -103,7 +104,7 @@ pub fn build<T: hyperscan::Mode>(
                 if let Ok(db) = raw.deserialize::<T>() {
                     let rejected = rejected(&in_db, None);
                     return Ok(Compiled {
-                        db,
+                        db: Some(db),
                         in_db,
                         rejected,
                         from_cache: true,
@@ -127,7 +128,7 @@ pub fn build<T: hyperscan::Mode>(
             })
             .collect();
         if pats.is_empty() {
-            return Err("no rule could be compiled by Hyperscan".into());
+            break None;
         }
         let positions: Vec<usize> = indexed
             .iter()
@@ -135,7 +136,7 @@ pub fn build<T: hyperscan::Mode>(
             .map(|(i, _)| *i)
             .collect();
         match pats.build::<T>() {
-            Ok(db) => break db,
+            Ok(db) => break Some(db),
             Err(hyperscan::Error::Hyperscan(hyperscan::HsError::CompileError(ce))) => {
                 match ce.expression().and_then(|k| positions.get(k).copied()) {
                     Some(rule) => {
@@ -153,7 +154,7 @@ pub fn build<T: hyperscan::Mode>(
             Err(e) => return Err(format!("Hyperscan cannot compile the rule set: {e}")),
         }
     };
-    if let Some(p) = &path {
+    if let (Some(p), Some(db)) = (&path, &db) {
         if let Ok(raw) = db.serialize() {
             write_atomic(p, &encode_cache(&in_db, &raw));
         }

@@ -586,3 +586,49 @@ fn compiled_database_is_cached() {
         .expect("rewritten")
         .starts_with(b"GUARDHS1"));
 }
+
+/// A rule Hyperscan cannot compile (here: the regex crate's `(?U)` flag) is still enforced by
+/// the regex-automata confirm stage alone, with a warning naming it, in block and stream mode.
+#[test]
+fn rule_hyperscan_rejects_is_still_enforced() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("guard.toml"),
+        "[[rule]]\nid = \"acme.ungreedy\"\nname = \"u\"\npattern = '(?U)acme_(?P<secret>[a-z0-9]{12,16})\\b'\nconfidence = \"high\"\nexamples = [\"acme_abcd1234efgh\"]\nnegative_examples = [\"acme_short\"]\n",
+    )
+    .expect("write");
+    std::fs::write(d.path().join("f.txt"), "x acme_abcd1234efgh\n").expect("write");
+    for args in [
+        &["scan", "-f", "jsonl", "f.txt"][..],
+        &["scan", "-f", "jsonl", "-"],
+    ] {
+        let out = guard(cache.path())
+            .current_dir(d.path())
+            .args(args)
+            .write_stdin("x acme_abcd1234efgh\n")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            labels(&out.stdout).contains(&("acme.ungreedy".to_string(), 1)),
+            "{args:?}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("acme.ungreedy") && err.contains("Hyperscan"),
+            "{err}"
+        );
+    }
+    let chk = guard(cache.path())
+        .current_dir(d.path())
+        .args(["rules", "check"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        chk.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&chk.stdout)
+    );
+}
