@@ -884,3 +884,332 @@ fn no_value_in_any_output_log_or_audit() {
     walk(&v.dir, &val);
     walk(&v.work, &val);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The controlling-terminal paths, driven under a real pseudo-terminal. The pty is made the
+// controlling terminal of `guard` (new session + TIOCSCTTY) while its stdin/stdout/stderr can stay
+// pipes, as when an agent drives it: whatever shows up on the pty came through `/dev/tty`.
+
+/// How `guard`'s stdio is wired for a pty run.
+enum PtyStdio<'a> {
+    /// stdin is a pipe fed these bytes (then closed), stdout/stderr are captured pipes.
+    Pipes(&'a [u8]),
+    /// stdin, stdout and stderr are all the terminal, as in an interactive shell.
+    Tty,
+}
+
+struct PtyRun {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+    /// Everything the terminal displayed (prompts, echo of typed input).
+    tty: String,
+    /// The terminal's ECHO flag after the command exited.
+    echo_after: bool,
+}
+
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls on fds we own; every result is checked before use.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        let master = std::fs::File::from_raw_fd(m);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let s = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(s >= 0, "open pts: {}", std::io::Error::last_os_error());
+        (master, std::fs::File::from_raw_fd(s))
+    }
+}
+
+/// Run `cmd` with a fresh pty as its controlling terminal. `steps` is a dialogue: wait until the
+/// terminal shows `.0` (in the output not yet matched), then type `.1`. Panics (after killing
+/// the command) if a prompt or the exit takes longer than 15 s.
+fn run_on_pty(mut cmd: Command, stdio: PtyStdio, steps: &[(&str, &str)]) -> PtyRun {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    let (mut master, slave) = open_pty();
+    let slave_fd = slave.as_raw_fd();
+    cmd.env_remove("GUARD_NO_TTY");
+    match stdio {
+        PtyStdio::Pipes(_) => {
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        PtyStdio::Tty => {
+            cmd.stdin(slave.try_clone().unwrap())
+                .stdout(slave.try_clone().unwrap())
+                .stderr(slave.try_clone().unwrap());
+        }
+    }
+    // SAFETY: setsid and ioctl are async-signal-safe; `slave_fd` is still open in the child
+    // (O_CLOEXEC closes it only at exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Keep our end of the slave open while the command runs: with stdio on pipes, the command
+    // holds the terminal only while `/dev/tty` is open, and the reader must not see EIO between.
+    drop(cmd); // the Command holds clones of the slave in Tty mode
+    let (out_t, err_t) = if let PtyStdio::Pipes(input) = stdio {
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(input).unwrap();
+        drop(i);
+        let mut o = child.stdout.take().unwrap();
+        let mut e = child.stderr.take().unwrap();
+        (
+            Some(std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = o.read_to_string(&mut s);
+                s
+            })),
+            Some(std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                s
+            })),
+        )
+    } else {
+        (None, None)
+    };
+    let shown = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = m.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let transcript =
+        |shown: &Mutex<Vec<u8>>| String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = 0;
+    for (wait_for, answer) in steps {
+        loop {
+            let t = transcript(&shown);
+            if let Some(i) = t[seen..].find(wait_for) {
+                seen += i + wait_for.len();
+                break;
+            }
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let st = child.wait();
+                let err = err_t.map(|h| h.join().unwrap()).unwrap_or_default();
+                panic!("the terminal never showed {wait_for:?}; it showed {t:?} ({st:?}, stderr {err:?})");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        master.write_all(answer.as_bytes()).unwrap();
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 15 s; the terminal showed {:?}",
+                transcript(&shown)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: termios is plain data; tcgetattr on the master reports the terminal's settings.
+    let echo_after = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(master.as_raw_fd(), &mut t), 0);
+        t.c_lflag & libc::ECHO != 0
+    };
+    // The reader ends with EIO once the last holder of the terminal has closed it.
+    drop(slave);
+    let t = Instant::now();
+    while !reader.is_finished() && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    PtyRun {
+        status,
+        stdout: out_t.map(|h| h.join().unwrap()).unwrap_or_default(),
+        stderr: err_t.map(|h| h.join().unwrap()).unwrap_or_default(),
+        tty: transcript(&shown),
+        echo_after,
+    }
+}
+
+/// Audit records with this op and outcome.
+fn audit_count(v: &Vault, op: &str, outcome: &str) -> usize {
+    v.audit_text()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["op"] == op && r["outcome"] == outcome)
+        .count()
+}
+
+const TTY_QUESTION: &str = "guard: allow client";
+
+/// A vault with one secret `tok` wired to `$TOK` in the project, and the daemon already running
+/// (started without the pty, so nothing but `guard` itself ever holds the test terminal).
+fn tty_vault(tag: &str) -> (Vault, String) {
+    let v = Vault::new();
+    let val = fake_value(tag);
+    v.add("tok", &val, &[]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    v.ok(&["vault", "daemon", "--detach"]);
+    (v, val)
+}
+
+#[test]
+fn tty_yes_approves_exec_injects_and_is_remembered_and_audited() {
+    let (v, val) = tty_vault("ttyyes");
+    let seen = v.work.join("seen");
+    let script = format!("echo ran $TOK; printf %s \"$TOK\" > {}", seen.display());
+    let r = run_on_pty(
+        v.cmd(&["exec", "--", "sh", "-c", &script]),
+        PtyStdio::Pipes(b""),
+        &[("[y/N] ", "y\n")],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(
+        r.tty.contains(&format!(
+            "{TTY_QUESTION} \"{}\" to use secret \"tok\" (context \"default\")? [y/N]",
+            v.client()
+        )),
+        "{:?}",
+        r.tty
+    );
+    assert_eq!(r.stdout, "ran [REDACTED:tok]\n", "the child ran, masked");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val, "injected");
+    assert!(!r.tty.contains(&val) && !r.stderr.contains(&val));
+    assert_eq!(audit_count(&v, "approval", "approved"), 1);
+    assert_eq!(audit_count(&v, "approval", "denied"), 0);
+    // Remembered: the second run, with a terminal but nobody typing, neither asks nor waits.
+    std::fs::remove_file(&seen).unwrap();
+    let t = Instant::now();
+    let r = run_on_pty(
+        v.cmd(&["exec", "--", "sh", "-c", &script]),
+        PtyStdio::Pipes(b""),
+        &[],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(!r.tty.contains(TTY_QUESTION), "asked again: {:?}", r.tty);
+    assert_eq!(r.stdout, "ran [REDACTED:tok]\n");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
+    assert_eq!(
+        audit_count(&v, "approval", "approved"),
+        1,
+        "no new decision"
+    );
+    assert_eq!(
+        audit_count(&v, "access", "ok"),
+        2,
+        "both runs resolved the value"
+    );
+    v.ok(&["vault", "audit", "verify"]);
+}
+
+#[test]
+fn tty_no_denies_exec_even_when_stdin_says_yes_and_is_remembered() {
+    let (v, _val) = tty_vault("ttyno");
+    let marker = v.work.join("child-ran");
+    let script = format!("touch {}; echo leaked $TOK", marker.display());
+    // The agent side (stdin) says yes; only the terminal's answer counts.
+    let r = run_on_pty(
+        v.cmd(&["exec", "--", "sh", "-c", &script]),
+        PtyStdio::Pipes(b"y\ny\n"),
+        &[("[y/N] ", "n\n")],
+    );
+    assert_eq!(r.status.code(), Some(1), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(!marker.exists(), "the child must not run");
+    assert!(r.stdout.is_empty(), "{:?}", r.stdout);
+    assert!(r.stderr.contains("denied"), "{}", r.stderr);
+    assert_eq!(audit_count(&v, "approval", "denied"), 1);
+    assert_eq!(audit_count(&v, "approval", "approved"), 0);
+    assert_eq!(audit_count(&v, "access", "ok"), 0, "{}", v.audit_text());
+    assert_eq!(v.status()["active_leases"], 0);
+    // The denial is remembered: refused at once, no question.
+    let r = run_on_pty(
+        v.cmd(&["exec", "--", "sh", "-c", &script]),
+        PtyStdio::Pipes(b""),
+        &[],
+    );
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(!r.tty.contains(TTY_QUESTION), "{:?}", r.tty);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn vault_add_prompts_on_the_tty_without_echo() {
+    let v = Vault::new();
+    v.ok(&["vault", "daemon", "--detach"]);
+    let val = fake_value("typed");
+    let r = run_on_pty(
+        v.cmd(&["vault", "add", "typed_tok"]),
+        PtyStdio::Tty,
+        &[("value for typed_tok: ", &format!("{val}\n"))],
+    );
+    assert!(r.status.success(), "tty {:?}", r.tty);
+    assert!(
+        !r.tty.contains(&val) && !r.tty.contains(&val[..12]),
+        "the typed value was echoed: {:?}",
+        r.tty
+    );
+    assert!(r.echo_after, "echo restored on the terminal");
+    // What was stored is what was typed (newline cut).
+    v.ok(&["vault", "grant", "typed_tok", "--client", "c", "--print"]);
+    assert_eq!(
+        v.ok(&["vault", "lease", "typed_tok", "--client-id", "c", "--print"]),
+        val
+    );
+}
+
+#[test]
+fn tty_prompt_goes_to_the_terminal_not_to_stdout_or_stdin() {
+    let (v, val) = tty_vault("ttyout");
+    // The child echoes its stdin: the agent's bytes reach it untouched (the prompt read none).
+    let r = run_on_pty(
+        v.cmd(&[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo out $TOK; echo err $TOK >&2; cat",
+        ]),
+        PtyStdio::Pipes(b"agent-input\n"),
+        &[("[y/N] ", "y\n")],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert_eq!(r.stdout, "out [REDACTED:tok]\nagent-input\n");
+    assert_eq!(r.stderr, "err [REDACTED:tok]\n");
+    assert!(r.tty.contains(TTY_QUESTION), "{:?}", r.tty);
+    assert!(!r.tty.contains("REDACTED") && !r.tty.contains("agent-input"));
+    // The same for `lease --print`: question on the terminal, only the value on stdout.
+    let r = run_on_pty(
+        v.cmd(&["vault", "lease", "tok", "--client-id", "c", "--print"]),
+        PtyStdio::Pipes(b""),
+        &[("[y/N] ", "y\n")],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(r.tty.contains("to PRINT secret \"tok\""), "{:?}", r.tty);
+    assert_eq!(r.stdout, val);
+    assert!(!r.stderr.contains(TTY_QUESTION) && !r.tty.contains(&val));
+}
