@@ -5,14 +5,21 @@ fn main() {
     let data = std::fs::read(path).expect("readable file");
     let all = guard::rules::Ruleset::builtin().expect("builtin rules");
     let time = |set: guard::rules::Ruleset| {
-        let e = guard::engine::Engine::builder(set).cache(false).build().expect("engine");
+        let e = guard::engine::Engine::builder(set)
+            .cache(false)
+            .build()
+            .expect("engine");
         let mut s = e.scratch();
         let t = std::time::Instant::now();
         let _ = e.window_stats(&mut s, &data);
         t.elapsed().as_secs_f64()
     };
     let total = time(all.clone());
-    println!("all {} rules: {:.0} MB/s", all.len(), data.len() as f64 / total / 1e6);
+    println!(
+        "all {} rules: {:.0} MB/s",
+        all.len(),
+        data.len() as f64 / total / 1e6
+    );
     let mut rows = Vec::new();
     for r in all.rules() {
         let mut one = all.clone();
