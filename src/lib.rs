@@ -22,7 +22,7 @@
 //! // ...one with a valid checksum is, with the secret's offsets.
 //! let random = "FakeTokenForTheDocs00000000000";
 //! let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
-//! let token = format!("in a log line: ghp_{random}{}", std::str::from_utf8(&crc).unwrap());
+//! let token = format!("in a log line: ghp_{random}{}", std::str::from_utf8(&crc).expect("base62 is ASCII"));
 //! let found = engine.scan_block(&mut scratch, token.as_bytes());
 //! assert_eq!(engine.rule(found[0].rule).id.0, "github.pat_classic");
 //! assert_eq!(found[0].secret_start, 15);

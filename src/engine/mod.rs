@@ -640,17 +640,25 @@ impl<'e> StreamScanner<'e> {
                 .expect("hyperscan scratch allocation should succeed");
             (st, sc)
         });
+        #[cfg(feature = "hyperscan")]
+        return StreamScanner::assemble(engine, hs.is_some(), hs);
+        #[cfg(not(feature = "hyperscan"))]
+        StreamScanner::assemble(engine, false)
+    }
+
+    fn assemble(
+        engine: &'e Engine,
+        prefiltered: bool,
+        #[cfg(feature = "hyperscan")] hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+    ) -> StreamScanner<'e> {
         StreamScanner {
             engine,
             scratch: engine.scratch(),
-            buf: Vec::new(),
+            buf: Vec::with_capacity(engine.max_holdback()),
             base: 0,
             next: vec![0; engine.rules.len()],
             cursor: LineCursor::new(),
-            #[cfg(feature = "hyperscan")]
-            prefiltered: hs.is_some(),
-            #[cfg(not(feature = "hyperscan"))]
-            prefiltered: false,
+            prefiltered,
             #[cfg(feature = "hyperscan")]
             hs,
         }
@@ -669,19 +677,12 @@ impl<'e> StreamScanner<'e> {
     /// A scanner whose windows come from the caller ([`StreamScanner::feed_windows`] with the
     /// output of [`Engine::prefilter_windows`]) instead of a Hyperscan stream.
     pub fn with_external_prefilter(engine: &'e Engine) -> StreamScanner<'e> {
-        let mut s = StreamScanner {
+        StreamScanner::assemble(
             engine,
-            scratch: engine.scratch(),
-            buf: Vec::new(),
-            base: 0,
-            next: vec![0; engine.rules.len()],
-            cursor: LineCursor::new(),
-            prefiltered: engine.has_block_prefilter(),
+            engine.has_block_prefilter(),
             #[cfg(feature = "hyperscan")]
-            hs: None,
-        };
-        s.buf.reserve(engine.max_holdback());
-        s
+            None,
+        )
     }
 
     /// Appends `chunk` with the prefilter windows of every hit ending inside it.
