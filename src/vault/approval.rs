@@ -27,6 +27,25 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The audit event for a decision about this scope (`request` when it answers one).
+    pub fn event<'a>(
+        &'a self,
+        op: &'a str,
+        outcome: &'a str,
+        request: Option<&'a str>,
+    ) -> crate::vault::audit::Event<'a> {
+        crate::vault::audit::Event {
+            op,
+            outcome,
+            request,
+            context: Some(&self.context),
+            secret: Some(&self.secret),
+            client: Some(&self.client),
+            purpose: Some(&self.purpose),
+            ..Default::default()
+        }
+    }
+
     fn key(&self) -> String {
         format!(
             "{}\u{1f}{}\u{1f}{}\u{1f}{}",

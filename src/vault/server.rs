@@ -67,6 +67,16 @@ struct State {
     heartbeat: Option<String>,
 }
 
+impl State {
+    /// Records a decision: audited first (an unaudited decision does not happen), then stored.
+    fn decide(&mut self, event: Event<'_>, scope: &Scope, d: Decision) -> Result<(), RpcError> {
+        self.audit.append(&event).map_err(audit_err)?;
+        self.approvals
+            .set(scope.clone(), d)
+            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))
+    }
+}
+
 #[derive(Clone)]
 struct Daemon {
     state: Arc<Mutex<State>>,
@@ -499,16 +509,9 @@ impl Daemon {
             None => {
                 let mut s = self.lock();
                 s.pending.remove(&r.request);
-                let _ = s.audit.append(&Event {
-                    op: "approval",
-                    outcome: "timeout-denied",
-                    request: Some(&r.request),
-                    context: Some(&scope.context),
-                    secret: Some(&scope.secret),
-                    client: Some(&scope.client),
-                    purpose: Some(&scope.purpose),
-                    ..Default::default()
-                });
+                let _ =
+                    s.audit
+                        .append(&scope.event("approval", "timeout-denied", Some(&r.request)));
                 Err(denied(
                     &scope.context,
                     &scope.secret,
@@ -535,21 +538,12 @@ impl Daemon {
         } else {
             Decision::Deny
         };
-        s.audit
-            .append(&Event {
-                op: "approval",
-                outcome: if a.allow { "approved" } else { "denied" },
-                request: Some(&a.request),
-                context: Some(&scope.context),
-                secret: Some(&scope.secret),
-                client: Some(&scope.client),
-                purpose: Some(&scope.purpose),
-                ..Default::default()
-            })
-            .map_err(audit_err)?;
-        s.approvals
-            .set(scope.clone(), d)
-            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        let outcome = if a.allow { "approved" } else { "denied" };
+        s.decide(
+            scope.event("approval", outcome, Some(&a.request)),
+            &scope,
+            d,
+        )?;
         if let Some(p) = s.pending.remove(&a.request) {
             let _ = p.tx.send(Some(d));
         }
@@ -596,20 +590,8 @@ impl Daemon {
         } else {
             Decision::Allow
         };
-        s.audit
-            .append(&Event {
-                op: "grant",
-                outcome: if g.deny { "deny" } else { "allow" },
-                context: Some(&g.context),
-                secret: Some(&g.name),
-                client: Some(&g.client),
-                purpose: Some(&g.purpose),
-                ..Default::default()
-            })
-            .map_err(audit_err)?;
-        s.approvals
-            .set(scope.clone(), d)
-            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        let outcome = if g.deny { "deny" } else { "allow" };
+        s.decide(scope.event("grant", outcome, None), &scope, d)?;
         reply(
             json!({"scope": scope, "decision": d}),
             vec![next("guard exec -- CMD", "use the secret")],
