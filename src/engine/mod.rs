@@ -387,18 +387,11 @@ impl Engine {
         ends_after: u64,
         ends_upto: u64,
     ) {
-        let rules = &self.rules;
-        let _ = db.scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
-            let end = base + to;
-            if end > ends_after && end <= ends_upto {
-                add_hit(
-                    &mut windows[id as usize],
-                    end,
-                    rules[id as usize].rule.max_len,
-                );
-            }
-            hyperscan::Matching::Continue
-        });
+        let _ = db.scan(
+            hay,
+            hs,
+            hit_recorder(&self.rules, windows, base, ends_after, ends_upto),
+        );
     }
 
     /// Whether [`Engine::prefilter_windows`] does anything (Hyperscan is active).
@@ -565,6 +558,29 @@ impl Engine {
     }
 }
 
+/// The Hyperscan match callback of every scan: records each hit whose absolute end
+/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule.
+#[cfg(feature = "hyperscan")]
+fn hit_recorder<'a>(
+    rules: &'a [CompiledRule],
+    windows: &'a mut [Vec<(u64, u64)>],
+    base: u64,
+    ends_after: u64,
+    ends_upto: u64,
+) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
+    move |id, _from, to, _flags| {
+        let end = base + to;
+        if end > ends_after && end <= ends_upto {
+            add_hit(
+                &mut windows[id as usize],
+                end,
+                rules[id as usize].rule.max_len,
+            );
+        }
+        hyperscan::Matching::Continue
+    }
+}
+
 /// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
 #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
 fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
@@ -706,17 +722,15 @@ impl<'e> StreamScanner<'e> {
     pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&Match, &View)) {
         #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = &self.hs {
-            let windows = &mut self.scratch.windows;
-            let rules = &self.engine.rules;
+            let mut record = hit_recorder(
+                &self.engine.rules,
+                &mut self.scratch.windows,
+                0,
+                0,
+                u64::MAX,
+            );
             for piece in chunk.chunks(u32::MAX as usize / 2) {
-                let _ = st.scan(piece, sc, |id: u32, _from: u64, to: u64, _flags: u32| {
-                    add_hit(
-                        &mut windows[id as usize],
-                        to,
-                        rules[id as usize].rule.max_len,
-                    );
-                    hyperscan::Matching::Continue
-                });
+                let _ = st.scan(piece, sc, &mut record);
             }
         }
         self.buf.extend_from_slice(chunk);
@@ -731,16 +745,14 @@ impl<'e> StreamScanner<'e> {
     fn close_stream(&mut self) {
         #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = self.hs.take() {
-            let windows = &mut self.scratch.windows;
-            let rules = &self.engine.rules;
-            let _ = st.close(&sc, |id: u32, _from: u64, to: u64, _flags: u32| {
-                add_hit(
-                    &mut windows[id as usize],
-                    to,
-                    rules[id as usize].rule.max_len,
-                );
-                hyperscan::Matching::Continue
-            });
+            let record = hit_recorder(
+                &self.engine.rules,
+                &mut self.scratch.windows,
+                0,
+                0,
+                u64::MAX,
+            );
+            let _ = st.close(&sc, record);
         }
     }
 

@@ -744,24 +744,7 @@ impl Daemon {
         let mut rotated = Vec::new();
         let mut errors = Vec::new();
         if rotate_all {
-            let targets: Vec<(String, String)> = {
-                let s = self.lock();
-                store::list_contexts(&s.paths)
-                    .into_iter()
-                    .flat_map(|c| {
-                        ContextStore::open(&s.paths, &c)
-                            .map(|st| {
-                                st.data
-                                    .secrets
-                                    .iter()
-                                    .filter(|(_, e)| e.rotate_via.is_some())
-                                    .map(|(n, _)| (c.clone(), n.clone()))
-                                    .collect::<Vec<_>>()
-                            })
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            };
+            let targets = secrets_where(&self.lock().paths, |e| e.rotate_via.is_some());
             for (c, n) in targets {
                 match self.rotate(&c, &n, why).await {
                     Ok(v) => rotated.push(json!({"context": c, "name": n, "version": v})),
@@ -1127,6 +1110,28 @@ async fn serve(
     Ok(())
 }
 
+/// `(context, name)` of every stored secret whose entry satisfies `keep`, across all contexts.
+fn secrets_where(
+    paths: &VaultPaths,
+    keep: impl Fn(&store::SecretEntry) -> bool,
+) -> Vec<(String, String)> {
+    store::list_contexts(paths)
+        .into_iter()
+        .flat_map(|c| {
+            ContextStore::open(paths, &c)
+                .map(|st| {
+                    st.data
+                        .secrets
+                        .iter()
+                        .filter(|(_, e)| keep(e))
+                        .map(|(n, _)| (c.clone(), n.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 async fn maintenance(d: Daemon) {
     let mut tick = tokio::time::interval(d.limits.maintenance_interval);
     loop {
@@ -1135,26 +1140,14 @@ async fn maintenance(d: Daemon) {
             let mut s = d.lock();
             s.leases.prune();
             let now = now_unix();
-            store::list_contexts(&s.paths)
-                .into_iter()
-                .flat_map(|c| {
-                    ContextStore::open(&s.paths, &c)
-                        .map(|st| {
-                            st.data
-                                .secrets
-                                .iter()
-                                .filter_map(|(n, e)| {
-                                    let every =
-                                        config::parse_duration(e.rotate_every.as_deref()?).ok()?;
-                                    e.rotate_via.as_ref()?;
-                                    let created = e.version(None)?.created;
-                                    rotate::due(created, every, now).then(|| (c.clone(), n.clone()))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                })
-                .collect()
+            secrets_where(&s.paths, |e| {
+                let due = || {
+                    let every = config::parse_duration(e.rotate_every.as_deref()?).ok()?;
+                    e.rotate_via.as_ref()?;
+                    Some(rotate::due(e.version(None)?.created, every, now))
+                };
+                due().unwrap_or(false)
+            })
         };
         for (c, n) in due {
             if let Err(e) = d.rotate(&c, &n, "scheduled").await {
