@@ -5,9 +5,9 @@
 //!   rule example spliced in every ~200 bytes (`dense`); block mode is one `scan_block` call,
 //!   stream mode feeds 64 KiB chunks to a `StreamScanner`; `auto` is Hyperscan + confirm,
 //!   `regex` the pure regex-automata backend.
-//! - `build/compile/{auto,regex}`: `Engine::builder(Ruleset::builtin()).cache(false).build()`.
-//! - `build/cached/auto`: the same with `.cache(true)` after a first build filled the cache
-//!   (`GUARD_CACHE_DIR` points at a temp dir), i.e. what a pre-commit hook pays at start-up.
+//! - `build/compile/{auto,regex}`: `Engine::builder(Ruleset::builtin()).build()` (no cache).
+//! - `build/cached/auto`: the same with a `DirCache` after a first build filled it
+//!   (in a temp dir), i.e. what a pre-commit hook pays at start-up.
 //!
 //! Inputs are generated in-process from a fixed seed, so runs are comparable and need no files.
 //! Run: `cargo bench --bench engine` (a few minutes on 2 cores); one group: `-- scan/sparse`.
@@ -158,24 +158,25 @@ fn dense_text(len: usize, rules: &Ruleset) -> Vec<u8> {
 fn engine(backend: Backend) -> Engine {
     Engine::builder(Ruleset::builtin().expect("builtin rules should load"))
         .backend(backend)
-        .cache(false)
         .build()
         .expect("builtin rules should compile")
 }
 
 fn stream_scan(engine: &Engine, hay: &[u8]) -> usize {
     let mut n = 0usize;
-    let mut s = StreamScanner::new(engine);
+    let mut s = StreamScanner::new(engine).expect("stream");
     for chunk in hay.chunks(CHUNK) {
         s.feed(chunk, &mut |m, _view| {
             n += 1;
             black_box(m);
-        });
+        })
+        .expect("feed");
     }
     s.finish(&mut |m, _view| {
         n += 1;
         black_box(m);
-    });
+    })
+    .expect("finish");
     n
 }
 
@@ -192,7 +193,7 @@ fn bench_scan(c: &mut Criterion) {
     for (name, hay) in &inputs {
         // Say what the input holds, so a reader can tell "sparse" really is hit-free.
         let (_, e) = &engines[0];
-        let hits = e.scan_block(&mut e.scratch(), hay).len();
+        let hits = e.scan_block(&mut e.scratch().expect("scratch"), hay).expect("scan").len();
         eprintln!(
             "engine bench input {name}: {} bytes, {hits} matches ({} backend)",
             hay.len(),
@@ -204,9 +205,9 @@ fn bench_scan(c: &mut Criterion) {
         g.warm_up_time(Duration::from_secs(1));
         g.measurement_time(Duration::from_secs(4));
         for (bname, e) in &engines {
-            let mut scratch = e.scratch();
+            let mut scratch = e.scratch().expect("scratch");
             g.bench_function(BenchmarkId::new("block", bname), |b| {
-                b.iter(|| black_box(e.scan_block(&mut scratch, black_box(hay)).len()))
+                b.iter(|| black_box(e.scan_block(&mut scratch, black_box(hay)).expect("scan").len()))
             });
             g.bench_function(BenchmarkId::new("stream", bname), |b| {
                 b.iter(|| black_box(stream_scan(e, black_box(hay))))
@@ -218,7 +219,6 @@ fn bench_scan(c: &mut Criterion) {
 
 fn bench_build(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temp dir should be creatable");
-    std::env::set_var("GUARD_CACHE_DIR", dir.path());
     let rules = Ruleset::builtin().expect("builtin rules should load");
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
@@ -229,21 +229,24 @@ fn bench_build(c: &mut Criterion) {
             b.iter(|| {
                 Engine::builder(black_box(rules.clone()))
                     .backend(backend)
-                    .cache(false)
-                    .build()
+                                .build()
                     .expect("builtin rules should compile")
             })
         });
     }
     // Fill the cache once, then measure the start-up path of every later run.
+    let cache = || {
+        Some(std::sync::Arc::new(guard::cache::DirCache::new(dir.path()))
+            as std::sync::Arc<dyn guard::engine::DatabaseCache>)
+    };
     Engine::builder(rules.clone())
-        .cache(true)
+        .database_cache(cache())
         .build()
         .expect("builtin rules should compile");
     g.bench_function(BenchmarkId::new("cached", "auto"), |b| {
         b.iter(|| {
             Engine::builder(black_box(rules.clone()))
-                .cache(true)
+                .database_cache(cache())
                 .build()
                 .expect("cached database should load")
         })

@@ -8,10 +8,10 @@ fn main() {
     let engine = guard::engine::Engine::builder(rules)
         .build()
         .expect("engine");
-    let mut scratch = engine.scratch();
+    let mut scratch = engine.scratch().expect("scratch");
     let t = std::time::Instant::now();
-    let stats = engine.window_stats(&mut scratch, &data);
-    let matches = engine.scan_block(&mut scratch, &data);
+    let stats = engine.window_stats(&mut scratch, &data).expect("prefilter");
+    let matches = engine.scan_block(&mut scratch, &data).expect("scan");
     let mut rows: Vec<_> = stats
         .into_iter()
         .enumerate()
@@ -19,10 +19,10 @@ fn main() {
         .collect();
     rows.sort_by_key(|(_, w)| std::cmp::Reverse(w.1));
     for (r, (n, bytes)) in rows.iter().take(25) {
-        let m = matches.iter().filter(|m| m.rule == *r).count();
+        let m = matches.iter().filter(|m| m.rule.get() == *r).count();
         println!(
             "{:<45} windows {n:>9} window-bytes {bytes:>11} matches {m}",
-            engine.rule(*r).id
+            engine.rules().nth(*r).expect("rule index").id
         );
     }
     println!("{} bytes in {:?}", data.len(), t.elapsed());

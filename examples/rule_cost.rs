@@ -6,10 +6,9 @@ fn main() {
     let all = guard::rules::Ruleset::builtin().expect("builtin rules");
     let time = |set: guard::rules::Ruleset| {
         let e = guard::engine::Engine::builder(set)
-            .cache(false)
             .build()
             .expect("engine");
-        let mut s = e.scratch();
+        let mut s = e.scratch().expect("scratch");
         let t = std::time::Instant::now();
         let _ = e.window_stats(&mut s, &data);
         t.elapsed().as_secs_f64()

@@ -41,7 +41,7 @@ impl Baseline {
             .map(|f| BaselineEntry {
                 id: f.id.clone(),
                 rule: f.rule.0.clone(),
-                path: f.location.path.clone(),
+                path: f.origin.path().to_string(),
             })
             .collect();
         Baseline {
@@ -79,5 +79,40 @@ impl Baseline {
 
     pub fn ids(&self) -> BTreeSet<&FindingId> {
         self.findings.iter().map(|e| &e.id).collect()
+    }
+}
+
+/// A pipeline sink that records every finding reaching it and writes the baseline at the end
+/// (`--write-baseline`).
+pub struct BaselineWriter {
+    path: PathBuf,
+    entries: BTreeSet<BaselineEntry>,
+}
+
+impl BaselineWriter {
+    pub fn new(path: PathBuf) -> BaselineWriter {
+        BaselineWriter {
+            path,
+            entries: BTreeSet::new(),
+        }
+    }
+}
+
+impl crate::pipeline::FindingSink for BaselineWriter {
+    fn finding(&mut self, f: &Finding) -> std::io::Result<()> {
+        self.entries.insert(BaselineEntry {
+            id: f.id.clone(),
+            rule: f.rule.0.clone(),
+            path: f.origin.path().to_string(),
+        });
+        Ok(())
+    }
+
+    fn finish(&mut self, _totals: &crate::pipeline::Totals) -> std::io::Result<()> {
+        let b = Baseline {
+            version: 1,
+            findings: std::mem::take(&mut self.entries).into_iter().collect(),
+        };
+        b.save(&self.path).map_err(std::io::Error::other)
     }
 }

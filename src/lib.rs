@@ -1,41 +1,58 @@
 //! # guard — secret-leak scanner and output guard
 //!
-//! One engine, many sources. Rules (`rules/*.toml`, embedded at build time, plus the user's
-//! `guard.toml`) compile into an immutable [`engine::Engine`]: a Hyperscan prefilter over all rules
-//! at once, a regex-automata confirm stage on a bounded window around each prefilter hit, then
-//! filters (entropy floor, offline checksum validators, allowlists). Every source — files and
-//! directories (`scan::walk`), stdin (`scan::stream`), and later git blobs and log lines — feeds
-//! bytes to that engine; none has a matching loop of its own. Findings flow into a
-//! [`report::Sink`] (human, JSON, JSONL, SARIF).
+//! One engine, many sources. A tour, in the order data flows:
 //!
-//! The vault (`vault`, feature `vault`) stores secrets age-encrypted and injects them into child
-//! processes through `guard exec`, whose output is filtered so the agent never sees a value.
+//! - [`pattern`] (a leaf): how every regex is compiled (bytes, Unicode off) and what is derived
+//!   from a pattern before any scan — maximum length, whether it can span a newline, its start
+//!   literals, and the bounds that refuse patterns too costly to run.
+//! - [`rules`]: the schema of `rules/*.toml` (embedded at build time) and the loader; [`config`]
+//!   adds the user's `guard.toml` rules and allowlists.
+//! - [`engine`]: bytes in, matches out, no I/O. A Hyperscan prefilter over all rules at once, a
+//!   regex-automata confirm stage on a bounded window around each hit, filters (entropy, offline
+//!   checksum validators, allowlists), overlap resolution. Block mode for whole inputs, stream
+//!   mode that settles matches as soon as it can (at every newline for line-local rules), and a
+//!   parallel path for one large input — all proven equal. The compiled database is cached by
+//!   the caller through [`engine::DatabaseCache`] ([`cache::DirCache`] on disk for the CLI).
+//! - [`source`]: everything guard reads is a [`source::Source`] of units — bytes with a typed
+//!   [`finding::Origin`] (file, stdin, stream, and the git blob, staged file, log record and
+//!   command output that later sources produce). Size tiers, binary detection and size limits
+//!   are shared helpers.
+//! - [`finding`]: a match placed in its origin, with a stable keyed id and a redacted snippet.
+//! - [`pipeline`]: units are scanned on every core; findings are pushed, in order and as they are
+//!   confirmed, through shared filters (path allowlist, baseline, duplicates) into
+//!   [`pipeline::FindingSink`]s: the [`report`] formats (human, JSON, JSONL, SARIF) and
+//!   [`baseline::BaselineWriter`].
+//! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`.
+//! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used.
 //!
 //! ```
 //! use guard::{engine::Engine, rules::Ruleset};
 //! let rules = Ruleset::builtin().expect("builtin rules should load");
 //! let engine = Engine::builder(rules).build().expect("builtin rules should compile");
-//! let mut scratch = engine.scratch();
+//! let mut scratch = engine.scratch().expect("scratch space");
 //! // A classic GitHub token whose CRC32 tail is wrong is not reported...
 //! let fake = format!("token = ghp_{}", "x".repeat(36));
-//! assert!(engine.scan_block(&mut scratch, fake.as_bytes()).is_empty());
+//! assert!(engine.scan_block(&mut scratch, fake.as_bytes()).expect("scan").is_empty());
 //! // ...one with a valid checksum is, with the secret's offsets.
 //! let random = "FakeTokenForTheDocs00000000000";
 //! let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
 //! let token = format!("in a log line: ghp_{random}{}", std::str::from_utf8(&crc).expect("base62 is ASCII"));
-//! let found = engine.scan_block(&mut scratch, token.as_bytes());
+//! let found = engine.scan_block(&mut scratch, token.as_bytes()).expect("scan");
 //! assert_eq!(engine.rule(found[0].rule).id.0, "github.pat_classic");
 //! assert_eq!(found[0].secret_start, 15);
 //! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod baseline;
+pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod finding;
+pub mod pattern;
+pub mod pipeline;
 pub mod report;
 pub mod rules;
-pub mod scan;
+pub mod source;
 #[cfg(feature = "vault")]
 pub mod vault;
 

@@ -1,5 +1,5 @@
 //! Fuzz: any input, split at fuzzer-chosen boundaries, gives the same findings in block mode,
-//! stream mode and the parallel large-file path (the invariant DESIGN.md §1 builds on).
+//! stream mode and the parallel large-file path (the invariant ARCHITECTURE.md's engine section builds on).
 //!
 //! Run: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run chunking -- -max_total_time=60`
 #![no_main]
@@ -7,16 +7,15 @@
 use std::sync::OnceLock;
 
 use guard::engine::Engine;
-use guard::finding::Finding;
+use guard::finding::{Finding, FindingOptions, Origin};
 use guard::rules::Ruleset;
-use guard::scan::{scan_bytes, stream, FindingOptions};
+use guard::source::{reader, scan_bytes};
 use libfuzzer_sys::fuzz_target;
 
 fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
         Engine::builder(Ruleset::builtin().expect("builtin rules load"))
-            .cache(false)
             .build()
             .expect("builtin rules compile")
     })
@@ -47,17 +46,17 @@ fuzz_target!(|input: &[u8]| {
     let (sizes, data) = input.split_at(input.len().min(8));
     let e = engine();
     let opts = FindingOptions::default();
-    let block: Vec<_> = scan_bytes(e, &mut e.scratch(), "f", data, &opts).iter().map(key).collect();
+    let o = Origin::Stdin;
+    let mut block = Vec::new();
+    scan_bytes(e, &mut e.scratch().expect("scratch"), &o, data, &opts, &mut |f| block.push(key(&f))).expect("scan");
     let mut r = Chunks { data, sizes, i: 0 };
-    let streamed: Vec<_> =
-        stream::scan_reader(e, &mut r, "f", &opts, &mut |_| {}).expect("in-memory").iter().map(key).collect();
+    let mut streamed = Vec::new();
+    reader::scan_stream(e, &mut r, &o, &opts, &mut |_| {}, &mut |f| streamed.push(key(&f))).expect("in-memory");
     assert_eq!(block, streamed);
     let mut r = Chunks { data, sizes, i: 0 };
     let round = 1 + sizes.first().copied().unwrap_or(0) as usize * 7;
-    let par: Vec<_> = stream::scan_reader_parallel(e, &mut r, "f", &opts, &mut |_| {}, 3, round)
-        .expect("in-memory")
-        .iter()
-        .map(key)
-        .collect();
+    let mut par = Vec::new();
+    reader::scan_stream_parallel(e, &mut r, &o, &opts, &mut |_| {}, &mut |f| par.push(key(&f)), 3, round)
+        .expect("in-memory");
     assert_eq!(block, par);
 });

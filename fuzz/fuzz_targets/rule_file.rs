@@ -12,8 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let mut set = Ruleset::empty();
     if set.add_toml("fuzz.toml", text).is_ok() && !set.is_empty() {
-        if let Ok(e) = Engine::builder(set).cache(false).backend(Backend::RegexOnly).build() {
-            let _ = e.scan_block(&mut e.scratch(), text.as_bytes());
+        if let Ok(e) = Engine::builder(set).backend(Backend::RegexOnly).build() {
+            if let Ok(mut s) = e.scratch() {
+                let _ = e.scan_block(&mut s, text.as_bytes());
+            }
         }
     }
 });

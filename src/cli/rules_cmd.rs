@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::rules::{check, Ruleset};
+use crate::engine::check;
+use crate::rules::Ruleset;
 
 #[derive(Subcommand)]
 pub enum RulesCmd {

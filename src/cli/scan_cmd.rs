@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, BaselineWriter};
+use crate::cache::DirCache;
 use crate::config::Config;
-use crate::engine::{Backend, Engine};
-use crate::finding::Reveal;
-use crate::report::{self, Format, Totals};
+use crate::engine::{Backend, DatabaseCache, Engine};
+use crate::finding::{FindingOptions, Reveal};
+use crate::pipeline::{self, Filters, Pipeline, RunOptions};
+use crate::report::{self, Format};
 use crate::rules::Ruleset;
-use crate::scan::{self, walk::Progress, FindingOptions, ScanOptions};
+use crate::source::{FsOptions, FsSource, Limits, Progress, ReaderSource, Source};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
@@ -39,13 +41,17 @@ pub enum BackendArg {
 
 #[derive(Args)]
 #[command(after_help = "Examples:
-  guard scan .                           scan the current directory (.gitignore honoured)
+  guard scan .                           scan the current directory (hidden files included)
+  guard scan --exclude 'testdata/**' .   skip paths matching a glob
   guard scan --format sarif -o out.sarif src/
-  cat app.log | guard scan -             scan stdin
+  tail -f app.log | guard scan -         scan stdin; each finding is printed as its line arrives
   guard scan --write-baseline .guard-baseline.json .
   guard scan --baseline .guard-baseline.json .   report only new findings
 
-Exit status: 0 no findings, 1 findings, 2 error (e.g. a path that does not exist).")]
+Hidden files and directories are scanned; .git/ is skipped; .gitignore is honoured inside a git
+work tree (--no-ignore turns that off).
+
+Exit status: 0 no findings, 1 findings, 2 error (a path that does not exist, or nothing scanned).")]
 pub struct ScanArgs {
     /// Files or directories to scan; `-` reads stdin
     #[arg(default_value = ".")]
@@ -68,13 +74,16 @@ pub struct ScanArgs {
     /// Record the current findings (ids only, never secrets) into FILE and exit 0
     #[arg(long, value_name = "FILE")]
     write_baseline: Option<PathBuf>,
-    /// Do not honour .gitignore/.ignore files
+    /// Do not honour .gitignore files
     #[arg(long)]
     no_ignore: bool,
-    /// Scan hidden files and directories
-    #[arg(long)]
+    /// Skip paths matching GLOB (gitignore syntax, relative to each directory scanned; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Hidden files are scanned by default; kept so older scripts keep working
+    #[arg(long, hide = true)]
     hidden: bool,
-    /// Skip files larger than SIZE (e.g. 500K, 10M, 1G)
+    /// Skip files larger than SIZE (e.g. 500K, 10M, 1G); streams are cut there [streams: 1G]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_file_size: Option<u64>,
     /// Scan files that look binary (NUL in the first 8 KiB)
@@ -83,9 +92,9 @@ pub struct ScanArgs {
     /// Match backend: hyperscan prefilter or regex-automata only; findings are identical
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
-    /// Worker threads (default: all cores)
-    #[arg(short = 'j', long)]
-    threads: Option<usize>,
+    /// Worker threads (default: all cores; at most 4x the cores)
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
     /// Colour: auto (when stdout is a terminal), always, never
     #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
     color: ColorArg,
@@ -112,15 +121,40 @@ fn parse_size(s: &str) -> Result<u64, String> {
             (&s[..i], m)
         }
     };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?} is not a size like 10M"))
+    let n = num
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size like 10M"))?;
+    match n.checked_mul(mult) {
+        Some(0) => Err("a size limit of 0 would skip everything".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?} is too large (the limit is 16E bytes)")),
+    }
+}
+
+/// Jobs beyond this multiple of the cores only cost memory and scheduling.
+const MAX_JOBS_PER_CORE: usize = 4;
+
+/// The worker count for `-j N`: capped at a multiple of the cores, with a note when capped.
+pub fn jobs(requested: Option<u32>) -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = cores * MAX_JOBS_PER_CORE;
+    requested.map(|n| {
+        let n = n as usize;
+        if n > max {
+            eprintln!("guard: -j {n} capped at {max} ({MAX_JOBS_PER_CORE}x the {cores} core(s))");
+        }
+        n.min(max)
+    })
 }
 
 /// Builds the engine from the builtin rules plus the config; shared by `scan` and `rules`.
 pub fn load_engine(config: &Config, backend: BackendArg, cache: bool) -> anyhow::Result<Engine> {
     let mut rules = Ruleset::builtin().context("builtin rules")?;
     config.apply_rules(&mut rules)?;
+    let cache = cache
+        .then(DirCache::from_env)
+        .flatten()
+        .map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn DatabaseCache>);
     let engine = Engine::builder(rules)
         .allowlist(config.allowlist()?)
         .backend(if backend == BackendArg::Regex {
@@ -128,7 +162,7 @@ pub fn load_engine(config: &Config, backend: BackendArg, cache: bool) -> anyhow:
         } else {
             Backend::Auto
         })
-        .cache(cache)
+        .database_cache(cache)
         .build()?;
     for w in engine.warnings() {
         eprintln!("guard: warning: {w}");
@@ -154,20 +188,23 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     } else {
         Reveal::Redacted
     };
-    let findings_opts = FindingOptions {
-        reveal,
-        id_key: std::env::var_os("GUARD_FINDING_KEY").map(|k| k.into_encoded_bytes()),
+    let opts = RunOptions {
+        limits: Limits {
+            max_size: a.max_file_size,
+            binary: a.binary,
+        },
+        findings: FindingOptions {
+            reveal,
+            id_key: std::env::var_os("GUARD_FINDING_KEY").map(|k| k.into_encoded_bytes()),
+        },
+        threads: jobs(a.threads),
     };
-    let opts = ScanOptions {
-        findings: findings_opts.clone(),
-        max_file_size: a.max_file_size,
-        binary: a.binary,
-        hidden: a.hidden,
-        no_ignore: a.no_ignore,
-        path_allow: config.path_allowlist()?,
-        threads: a.threads,
-    };
-    let baseline = a.baseline.as_deref().map(Baseline::load).transpose()?;
+    let baseline = a
+        .baseline
+        .as_deref()
+        .map(Baseline::load)
+        .transpose()?
+        .map(|b| b.ids().into_iter().cloned().collect());
 
     let bar = if !a.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new_spinner();
@@ -184,70 +221,37 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     };
     let progress = Bar(bar);
 
-    let (stdin_paths, fs_paths): (Vec<_>, Vec<_>) =
-        a.paths.iter().cloned().partition(|p| p.as_os_str() == "-");
-    let mut summary = scan::scan_paths(&engine, &fs_paths, &opts, &progress);
-    if !stdin_paths.is_empty() {
-        let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
-        match scan::stream::scan_reader(&engine, &mut lock, "-", &findings_opts, &mut |n| {
-            progress.bytes(n)
-        }) {
-            Ok(f) => {
-                summary.files += 1;
-                summary.findings.extend(f);
+    // Sources in command-line order; consecutive paths share one walk.
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let mut paths = Vec::new();
+    let fs_opts = FsOptions {
+        no_ignore: a.no_ignore,
+        exclude: a.exclude.clone(),
+    };
+    for p in &a.paths {
+        if p.as_os_str() == "-" {
+            if !paths.is_empty() {
+                sources.push(Box::new(FsSource::new(std::mem::take(&mut paths), fs_opts.clone())));
             }
-            Err(source) => summary.errors.push(scan::ScanError::Io {
-                path: "-".into(),
-                source,
-            }),
+            sources.push(Box::new(ReaderSource::stdin()));
+        } else {
+            paths.push(p.clone());
         }
     }
-    if let Some(b) = &progress.0 {
-        b.finish_and_clear();
-    }
-    for e in &summary.errors {
-        eprintln!("guard: {e}");
+    if !paths.is_empty() {
+        sources.push(Box::new(FsSource::new(paths, fs_opts)));
     }
 
-    if let Some(path) = &a.write_baseline {
-        Baseline::from_findings(&summary.findings).save(path)?;
-        eprintln!(
-            "guard: wrote {} finding id(s) to {}",
-            summary.findings.len(),
-            path.display()
-        );
-        return Ok(if summary.errors.is_empty() {
-            0
-        } else {
-            super::EXIT_ERROR
-        });
-    }
-
-    let before = summary.findings.len();
-    if let Some(b) = &baseline {
-        let ids = b.ids();
-        summary.findings.retain(|f| !ids.contains(&f.id));
-    }
-    let totals = Totals {
-        files: summary.files,
-        bytes: summary.bytes,
-        findings: summary.findings.len() as u64,
-        suppressed_by_baseline: (before - summary.findings.len()) as u64,
-        skipped_binary: summary.skipped_binary,
-        skipped_large: summary.skipped_large,
-        errors: summary.errors.len() as u64,
-    };
-
-    let (out, is_tty): (Box<dyn Write>, bool) = match &a.output {
-        Some(p) => (
+    let (out, is_tty): (Box<dyn Write>, bool) = match (&a.output, &a.write_baseline) {
+        (_, Some(_)) => (Box::new(std::io::sink()), false),
+        (Some(p), None) => (
             Box::new(std::io::BufWriter::new(
                 std::fs::File::create(p)
                     .with_context(|| format!("cannot create {}", p.display()))?,
             )),
             false,
         ),
-        None => (
+        (None, None) => (
             Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             std::io::stdout().is_terminal(),
         ),
@@ -263,16 +267,64 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
         FormatArg::Jsonl => Format::Jsonl,
         FormatArg::Sarif => Format::Sarif,
     };
-    let mut sink = report::sink(format, out, &engine, reveal, color);
-    for f in &summary.findings {
-        sink.finding(f)?;
+    let filters = Filters::new(config.path_allowlist()?, baseline);
+    let bar_ref = &progress.0;
+    let mut pipeline = Pipeline::new(
+        filters,
+        Box::new(move |e| {
+            if let Some(b) = bar_ref {
+                b.suspend(|| eprintln!("guard: {e}"));
+            } else {
+                eprintln!("guard: {e}");
+            }
+        }),
+    );
+    pipeline = match &a.write_baseline {
+        Some(path) => pipeline.sink(Box::new(BaselineWriter::new(path.clone()))),
+        None => pipeline.sink(report::sink(format, out, engine.ruleset(), reveal, color)),
+    };
+    pipeline::run(&engine, sources, &opts, &mut pipeline, &progress)?;
+    if let Some(b) = &progress.0 {
+        b.finish_and_clear();
     }
-    sink.finish(&totals)?;
-    drop(sink);
+    let totals = pipeline.finish()?;
 
-    Ok(if !summary.errors.is_empty() {
+    if let Some(path) = &a.write_baseline {
+        eprintln!(
+            "guard: wrote {} finding id(s) to {}",
+            totals.findings,
+            path.display()
+        );
+    }
+    if totals.truncated > 0 {
+        eprintln!(
+            "guard: {} stream(s) cut at the size limit ({} bytes); the rest was not scanned (raise it with --max-file-size)",
+            totals.truncated,
+            a.max_file_size.unwrap_or(crate::source::DEFAULT_STREAM_CAP)
+        );
+    }
+    if totals.files == 0 && totals.errors == 0 {
+        let mut why = Vec::new();
+        if totals.ignored > 0 {
+            why.push(format!("{} path(s) ignored by .gitignore/--exclude", totals.ignored));
+        }
+        if totals.skipped_binary > 0 {
+            why.push(format!("{} binary", totals.skipped_binary));
+        }
+        if totals.skipped_large > 0 {
+            why.push(format!("{} too large", totals.skipped_large));
+        }
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        };
+        eprintln!("guard: nothing was scanned: 0 files read{why}; that is not a clean result");
+        return Ok(super::EXIT_ERROR);
+    }
+    Ok(if totals.errors > 0 {
         super::EXIT_ERROR
-    } else if summary.findings.is_empty() {
+    } else if totals.findings == 0 || a.write_baseline.is_some() {
         0
     } else {
         1
@@ -291,5 +343,7 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("1T").is_err());
         assert!(parse_size("x").is_err());
+        assert!(parse_size("17179869184G").is_err());
+        assert!(parse_size("0").is_err());
     }
 }

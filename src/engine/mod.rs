@@ -1,89 +1,60 @@
-//! The engine: bytes in, matches out. No I/O, no threads.
+//! The engine: bytes in, matches out. No I/O, no threads, no environment.
 //!
 //! Stages: **prefilter** (Hyperscan over all rules at once, reporting match ends) → **confirm**
 //! (regex-automata, byte mode with Unicode off, on the window `[end - max_len, end]` around the
-//! hits of each rule, with captures) → **filters** (entropy floor, offline validator, allowlists).
+//! hits of each rule, with captures) → **filters** (entropy floor, offline validator, allowlists)
+//! → **overlaps** (where rules match overlapping bytes, only the most confident is kept).
 //!
-//! The semantics are defined once, independent of the backend: the findings of a rule are the
-//! leftmost-first, non-overlapping matches of its regex over the whole input (what
-//! `find_iter` would give), then filtered. The Hyperscan backend reaches the same set faster: every
-//! such match ends at an offset Hyperscan reports and starts at most `max_len` before it, so
-//! searching the merged windows `[end - max_len, end]` in order, resuming each at the end of the
-//! previous match, visits exactly the matches a full search would. The pure regex-automata
-//! backend (feature `hyperscan` off, or [`Backend::RegexOnly`]) searches the whole input for each
-//! rule whose keywords occur in it. Both run in the test-suite and must agree.
+//! The semantics are defined once, independent of the backend: the matches of a rule are the
+//! leftmost-first, non-overlapping matches of its regex over the whole input (what `find_iter`
+//! would give), then filtered, then overlaps across rules are resolved. The Hyperscan backend
+//! reaches the same set faster: every such match ends at an offset Hyperscan reports and starts at
+//! most `max_len` before it, so searching the merged windows `[end - max_len, end]` in order,
+//! resuming each at the end of the previous match, visits exactly the matches a full search would.
+//! The pure regex-automata backend (feature `hyperscan` off, or [`Backend::RegexOnly`]) searches
+//! the whole input for each rule whose keywords occur in it. Both run in the test-suite and must
+//! agree; block mode ([`Engine::scan_block`]), stream mode ([`StreamScanner`]) at any chunking,
+//! and the parallel large-input path ([`Engine::prefilter_windows`]) must agree too.
 //!
-//! Stream mode ([`StreamScanner`]) gives the same matches for any chunking of the input by holding
-//! back bytes only while a match could still be completing: a match starting at `s` is final once
-//! `s + max_len + CONTEXT` bytes have been seen. Measured on Byte-mode regexes (DESIGN.md §1): a
-//! Unicode-aware `\b` dropped a 60-pattern meta regex to 1 MB/s; byte mode ran 366 MB/s.
+//! Module map: [`block`] (whole inputs), [`stream`] (chunked inputs, settled offsets),
+//! [`confirm`] (the exact stage and the filters), [`windows`] (prefilter hits → windows),
+//! `prefilter` (Hyperscan databases), [`check`] (rule examples on both backends).
+//! The compiled Hyperscan database can be cached by the caller through [`DatabaseCache`]; the
+//! engine itself never touches the disk.
 
 pub mod allow;
+pub mod block;
+pub mod check;
+pub mod confirm;
 pub mod entropy;
 pub mod lines;
 #[cfg(feature = "hyperscan")]
 pub mod prefilter;
+pub mod stream;
 pub mod validate;
+pub mod windows;
 
-use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
-use regex_automata::{meta, util::captures::Captures, util::syntax, Input, PatternID};
-
+pub use crate::pattern::byte_regex;
 pub use allow::{Allowlist, CONTEXT};
 pub use lines::LineCursor;
+pub use stream::{StreamScanner, View, STREAM_HOLD_CAP};
 
 use crate::rules::{Rule, Ruleset};
+use confirm::RuleRegex;
 
-/// Lazy-DFA cache per rule and thread. Confirm windows are a few hundred bytes, so a small cache
-/// holds every state they need; the 2 MiB default, times rules and threads, was most of the
-/// peak RSS of a 1 GiB scan (84 MiB).
-const HYBRID_CACHE: usize = 256 * 1024;
+/// Index of a rule in the engine's [`Ruleset`] (load order). A newtype so a rule is never
+/// confused with a count or an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleIndex(pub u32);
 
-/// Builds a byte regex the way every stage of guard compiles patterns (Unicode off).
-pub fn byte_regex(pattern: &str) -> Result<meta::Regex, String> {
-    meta::Regex::builder()
-        .syntax(syntax::Config::new().unicode(false).utf8(false))
-        .configure(
-            meta::Config::new()
-                .utf8_empty(false)
-                .hybrid_cache_capacity(HYBRID_CACHE),
-        )
-        .build(pattern)
-        .map_err(|e| e.to_string())
-}
-
-/// A rule's confirm regex, the index of its secret group, and its `allow` regexes.
-struct RuleRegex {
-    regex: meta::Regex,
-    secret_group: usize,
-    allow: Vec<meta::Regex>,
-}
-
-fn compile_rule(rule: &Rule) -> Result<RuleRegex, String> {
-    let regex = byte_regex(&rule.spec.pattern)?;
-    let secret_group = regex
-        .group_info()
-        .to_index(PatternID::ZERO, "secret")
-        .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
-    let allow = rule
-        .spec
-        .allow
-        .iter()
-        .map(|a| byte_regex(a).map_err(|e| format!("allow regex {a:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    Ok(RuleRegex {
-        regex,
-        secret_group,
-        allow,
-    })
-}
-
-impl CompiledRule {
-    fn regex(&self) -> &RuleRegex {
-        self.regex.get_or_init(|| {
-            compile_rule(&self.rule)
-                .expect("builtin rules compile (proven by `guard rules check` in the tests)")
-        })
+impl RuleIndex {
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+    fn new(i: usize) -> RuleIndex {
+        RuleIndex(u32::try_from(i).expect("fewer than 2^32 rules"))
     }
 }
 
@@ -105,36 +76,55 @@ pub enum EngineError {
     Hyperscan(String),
 }
 
+/// Where a caller keeps compiled Hyperscan databases between runs (compiling the builtin rules
+/// takes ~200 ms, loading a cached database 0.08 ms). Keys are content hashes; a `load` that
+/// returns bytes which do not deserialize is treated as a miss and recompiled.
+pub trait DatabaseCache: Send + Sync {
+    fn load(&self, key: &str) -> Option<Vec<u8>>;
+    /// Best effort: a failed store only costs a recompile next time.
+    fn store(&self, key: &str, bytes: &[u8]);
+}
+
 /// One confirmed, filtered match. Offsets are absolute in the input (stream mode included).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Match {
     pub start: u64,
     pub end: u64,
-    /// Index of the rule in [`Engine::rules`].
-    pub rule: usize,
+    pub rule: RuleIndex,
     /// The secret, `secret_start..secret_end`: the `secret` capture group, else group 1, else
     /// the whole match.
     pub secret_start: u64,
     pub secret_end: u64,
 }
 
+/// Per rule: what the engine compiled or derived from it.
 struct CompiledRule {
-    rule: Rule,
     /// Compiled on first use: a scan of a small file confirms a handful of rules, and building
     /// all 150 regexes up front cost ~50 ms of start-up (measured with `guard scan` of a 10 KB file).
-    regex: std::sync::OnceLock<RuleRegex>,
+    regex: OnceLock<RuleRegex>,
     /// Confirmed by a full search (no Hyperscan, or Hyperscan rejected the pattern).
     full_search: bool,
+    /// For a rule whose matches can span lines: finds the literals every match starts with.
+    start_literals: Option<aho_corasick::AhoCorasick>,
+    start_literal_max: usize,
+    start_literal_newline: bool,
 }
 
 pub struct EngineBuilder {
     rules: Ruleset,
     backend: Backend,
     allow: Allowlist,
-    use_cache: bool,
+    cache: Option<Arc<dyn DatabaseCache>>,
+    keep_overlaps: bool,
 }
 
 impl EngineBuilder {
+    /// Report overlapping matches of different rules instead of keeping only the most confident
+    /// (what `guard rules check` needs to see every rule's own matches).
+    pub fn keep_overlaps(mut self, keep: bool) -> Self {
+        self.keep_overlaps = keep;
+        self
+    }
     pub fn backend(mut self, b: Backend) -> Self {
         self.backend = b;
         self
@@ -143,35 +133,50 @@ impl EngineBuilder {
         self.allow = a;
         self
     }
-    /// Whether the compiled Hyperscan database may be read from / written to the disk cache.
-    pub fn cache(mut self, on: bool) -> Self {
-        self.use_cache = on;
+    /// Where compiled Hyperscan databases are loaded from and stored (none by default).
+    pub fn database_cache(mut self, cache: Option<Arc<dyn DatabaseCache>>) -> Self {
+        self.cache = cache;
         self
     }
 
     pub fn build(self) -> Result<Engine, EngineError> {
-        let mut rules = Vec::with_capacity(self.rules.len());
+        let mut compiled = Vec::with_capacity(self.rules.len());
         for r in self.rules.rules() {
             let cr = CompiledRule {
-                rule: r.clone(),
-                regex: std::sync::OnceLock::new(),
+                regex: OnceLock::new(),
                 full_search: true,
+                start_literals: None,
+                start_literal_max: 0,
+                start_literal_newline: false,
             };
             // Builtin rules are proven by the test-suite; anything else is compiled now, so a bad
             // user rule is an error at start-up rather than at its first hit.
             if !r.builtin {
-                let built = compile_rule(r).map_err(|message| EngineError::Regex {
+                let built = confirm::compile_rule(r).map_err(|message| EngineError::Regex {
                     rule: r.id.0.clone(),
                     message,
                 })?;
                 let _ = cr.regex.set(built);
             }
-            rules.push(cr);
+            let mut cr = cr;
+            if r.pattern.spans_newline {
+                if let Some(lits) = &r.pattern.start_literals {
+                    cr.start_literals = Some(
+                        aho_corasick::AhoCorasick::new(lits).map_err(|e| EngineError::Regex {
+                            rule: r.id.0.clone(),
+                            message: e.to_string(),
+                        })?,
+                    );
+                    cr.start_literal_max = lits.iter().map(Vec::len).max().unwrap_or(0);
+                    cr.start_literal_newline = lits.iter().any(|l| l.contains(&b'\n'));
+                }
+            }
+            compiled.push(cr);
         }
         let mut kw = Vec::new();
         let mut kw_rule = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            for k in &r.rule.spec.keywords {
+        for (i, r) in self.rules.rules().iter().enumerate() {
+            for k in &r.spec.keywords {
                 kw.push(k.as_bytes().to_vec());
                 kw_rule.push(i);
             }
@@ -183,66 +188,78 @@ impl EngineBuilder {
                 rule: "keywords".into(),
                 message: e.to_string(),
             })?;
+        let max_holdback = self
+            .rules
+            .rules()
+            .iter()
+            .map(|r| r.max_len)
+            .max()
+            .unwrap_or(0)
+            + 2 * CONTEXT;
         #[cfg_attr(not(feature = "hyperscan"), allow(unused_mut))]
         let mut engine = Engine {
-            rules,
+            ruleset: self.rules,
+            compiled,
             keywords,
             kw_rule,
             allow: self.allow,
             warnings: Vec::new(),
+            max_holdback,
+            keep_overlaps: self.keep_overlaps,
             #[cfg(feature = "hyperscan")]
             hs: None,
             #[cfg(feature = "hyperscan")]
-            hs_stream: std::sync::OnceLock::new(),
+            hs_stream: OnceLock::new(),
             #[cfg(feature = "hyperscan")]
-            use_cache: self.use_cache,
+            cache: self.cache,
         };
         #[cfg(feature = "hyperscan")]
-        if self.backend == Backend::Auto && !engine.rules.is_empty() {
-            let pats: Vec<&str> = engine
-                .rules
-                .iter()
-                .map(|r| r.rule.spec.pattern.as_str())
-                .collect();
-            let c =
-                prefilter::build::<hyperscan::Block>(&pats, prefilter::Mode::Block, self.use_cache)
-                    .map_err(EngineError::Hyperscan)?;
+        if self.backend == Backend::Auto && !engine.compiled.is_empty() {
+            let c = prefilter::build::<hyperscan::Block>(
+                &engine.patterns(),
+                prefilter::Mode::Block,
+                engine.cache.as_deref(),
+            )
+            .map_err(EngineError::Hyperscan)?;
             for (i, why) in &c.rejected {
                 engine.warnings.push(format!(
                     "rule {} is not in the Hyperscan database ({why}); it is still enforced by a full regex search",
-                    engine.rules[*i].rule.id
+                    engine.ruleset.rules()[*i].id
                 ));
             }
-            for (r, &ok) in engine.rules.iter_mut().zip(&c.in_db) {
+            for (r, &ok) in engine.compiled.iter_mut().zip(&c.in_db) {
                 r.full_search = !ok;
             }
             engine.hs = c.db;
         }
         #[cfg(not(feature = "hyperscan"))]
-        let _ = (self.backend, self.use_cache);
+        let _ = (self.backend, self.cache);
         Ok(engine)
     }
 }
 
 /// Immutable, `Send + Sync`; build once, share across threads, give each thread a [`Scratch`].
 pub struct Engine {
-    rules: Vec<CompiledRule>,
+    ruleset: Ruleset,
+    compiled: Vec<CompiledRule>,
     keywords: aho_corasick::AhoCorasick,
     kw_rule: Vec<usize>,
     allow: Allowlist,
     warnings: Vec<String>,
+    max_holdback: usize,
+    keep_overlaps: bool,
     #[cfg(feature = "hyperscan")]
     hs: Option<hyperscan::BlockDatabase>,
     #[cfg(feature = "hyperscan")]
-    hs_stream: std::sync::OnceLock<Result<hyperscan::StreamingDatabase, String>>,
+    hs_stream: OnceLock<Result<hyperscan::StreamingDatabase, String>>,
     #[cfg(feature = "hyperscan")]
-    use_cache: bool,
+    cache: Option<Arc<dyn DatabaseCache>>,
 }
 
 /// Per-thread mutable state: regex caches, Hyperscan scratch, window bookkeeping.
 pub struct Scratch {
     /// Per rule, created with the rule's regex on first use.
-    caches: Vec<Option<(meta::Cache, Captures)>>,
+    caches: Vec<Option<(regex_automata::meta::Cache, regex_automata::util::captures::Captures)>>,
     /// Per rule: candidate windows `(lo, hi)` collected from prefilter hits.
     windows: Vec<Vec<(u64, u64)>>,
     kw_seen: Vec<bool>,
@@ -256,16 +273,26 @@ impl Engine {
             rules,
             backend: Backend::Auto,
             allow: Allowlist::new(),
-            use_cache: true,
+            cache: None,
+            keep_overlaps: false,
         }
     }
 
-    pub fn rules(&self) -> impl ExactSizeIterator<Item = &Rule> {
-        self.rules.iter().map(|r| &r.rule)
+    /// The rules, in [`RuleIndex`] order: the metadata reports need.
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
     }
 
-    pub fn rule(&self, i: usize) -> &Rule {
-        &self.rules[i].rule
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = &Rule> {
+        self.ruleset.rules().iter()
+    }
+
+    pub fn rule(&self, i: RuleIndex) -> &Rule {
+        &self.ruleset.rules()[i.get()]
+    }
+
+    fn rule_at(&self, i: usize) -> &Rule {
+        &self.ruleset.rules()[i]
     }
 
     /// Non-fatal problems found while building (rules Hyperscan could not take).
@@ -275,126 +302,14 @@ impl Engine {
 
     /// Which prefilter is active.
     pub fn backend_name(&self) -> &'static str {
-        #[cfg(feature = "hyperscan")]
-        if self.hs.is_some() {
-            return "hyperscan";
-        }
-        "regex-automata"
-    }
-
-    pub fn scratch(&self) -> Scratch {
-        Scratch {
-            caches: (0..self.rules.len()).map(|_| None).collect(),
-            windows: vec![Vec::new(); self.rules.len()],
-            kw_seen: vec![false; self.rules.len()],
-            #[cfg(feature = "hyperscan")]
-            hs: self.hs.as_ref().map(|db| {
-                db.alloc_scratch()
-                    .expect("hyperscan scratch allocation should succeed")
-            }),
+        if self.has_block_prefilter() {
+            "hyperscan"
+        } else {
+            "regex-automata"
         }
     }
 
-    /// Scans one complete input (a file, a blob). Matches are sorted by position.
-    pub fn scan_block(&self, scratch: &mut Scratch, hay: &[u8]) -> Vec<Match> {
-        let mut out = Vec::new();
-        #[cfg(feature = "hyperscan")]
-        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            // Block-mode Hyperscan takes a u32 length; larger inputs go through stream mode.
-            if hay.len() < u32::MAX as usize {
-                self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX);
-            } else {
-                let mut s = StreamScanner::new(self);
-                s.feed(hay, &mut |m, _| out.push(m.clone()));
-                s.finish(&mut |m, _| out.push(m.clone()));
-                out.sort();
-                return out;
-            }
-        }
-        self.mark_keywords(scratch, hay);
-        for r in 0..self.rules.len() {
-            if self.rules[r].full_search {
-                if scratch.kw_seen[r] || self.rules[r].rule.spec.keywords.is_empty() {
-                    self.confirm(scratch, r, hay, 0, 0..hay.len(), usize::MAX, &mut out);
-                }
-            } else {
-                let mut windows = std::mem::take(&mut scratch.windows[r]);
-                merge_windows(&mut windows);
-                let mut next = 0usize;
-                for &(lo, hi) in &windows {
-                    let from = (lo as usize).max(next);
-                    if from < hi as usize {
-                        next = self.confirm(
-                            scratch,
-                            r,
-                            hay,
-                            0,
-                            from..hi as usize,
-                            usize::MAX,
-                            &mut out,
-                        );
-                    }
-                }
-                windows.clear();
-                scratch.windows[r] = windows;
-            }
-        }
-        out.sort();
-        out
-    }
-
-    /// Block-mode prefilter over `hay` (which starts at absolute offset `base`), returning the
-    /// candidate windows `(rule, lo, hi)` of hits whose end lies in `(ends_after, ends_upto]`.
-    ///
-    /// This is the piece of work a caller may spread over threads for one large input: `hay` must
-    /// start at least [`Engine::max_holdback`] bytes before `ends_after` (or at the input start)
-    /// and extend a few bytes past `ends_upto` (or to the input end), and the windows go to
-    /// [`StreamScanner::feed_windows`] in order. Empty without Hyperscan.
-    pub fn prefilter_windows(
-        &self,
-        scratch: &mut Scratch,
-        hay: &[u8],
-        base: u64,
-        ends_after: u64,
-        ends_upto: u64,
-    ) -> Vec<(usize, u64, u64)> {
-        #[cfg_attr(not(feature = "hyperscan"), allow(unused_mut))]
-        let mut out = Vec::new();
-        #[cfg(feature = "hyperscan")]
-        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            let windows = &mut scratch.windows;
-            self.block_hits(db, hs, windows, hay, base, ends_after, ends_upto);
-            for (r, w) in windows.iter_mut().enumerate() {
-                out.extend(w.drain(..).map(|(lo, hi)| (r, lo, hi)));
-            }
-        }
-        #[cfg(not(feature = "hyperscan"))]
-        let _ = (scratch, hay, base, ends_after, ends_upto);
-        out
-    }
-
-    /// Runs the block database over `hay` (at absolute offset `base`) and adds the windows of the
-    /// hits ending in `(ends_after, ends_upto]` to the per-rule lists.
-    #[cfg(feature = "hyperscan")]
-    #[allow(clippy::too_many_arguments)]
-    fn block_hits(
-        &self,
-        db: &hyperscan::BlockDatabase,
-        hs: &hyperscan::Scratch,
-        windows: &mut [Vec<(u64, u64)>],
-        hay: &[u8],
-        base: u64,
-        ends_after: u64,
-        ends_upto: u64,
-    ) {
-        let _ = db.scan(
-            hay,
-            hs,
-            hit_recorder(&self.rules, windows, base, ends_after, ends_upto),
-        );
-    }
-
-    /// Whether [`Engine::prefilter_windows`] does anything (Hyperscan is active).
+    /// Whether Hyperscan prefilters (and [`Engine::prefilter_windows`] does anything).
     pub fn has_block_prefilter(&self) -> bool {
         #[cfg(feature = "hyperscan")]
         return self.hs.is_some();
@@ -402,475 +317,59 @@ impl Engine {
         false
     }
 
-    /// Per rule: (merged prefilter windows, bytes in them) for `hay` — a rule-tuning aid.
-    pub fn window_stats(&self, scratch: &mut Scratch, hay: &[u8]) -> Vec<(u64, u64)> {
-        let mut out = vec![(0, 0); self.rules.len()];
-        #[cfg(feature = "hyperscan")]
-        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX);
-        }
-        #[cfg(not(feature = "hyperscan"))]
-        let _ = hay;
-        for (r, w) in scratch.windows.iter_mut().enumerate() {
-            merge_windows(w);
-            out[r] = (w.len() as u64, w.iter().map(|(a, b)| b - a).sum());
-            w.clear();
-        }
-        out
-    }
-
-    fn mark_keywords(&self, scratch: &mut Scratch, hay: &[u8]) {
-        scratch.kw_seen.iter_mut().for_each(|s| *s = false);
-        if !self
-            .rules
-            .iter()
-            .any(|r| r.full_search && !r.rule.spec.keywords.is_empty())
-        {
-            return;
-        }
-        let mut left = self
-            .rules
-            .iter()
-            .filter(|r| r.full_search && !r.rule.spec.keywords.is_empty())
-            .count();
-        for m in self.keywords.find_overlapping_iter(hay) {
-            let r = self.kw_rule[m.pattern().as_usize()];
-            if !scratch.kw_seen[r] {
-                scratch.kw_seen[r] = true;
-                if self.rules[r].full_search {
-                    left -= 1;
-                    if left == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Leftmost-first search of rule `r` over `hay[span]`, pushing filtered matches.
-    ///
-    /// `hay` starts at absolute offset `base`; look-around sees bytes outside `span`. Matches
-    /// starting at or after `accept_before` are not final yet (stream mode): the search stops
-    /// there. Returns the end of the last match found (or `span.start`): where the next search of
-    /// this rule resumes. It never skips ahead on "no match", so callers decide what they know.
-    #[allow(clippy::too_many_arguments)]
-    fn confirm(
-        &self,
-        scratch: &mut Scratch,
-        r: usize,
-        hay: &[u8],
-        base: u64,
-        span: Range<usize>,
-        accept_before: usize,
-        out: &mut Vec<Match>,
-    ) -> usize {
-        let cr = &self.rules[r];
-        let RuleRegex {
-            regex,
-            secret_group,
-            ..
-        } = cr.regex();
-        let (cache, caps) = scratch.caches[r]
-            .get_or_insert_with(|| (regex.create_cache(), regex.create_captures()));
-        let mut pos = span.start;
-        while pos < span.end {
-            let input = Input::new(hay).span(pos..span.end);
-            regex.search_captures_with(cache, &input, caps);
-            let Some(m) = caps.get_match() else {
-                return pos;
-            };
-            if m.start() >= accept_before {
-                return pos;
-            }
-            pos = m.end().max(m.start() + 1);
-            let sec = caps.get_group(*secret_group).unwrap_or(m.span());
-            if self.keep(cr, hay, m.start(), m.end(), sec.start, sec.end) {
-                out.push(Match {
-                    start: base + m.start() as u64,
-                    end: base + m.end() as u64,
-                    rule: r,
-                    secret_start: base + sec.start as u64,
-                    secret_end: base + sec.end as u64,
-                });
-            }
-        }
-        pos
-    }
-
-    fn keep(
-        &self,
-        cr: &CompiledRule,
-        hay: &[u8],
-        start: usize,
-        end: usize,
-        s0: usize,
-        s1: usize,
-    ) -> bool {
-        let secret = &hay[s0..s1];
-        if secret.is_empty() {
-            return false;
-        }
-        if let Some(min) = cr.rule.spec.min_entropy {
-            if entropy::shannon(secret) < min {
-                return false;
-            }
-        }
-        if cr.regex().allow.iter().any(|a| a.is_match(secret)) {
-            return false;
-        }
-        if let Some(v) = cr.rule.spec.validate {
-            if !validate::validate(v, secret) {
-                return false;
-            }
-        }
-        !(self.allow.allows_secret(secret) || self.allow.allows_line(hay, start, end))
-    }
-
-    /// Longest rule window plus context: the most stream mode ever holds back.
+    /// Longest rule window plus context: the most stream mode holds back for a pending match.
     pub fn max_holdback(&self) -> usize {
-        self.rules.iter().map(|r| r.rule.max_len).max().unwrap_or(0) + 2 * CONTEXT
+        self.max_holdback
+    }
+
+    pub fn scratch(&self) -> Result<Scratch, EngineError> {
+        let n = self.compiled.len();
+        Ok(Scratch {
+            caches: (0..n).map(|_| None).collect(),
+            windows: vec![Vec::new(); n],
+            kw_seen: vec![false; n],
+            #[cfg(feature = "hyperscan")]
+            hs: match &self.hs {
+                Some(db) => Some(db.alloc_scratch().map_err(|e| {
+                    EngineError::Hyperscan(format!("cannot allocate scratch space: {e}"))
+                })?),
+                None => None,
+            },
+        })
     }
 
     #[cfg(feature = "hyperscan")]
-    fn stream_db(&self) -> Option<&hyperscan::StreamingDatabase> {
-        self.hs.as_ref()?;
+    fn patterns(&self) -> Vec<&str> {
+        self.rules().map(|r| r.spec.pattern.as_str()).collect()
+    }
+
+    #[cfg(feature = "hyperscan")]
+    fn stream_db(&self) -> Result<Option<&hyperscan::StreamingDatabase>, EngineError> {
+        if self.hs.is_none() {
+            return Ok(None);
+        }
         let db = self.hs_stream.get_or_init(|| {
-            let pats: Vec<&str> = self
-                .rules
-                .iter()
-                .map(|r| r.rule.spec.pattern.as_str())
-                .collect();
-            prefilter::build::<hyperscan::Streaming>(&pats, prefilter::Mode::Stream, self.use_cache)
-                .and_then(|c| {
-                    // Must agree with the block database on which rules Hyperscan takes.
-                    if c.in_db
-                        .iter()
-                        .zip(&self.rules)
-                        .all(|(&ok, r)| ok != r.full_search)
-                    {
-                        c.db.ok_or_else(|| "Hyperscan took none of the rules".to_string())
-                    } else {
-                        Err("block and stream databases disagree on rejected rules".into())
-                    }
-                })
-        });
-        db.as_ref().ok()
-    }
-}
-
-/// The Hyperscan match callback of every scan: records each hit whose absolute end
-/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule.
-#[cfg(feature = "hyperscan")]
-fn hit_recorder<'a>(
-    rules: &'a [CompiledRule],
-    windows: &'a mut [Vec<(u64, u64)>],
-    base: u64,
-    ends_after: u64,
-    ends_upto: u64,
-) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
-    move |id, _from, to, _flags| {
-        let end = base + to;
-        if end > ends_after && end <= ends_upto {
-            add_hit(
-                &mut windows[id as usize],
-                end,
-                rules[id as usize].rule.max_len,
-            );
-        }
-        hyperscan::Matching::Continue
-    }
-}
-
-/// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
-#[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
-fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
-    add_window(windows, end.saturating_sub(max_len as u64), end)
-}
-
-fn add_window(windows: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
-    if let Some(last) = windows.last_mut() {
-        if lo <= last.1 && end >= last.0 {
-            last.0 = last.0.min(lo);
-            last.1 = last.1.max(end);
-            return;
-        }
-    }
-    windows.push((lo, end));
-}
-
-fn merge_windows(w: &mut Vec<(u64, u64)>) {
-    if w.len() < 2 {
-        return;
-    }
-    w.sort_unstable();
-    let mut out = 0;
-    for i in 1..w.len() {
-        if w[i].0 <= w[out].1 {
-            w[out].1 = w[out].1.max(w[i].1);
-        } else {
-            out += 1;
-            w[out] = w[i];
-        }
-    }
-    w.truncate(out + 1);
-}
-
-/// What a stream-mode sink sees with each match: the held bytes (covering the match and
-/// [`CONTEXT`] bytes around it) and the line position of the match start.
-pub struct View<'a> {
-    pub hay: &'a [u8],
-    /// Absolute offset of `hay[0]`.
-    pub base: u64,
-    /// Positioned at the match start.
-    pub cursor: &'a LineCursor,
-}
-
-/// Stream mode: feed chunks of any size, get the same matches as [`Engine::scan_block`] on the
-/// concatenation. Memory is bounded by the hold-back (longest rule + context) plus one chunk.
-pub struct StreamScanner<'e> {
-    engine: &'e Engine,
-    scratch: Scratch,
-    buf: Vec<u8>,
-    /// Absolute offset of `buf[0]`.
-    base: u64,
-    /// Per rule: where the next search resumes (end of the last match, or a horizon).
-    next: Vec<u64>,
-    /// Line position of `base`.
-    cursor: LineCursor,
-    /// Prefilter windows arrive (from the Hyperscan stream, or from the caller through
-    /// [`StreamScanner::feed_windows`]); otherwise every rule is confirmed by full search.
-    prefiltered: bool,
-    #[cfg(feature = "hyperscan")]
-    hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
-}
-
-impl<'e> StreamScanner<'e> {
-    pub fn new(engine: &'e Engine) -> StreamScanner<'e> {
-        #[cfg(feature = "hyperscan")]
-        let hs = engine.stream_db().map(|db| {
-            let st = db
-                .open_stream()
-                .expect("opening a hyperscan stream should succeed");
-            let sc = db
-                .alloc_scratch()
-                .expect("hyperscan scratch allocation should succeed");
-            (st, sc)
-        });
-        #[cfg(feature = "hyperscan")]
-        return StreamScanner::assemble(engine, hs.is_some(), hs);
-        #[cfg(not(feature = "hyperscan"))]
-        StreamScanner::assemble(engine, false)
-    }
-
-    fn assemble(
-        engine: &'e Engine,
-        prefiltered: bool,
-        #[cfg(feature = "hyperscan")] hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
-    ) -> StreamScanner<'e> {
-        StreamScanner {
-            engine,
-            scratch: engine.scratch(),
-            buf: Vec::with_capacity(engine.max_holdback()),
-            base: 0,
-            next: vec![0; engine.rules.len()],
-            cursor: LineCursor::new(),
-            prefiltered,
-            #[cfg(feature = "hyperscan")]
-            hs,
-        }
-    }
-
-    /// Absolute offset of the first byte still held (everything before it is final).
-    pub fn held_from(&self) -> u64 {
-        self.base
-    }
-
-    /// Bytes currently held back.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// A scanner whose windows come from the caller ([`StreamScanner::feed_windows`] with the
-    /// output of [`Engine::prefilter_windows`]) instead of a Hyperscan stream.
-    pub fn with_external_prefilter(engine: &'e Engine) -> StreamScanner<'e> {
-        StreamScanner::assemble(
-            engine,
-            engine.has_block_prefilter(),
-            #[cfg(feature = "hyperscan")]
-            None,
-        )
-    }
-
-    /// Appends `chunk` with the prefilter windows of every hit ending inside it.
-    pub fn feed_windows(
-        &mut self,
-        chunk: &[u8],
-        windows: impl IntoIterator<Item = (usize, u64, u64)>,
-        sink: &mut dyn FnMut(&Match, &View),
-    ) {
-        for (r, lo, hi) in windows {
-            add_window(&mut self.scratch.windows[r], lo, hi);
-        }
-        self.buf.extend_from_slice(chunk);
-        self.process(false, sink);
-    }
-
-    fn full_search(&self, r: usize) -> bool {
-        !self.prefiltered || self.engine.rules[r].full_search
-    }
-
-    pub fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(&Match, &View)) {
-        #[cfg(feature = "hyperscan")]
-        if let Some((st, sc)) = &self.hs {
-            let mut record = hit_recorder(
-                &self.engine.rules,
-                &mut self.scratch.windows,
-                0,
-                0,
-                u64::MAX,
-            );
-            for piece in chunk.chunks(u32::MAX as usize / 2) {
-                let _ = st.scan(piece, sc, &mut record);
-            }
-        }
-        self.buf.extend_from_slice(chunk);
-        self.process(false, sink);
-    }
-
-    pub fn finish(mut self, sink: &mut dyn FnMut(&Match, &View)) {
-        self.close_stream();
-        self.process(true, sink);
-    }
-
-    fn close_stream(&mut self) {
-        #[cfg(feature = "hyperscan")]
-        if let Some((st, sc)) = self.hs.take() {
-            let record = hit_recorder(
-                &self.engine.rules,
-                &mut self.scratch.windows,
-                0,
-                0,
-                u64::MAX,
-            );
-            let _ = st.close(&sc, record);
-        }
-    }
-
-    fn process(&mut self, eof: bool, sink: &mut dyn FnMut(&Match, &View)) {
-        let total = self.base + self.buf.len() as u64;
-        let mut out = Vec::new();
-        let mut keep_from = total.saturating_sub(self.engine.max_holdback() as u64);
-        for r in 0..self.engine.rules.len() {
-            let max_len = self.engine.rules[r].rule.max_len as u64;
-            // A match starting before `horizon` is entirely visible, and so is its context.
-            let horizon = if eof {
-                u64::MAX
-            } else {
-                total.saturating_sub(max_len + CONTEXT as u64)
-            };
-            if self.full_search(r) || (!eof && self.windows_too_long(r)) {
-                let from = self.next[r].max(self.base);
-                let rel = |x: u64| (x - self.base) as usize;
-                let accept = if eof {
-                    usize::MAX
+            prefilter::build::<hyperscan::Streaming>(
+                &self.patterns(),
+                prefilter::Mode::Stream,
+                self.cache.as_deref(),
+            )
+            .and_then(|c| {
+                // Must agree with the block database on which rules Hyperscan takes.
+                if c.in_db
+                    .iter()
+                    .zip(&self.compiled)
+                    .all(|(&ok, r)| ok != r.full_search)
+                {
+                    c.db.ok_or_else(|| "Hyperscan took none of the rules".to_string())
                 } else {
-                    rel(horizon.max(self.base))
-                };
-                let next = self.engine.confirm(
-                    &mut self.scratch,
-                    r,
-                    &self.buf,
-                    self.base,
-                    rel(from)..self.buf.len(),
-                    accept,
-                    &mut out,
-                );
-                let next_abs = self.base + next as u64;
-                // No final match starts in [next_abs, horizon): any would have been found.
-                self.next[r] = if eof {
-                    next_abs
-                } else {
-                    next_abs.max(horizon.min(total))
-                };
-                let next = self.next[r];
-                let windows = &mut self.scratch.windows[r];
-                windows.retain_mut(|w| {
-                    w.0 = w.0.max(next);
-                    w.1 > next
-                });
-                keep_from = keep_from.min(next);
-                continue;
-            }
-            let mut windows = std::mem::take(&mut self.scratch.windows[r]);
-            merge_windows(&mut windows);
-            // Windows that can no longer grow: a later hit ends past `total`, so its window starts
-            // past `total - max_len`.
-            let closable = windows
-                .iter()
-                .take_while(|w| eof || w.1 + max_len + CONTEXT as u64 <= total)
-                .count();
-            for &(lo, hi) in &windows[..closable] {
-                let from = lo.max(self.next[r]).max(self.base);
-                if from < hi {
-                    let s = (from - self.base) as usize..(hi - self.base) as usize;
-                    let n = self.engine.confirm(
-                        &mut self.scratch,
-                        r,
-                        &self.buf,
-                        self.base,
-                        s,
-                        usize::MAX,
-                        &mut out,
-                    );
-                    self.next[r] = self.base + n as u64;
+                    Err("block and stream databases disagree on rejected rules".into())
                 }
-            }
-            windows.drain(..closable);
-            if let Some(first) = windows.first() {
-                keep_from = keep_from.min(first.0.max(self.next[r]));
-            }
-            self.scratch.windows[r] = windows;
-        }
-        out.sort();
-        let mut cursor = self.cursor.clone();
-        for m in &out {
-            cursor.advance(&self.buf, self.base, m.start);
-            sink(
-                m,
-                &View {
-                    hay: &self.buf,
-                    base: self.base,
-                    cursor: &cursor,
-                },
-            );
-        }
-        let keep_from = keep_from.saturating_sub(CONTEXT as u64).max(self.base);
-        let drop = (keep_from - self.base) as usize;
-        if drop > 0 {
-            self.cursor.advance(&self.buf, self.base, keep_from);
-            self.buf.drain(..drop);
-            self.base = keep_from;
-        }
-    }
-
-    /// An open window longer than the hold-back cap is searched with a horizon instead of waiting
-    /// for it to close, so hit-dense input cannot grow the buffer without bound.
-    fn windows_too_long(&self, r: usize) -> bool {
-        let cap = STREAM_HOLD_CAP.max(self.engine.max_holdback()) as u64;
-        let next = self.next[r];
-        self.scratch.windows[r]
-            .iter()
-            .any(|w| w.1.saturating_sub(w.0.max(next)) > cap)
-    }
-}
-
-/// Default cap on bytes held for an open window before it is resolved with a horizon.
-pub const STREAM_HOLD_CAP: usize = 64 * 1024;
-
-impl Drop for StreamScanner<'_> {
-    fn drop(&mut self) {
-        // The hyperscan crate does not free a stream on drop: always close it.
-        self.close_stream();
+            })
+        });
+        db.as_ref()
+            .map(Some)
+            .map_err(|e| EngineError::Hyperscan(e.clone()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Hyperscan prefilter: all rules in one database, compiled once, cached on disk.
+//! Hyperscan prefilter: all rules in one database, compiled once, cached by the caller.
 //!
 //! Patterns are compiled with `HS_FLAG_PREFILTER`: Hyperscan may replace a pattern by a looser
 //! approximation (which is what lets it accept our large bounded repeats such as PEM bodies) but
@@ -6,16 +6,17 @@
 //! hits away. Hyperscan reports only match *ends*; the engine turns them into windows
 //! `[end - max_len, end]` per rule.
 //!
-//! Measured (DESIGN.md §1): compiling ~60 patterns takes ~200 ms, deserializing the 215 KB
-//! database 0.08 ms — so the database is serialized to `$XDG_CACHE_HOME/guard/` keyed by the
-//! rules' hash and a pre-commit hook never recompiles. A rule Hyperscan rejects is dropped from
+//! Measured (ARCHITECTURE.md, "The engine"): compiling ~60 patterns takes ~200 ms, deserializing
+//! the 215 KB database 0.08 ms — so the database is serialized into the caller's
+//! [`DatabaseCache`] (the CLI's is `$XDG_CACHE_HOME/guard/`) keyed by the patterns' hash, and a
+//! pre-commit hook never recompiles. A rule Hyperscan rejects is dropped from
 //! the database (with a warning naming it) and confirmed by a full regex-automata search instead.
-
-use std::path::{Path, PathBuf};
 
 use hyperscan::prelude::*;
 use hyperscan::Serialized;
 use sha2::{Digest, Sha256};
+
+use super::DatabaseCache;
 
 /// Block (files, blobs) or streaming (stdin, logs) database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,17 +43,7 @@ fn hs_expression(pattern: &str) -> String {
     pattern.replace("(?P<", "(?<")
 }
 
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("GUARD_CACHE_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("guard"))
-}
-
-fn cache_path(dir: &Path, patterns: &[(usize, &str)], mode: Mode) -> PathBuf {
+fn cache_key(patterns: &[(usize, &str)], mode: Mode) -> String {
     let mut h = Sha256::new();
     h.update(b"guard-hs-cache-v1\0");
     h.update(hyperscan::version_str().to_bytes());
@@ -62,7 +53,7 @@ fn cache_path(dir: &Path, patterns: &[(usize, &str)], mode: Mode) -> PathBuf {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    dir.join(format!("hs-{}.db", hex::encode(&h.finalize()[..16])))
+    format!("hs-{}.db", hex::encode(&h.finalize()[..16]))
 }
 
 const MAGIC: &[u8; 8] = b"GUARDHS1";
@@ -90,16 +81,12 @@ fn decode_cache(bytes: &[u8], n_rules: usize) -> Option<(Vec<bool>, &[u8])> {
 pub fn build<T: hyperscan::Mode>(
     patterns: &[&str],
     mode: Mode,
-    use_cache: bool,
+    cache: Option<&dyn DatabaseCache>,
 ) -> Result<Compiled<T>, Error> {
     let indexed: Vec<(usize, &str)> = patterns.iter().copied().enumerate().collect();
-    let path = if use_cache {
-        cache_dir().map(|d| cache_path(&d, &indexed, mode))
-    } else {
-        None
-    };
-    if let Some(p) = &path {
-        if let Ok(bytes) = std::fs::read(p) {
+    let key = cache_key(&indexed, mode);
+    if let Some(cache) = cache {
+        if let Some(bytes) = cache.load(&key) {
             if let Some((in_db, raw)) = decode_cache(&bytes, patterns.len()) {
                 if let Ok(db) = raw.deserialize::<T>() {
                     let rejected = rejected(&in_db, None);
@@ -154,9 +141,9 @@ pub fn build<T: hyperscan::Mode>(
             Err(e) => return Err(format!("Hyperscan cannot compile the rule set: {e}")),
         }
     };
-    if let (Some(p), Some(db)) = (&path, &db) {
+    if let (Some(cache), Some(db)) = (cache, &db) {
         if let Ok(raw) = db.serialize() {
-            write_atomic(p, &encode_cache(&in_db, &raw));
+            cache.store(&key, &encode_cache(&in_db, &raw));
         }
     }
     let rejected = rejected(&in_db, Some(&reasons));
@@ -179,22 +166,4 @@ fn rejected(in_db: &[bool], reasons: Option<&[Option<String>]>) -> Vec<(usize, S
             )
         })
         .collect()
-}
-
-/// Cache writes are best effort: a read-only cache dir only costs a recompile next time.
-fn write_atomic(path: &Path, bytes: &[u8]) {
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
 }

@@ -34,6 +34,11 @@ id = "t.dense"
 name = "dense"
 pattern = '[a-f0-9]{16,24}'
 confidence = "low"
+[[rule]]
+id = "t.multi"
+name = "multi-line, no start literals"
+pattern = '[A-Z]{2}_PASS\s{0,3}=\s{0,3}(?P<secret>[0-9]{6,10})'
+confidence = "medium"
 "#,
     )
     .expect("test rules are valid");
@@ -42,27 +47,33 @@ confidence = "low"
 
 fn engines(rules: Ruleset) -> Vec<Engine> {
     let mut v = vec![Engine::builder(rules.clone())
-        .cache(false)
-        .backend(Backend::RegexOnly)
+                .backend(Backend::RegexOnly)
         .build()
         .expect("builds")];
     #[cfg(feature = "hyperscan")]
-    v.push(Engine::builder(rules).cache(false).build().expect("builds"));
+    v.push(Engine::builder(rules).build().expect("builds"));
     v
 }
 
+fn scan(e: &Engine, hay: &[u8]) -> Vec<Match> {
+    e.scan_block(&mut e.scratch().expect("scratch"), hay)
+        .expect("scan")
+}
+
+/// Stream mode at the given cuts. Matches must arrive in order, each exactly once: no sorting.
 fn stream(e: &Engine, hay: &[u8], cuts: &[usize]) -> Vec<Match> {
     let mut out = Vec::new();
-    let mut s = StreamScanner::new(e);
+    let mut s = StreamScanner::new(e).expect("stream");
     let mut pos = 0;
     for &c in cuts {
         let c = c.min(hay.len()).max(pos);
-        s.feed(&hay[pos..c], &mut |m, _| out.push(m.clone()));
+        s.feed(&hay[pos..c], &mut |m, _| out.push(m.clone()))
+            .expect("feed");
         pos = c;
     }
-    s.feed(&hay[pos..], &mut |m, _| out.push(m.clone()));
-    s.finish(&mut |m, _| out.push(m.clone()));
-    out.sort();
+    s.feed(&hay[pos..], &mut |m, _| out.push(m.clone()))
+        .expect("feed");
+    s.finish(&mut |m, _| out.push(m.clone())).expect("finish");
     out
 }
 
@@ -81,6 +92,8 @@ const FRAGMENTS: &[&str] = &[
     "deadbeefcafebabe0123",
     "0123456789abcdef",
     "guard:allow",
+    "XY_PASS =\n",
+    "1234567",
     "x",
     "=",
     "\u{0}",
@@ -97,7 +110,7 @@ fn build_hay(idx: &[usize]) -> Vec<u8> {
 fn backends_agree_and_find_expected() {
     let hay = b"a tok_abcDEF12 b\nkey = \"Zq8Lm2Xr9Tv4Wp1N\"\nkey = \"zzzzzzzzzzzzzzzz\"\nsecret=tok_abcDEF12 # guard:allow\n";
     let es = engines(small_rules());
-    let a = es[0].scan_block(&mut es[0].scratch(), hay);
+    let a = scan(&es[0], hay);
     let names: Vec<&str> = a.iter().map(|m| es[0].rule(m.rule).id.0.as_str()).collect();
     assert_eq!(names, ["t.tok", "t.kv"]);
     assert_eq!(
@@ -105,7 +118,7 @@ fn backends_agree_and_find_expected() {
         b"abcDEF12"
     );
     for e in &es[1..] {
-        assert_eq!(e.scan_block(&mut e.scratch(), hay), a);
+        assert_eq!(scan(e, hay), a);
     }
 }
 
@@ -113,8 +126,7 @@ fn backends_agree_and_find_expected() {
 #[test]
 fn builtin_rules_compile_into_hyperscan() {
     let e = Engine::builder(Ruleset::builtin().expect("loads"))
-        .cache(false)
-        .build()
+                .build()
         .expect("builds");
     assert_eq!(e.backend_name(), "hyperscan");
 }
@@ -126,16 +138,15 @@ fn long_hit_dense_input_is_bounded_and_exact() {
         .map(|i| b"0123456789abcdef"[(i * 7 + i / 13) % 16])
         .collect();
     for e in engines(small_rules()) {
-        let block = e.scan_block(&mut e.scratch(), &hay);
-        let mut s = StreamScanner::new(&e);
+        let block = scan(&e, &hay);
+        let mut s = StreamScanner::new(&e).expect("stream");
         let mut out = Vec::new();
         let mut max_held = 0;
         for c in hay.chunks(4096) {
-            s.feed(c, &mut |m, _| out.push(m.clone()));
+            s.feed(c, &mut |m, _| out.push(m.clone())).expect("feed");
             max_held = max_held.max(s.buffered());
         }
-        s.finish(&mut |m, _| out.push(m.clone()));
-        out.sort();
+        s.finish(&mut |m, _| out.push(m.clone())).expect("finish");
         assert_eq!(out, block);
         assert!(
             max_held <= STREAM_HOLD_CAP + e.max_holdback() + 4096,
@@ -153,9 +164,9 @@ proptest! {
         let mut cuts = cuts;
         cuts.sort_unstable();
         let es = engines(small_rules());
-        let reference = es[0].scan_block(&mut es[0].scratch(), &hay);
+        let reference = scan(&es[0], &hay);
         for e in &es {
-            prop_assert_eq!(&e.scan_block(&mut e.scratch(), &hay), &reference);
+            prop_assert_eq!(&scan(e, &hay), &reference);
             prop_assert_eq!(&stream(e, &hay, &cuts), &reference);
         }
     }
@@ -165,12 +176,47 @@ proptest! {
 #[test]
 fn builtin_rules_have_a_stream_database() {
     let e = Engine::builder(Ruleset::builtin().expect("loads"))
-        .cache(false)
-        .build()
+                .build()
         .expect("builds");
-    assert!(
-        e.stream_db().is_some(),
-        "{:?}",
-        e.hs_stream.get().and_then(|r| r.as_ref().err())
-    );
+    assert!(e.stream_db().expect("stream database").is_some());
+}
+
+#[test]
+fn a_complete_line_is_settled_at_its_newline() {
+    // Line-local rules settle at the newline even though the longest rule (t.block) could still
+    // be pending; the multi-line rule holds nothing when its start literal is absent.
+    let mut rules = small_rules();
+    rules.retain(|r| ["t.tok", "t.block"].contains(&r.id.0.as_str()));
+    for e in engines(rules) {
+        let mut s = StreamScanner::new(&e).expect("stream");
+        let mut out = Vec::new();
+        s.feed(b"noise\nuser tok_abcDEF12 here\n", &mut |m, _| out.push(m.clone()))
+            .expect("feed");
+        assert_eq!(out.len(), 1, "{}", e.backend_name());
+        assert_eq!(e.rule(out[0].rule).id.0, "t.tok");
+        assert_eq!(s.settled(), 29);
+        // An open multi-line match holds the stream back (until max_len + context more bytes, or
+        // the end of input): a longer match from the same start could still complete.
+        s.feed(b"-----BEGIN KEY-----\nQUJD\n", &mut |m, _| out.push(m.clone()))
+            .expect("feed");
+        s.feed(b"-----END KEY-----\ntok_zzzzDEF12 x\n", &mut |m, _| out.push(m.clone()))
+            .expect("feed");
+        assert!(s.settled() <= 29, "settled {}", s.settled());
+        assert_eq!(out.len(), 1);
+        s.finish(&mut |m, _| out.push(m.clone())).expect("finish");
+        let ids: Vec<&str> = out.iter().map(|m| e.rule(m.rule).id.0.as_str()).collect();
+        assert_eq!(ids, ["t.tok", "t.block", "t.tok"], "{}", e.backend_name());
+    }
+}
+
+#[test]
+fn overlapping_matches_keep_the_most_confident() {
+    // t.kv (low) would take "tok_abcDEF12345" as a value; t.tok (high) matches inside it.
+    let hay = b"secret = tok_abcDEF12\n";
+    for e in engines(small_rules()) {
+        let found = scan(&e, hay);
+        let ids: Vec<&str> = found.iter().map(|m| e.rule(m.rule).id.0.as_str()).collect();
+        assert_eq!(ids, ["t.tok"], "{}", e.backend_name());
+        assert_eq!(stream(&e, hay, &[3, 14]), found);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{secret_field, Sink, Totals};
+use super::{secret_field, FindingSink, Totals};
 use crate::finding::{Finding, Reveal};
 use crate::rules::Confidence;
 
@@ -26,17 +26,14 @@ impl<'a> Human<'a> {
     }
 }
 
-impl Sink for Human<'_> {
+impl FindingSink for Human<'_> {
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
         let conf_color = match f.confidence {
             Confidence::High => "1;31",
             Confidence::Medium => "33",
             Confidence::Low => "36",
         };
-        let loc = format!(
-            "{}:{}:{}",
-            f.location.path, f.location.line, f.location.column
-        );
+        let loc = format!("{}:{}:{}", f.origin, f.location.line, f.location.column);
         let head = format!(
             "{}  {}  {}\n",
             self.paint("1", &loc),
@@ -50,7 +47,8 @@ impl Sink for Human<'_> {
         writeln!(self.out, "    {}", f.rule_name)?;
         writeln!(self.out, "    secret: {}", secret_field(f, self.reveal))?;
         writeln!(self.out, "    {}", f.snippet.trim())?;
-        writeln!(self.out)
+        writeln!(self.out)?;
+        self.out.flush()
     }
 
     fn finish(&mut self, t: &Totals) -> io::Result<()> {
@@ -66,8 +64,17 @@ impl Sink for Human<'_> {
         if t.skipped_binary > 0 {
             extra.push(format!("{} binary skipped", t.skipped_binary));
         }
+        if t.suppressed_by_allowlist > 0 {
+            extra.push(format!("{} allowlisted", t.suppressed_by_allowlist));
+        }
         if t.skipped_large > 0 {
             extra.push(format!("{} too large skipped", t.skipped_large));
+        }
+        if t.truncated > 0 {
+            extra.push(format!("{} cut at the size limit", t.truncated));
+        }
+        if t.ignored > 0 {
+            extra.push(format!("{} path(s) ignored by .gitignore/--exclude", t.ignored));
         }
         if t.errors > 0 {
             extra.push(format!("{} error(s)", t.errors));

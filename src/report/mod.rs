@@ -1,7 +1,10 @@
-//! Report sinks: human, JSON, JSONL and SARIF 2.1.0, all from the same [`Finding`]s.
+//! Report sinks: human, JSON, JSONL and SARIF 2.1.0, all from the same [`Finding`]s, each a
+//! [`FindingSink`] of the pipeline. Line formats (human, JSONL) write and flush each finding as it
+//! arrives; whole-document formats (JSON, SARIF) buffer in the sink.
 //!
 //! Every format redacts the secret unless the caller asked to reveal it ([`Reveal::Shown`]); the
-//! redaction happens in one place ([`secret_field`]) so no format can forget it.
+//! redaction happens in one place ([`secret_field`]) so no format can forget it. Reports take the
+//! rules' metadata ([`Ruleset`]), never the engine.
 
 mod human;
 mod sarif;
@@ -10,29 +13,12 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::finding::{redact, Finding, Reveal};
+use crate::finding::{redact, Finding, Origin, Reveal};
+pub use crate::pipeline::{FindingSink, Totals};
+use crate::rules::Ruleset;
 
 pub use human::Human;
 pub use sarif::Sarif;
-
-/// Totals reported at the end of a scan.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Totals {
-    pub files: u64,
-    pub bytes: u64,
-    pub findings: u64,
-    pub suppressed_by_baseline: u64,
-    pub skipped_binary: u64,
-    pub skipped_large: u64,
-    pub errors: u64,
-}
-
-/// A destination for findings. `finish` is called once after the last finding.
-pub trait Sink {
-    fn finding(&mut self, f: &Finding) -> io::Result<()>;
-    fn finish(&mut self, totals: &Totals) -> io::Result<()>;
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -46,10 +32,10 @@ pub enum Format {
 pub fn sink<'a>(
     format: Format,
     out: Box<dyn Write + 'a>,
-    engine: &'a Engine,
+    rules: &'a Ruleset,
     reveal: Reveal,
     color: bool,
-) -> Box<dyn Sink + 'a> {
+) -> Box<dyn FindingSink + 'a> {
     match format {
         Format::Human => Box::new(Human::new(out, reveal, color)),
         Format::Json => Box::new(Json {
@@ -58,7 +44,7 @@ pub fn sink<'a>(
             all: Vec::new(),
         }),
         Format::Jsonl => Box::new(Jsonl { out, reveal }),
-        Format::Sarif => Box::new(Sarif::new(out, engine, reveal)),
+        Format::Sarif => Box::new(Sarif::new(out, rules, reveal)),
     }
 }
 
@@ -77,6 +63,7 @@ pub struct JsonFinding<'a> {
     pub rule_name: &'a str,
     pub confidence: &'a str,
     pub path: &'a str,
+    pub origin: &'a Origin,
     pub line: u64,
     pub column: u64,
     pub end_line: u64,
@@ -95,7 +82,8 @@ impl<'a> JsonFinding<'a> {
             rule: &f.rule.0,
             rule_name: &f.rule_name,
             confidence: f.confidence.as_str(),
-            path: &f.location.path,
+            path: f.origin.path(),
+            origin: &f.origin,
             line: f.location.line,
             column: f.location.column,
             end_line: f.location.end_line,
@@ -115,7 +103,7 @@ struct Json<'a> {
     all: Vec<serde_json::Value>,
 }
 
-impl Sink for Json<'_> {
+impl FindingSink for Json<'_> {
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
         self.all.push(
             serde_json::to_value(JsonFinding::new(f, self.reveal)).map_err(io::Error::other)?,
@@ -135,11 +123,12 @@ struct Jsonl<'a> {
     reveal: Reveal,
 }
 
-impl Sink for Jsonl<'_> {
+impl FindingSink for Jsonl<'_> {
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, &JsonFinding::new(f, self.reveal))
             .map_err(io::Error::other)?;
-        writeln!(self.out)
+        writeln!(self.out)?;
+        self.out.flush()
     }
     fn finish(&mut self, _totals: &Totals) -> io::Result<()> {
         self.out.flush()

@@ -7,23 +7,22 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use super::{secret_field, Sink, Totals};
-use crate::engine::Engine;
+use super::{secret_field, FindingSink, Totals};
 use crate::finding::{Finding, Reveal};
-use crate::rules::Confidence;
+use crate::rules::{Confidence, Ruleset};
 
 pub struct Sarif<'a> {
     out: Box<dyn Write + 'a>,
-    engine: &'a Engine,
+    rules: &'a Ruleset,
     reveal: Reveal,
     results: Vec<Value>,
 }
 
 impl<'a> Sarif<'a> {
-    pub fn new(out: Box<dyn Write + 'a>, engine: &'a Engine, reveal: Reveal) -> Sarif<'a> {
+    pub fn new(out: Box<dyn Write + 'a>, rules: &'a Ruleset, reveal: Reveal) -> Sarif<'a> {
         Sarif {
             out,
-            engine,
+            rules,
             reveal,
             results: Vec::new(),
         }
@@ -52,11 +51,12 @@ fn uri(path: &str) -> String {
     out
 }
 
-impl Sink for Sarif<'_> {
+impl FindingSink for Sarif<'_> {
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
         let index = self
-            .engine
+            .rules
             .rules()
+            .iter()
             .position(|r| r.id == f.rule)
             .unwrap_or(0);
         self.results.push(json!({
@@ -66,7 +66,7 @@ impl Sink for Sarif<'_> {
             "message": { "text": format!("{} found: {}", f.rule_name, secret_field(f, self.reveal)) },
             "locations": [{
                 "physicalLocation": {
-                    "artifactLocation": { "uri": uri(&f.location.path) },
+                    "artifactLocation": { "uri": uri(f.origin.path()) },
                     "region": {
                         "startLine": f.location.line,
                         "startColumn": f.location.column,
@@ -77,14 +77,16 @@ impl Sink for Sarif<'_> {
                 }
             }],
             "partialFingerprints": { "guard/v1": f.id.0 },
+            "properties": { "origin": f.origin },
         }));
         Ok(())
     }
 
     fn finish(&mut self, _t: &Totals) -> io::Result<()> {
         let rules: Vec<Value> = self
-            .engine
+            .rules
             .rules()
+            .iter()
             .map(|r| {
                 let mut v = json!({
                     "id": r.id.0,

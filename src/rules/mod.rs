@@ -6,8 +6,6 @@
 //! bounded maximum match length (the confirm stage searches a window of that length ending at each
 //! prefilter hit, and stream mode holds back at most that many bytes), and cannot match empty.
 
-pub mod check;
-
 use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +13,7 @@ use sha2::{Digest, Sha256};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
-/// Longest match any rule may produce; bounds hold-back in stream mode and the confirm window.
-pub const MAX_RULE_LEN: usize = 16 * 1024;
+pub use crate::pattern::{PatternInfo, MAX_RULE_LEN};
 
 /// Stable rule identifier, `<provider>.<name>`; never reused for a different format.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,6 +96,8 @@ pub struct Rule {
     pub spec: RuleSpec,
     /// Longest possible match in bytes (≤ [`MAX_RULE_LEN`]).
     pub max_len: usize,
+    /// What the loader derived from the pattern (line-locality, start literals).
+    pub pattern: PatternInfo,
     /// Where the rule came from (file name), for messages.
     pub origin: String,
     /// Embedded at build time (and so proven by the test-suite).
@@ -195,9 +194,9 @@ impl Ruleset {
                 "id must be <provider>.<name> in [a-z0-9_.-]".into(),
             ));
         }
-        let max_len = analyze_pattern(&spec.pattern).map_err(invalid)?;
+        let pattern = crate::pattern::analyze(&spec.pattern).map_err(invalid)?;
         for a in &spec.allow {
-            crate::engine::byte_regex(a)
+            crate::pattern::byte_regex(a)
                 .map_err(|e| invalid(format!("allow regex {a:?} does not compile: {e}")))?;
         }
         if spec.keywords.iter().any(|k| k.is_empty()) {
@@ -220,7 +219,8 @@ impl Ruleset {
         self.rules.push(Rule {
             id: RuleId(spec.id.clone()),
             spec,
-            max_len,
+            max_len: pattern.max_len,
+            pattern,
             origin: origin.to_string(),
             builtin: false,
         });
@@ -278,50 +278,6 @@ fn valid_id(id: &str) -> bool {
     matches!((parts.next(), parts.next()), (Some(p), Some(n)) if ok(p) && ok(n))
 }
 
-/// Parses the pattern the way the confirm stage compiles it and returns its maximum match length.
-fn analyze_pattern(pattern: &str) -> Result<usize, String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .map_err(|e| format!("pattern does not parse: {}", first_line(&e.to_string())))?;
-    let props = hir.properties();
-    if props.minimum_len().unwrap_or(0) == 0 {
-        return Err("pattern can match the empty string".into());
-    }
-    if props.look_set().iter().any(|l| {
-        !matches!(
-            l,
-            regex_syntax::hir::Look::WordAscii
-                | regex_syntax::hir::Look::WordAsciiNegate
-                | regex_syntax::hir::Look::StartLF
-                | regex_syntax::hir::Look::EndLF
-        )
-    }) {
-        return Err(
-            "pattern uses an assertion Hyperscan cannot share (use \\b, or (?m)^ and (?m)$)".into(),
-        );
-    }
-    match props.maximum_len() {
-        None => {
-            Err("pattern has an unbounded repetition (*, + or {n,}); bound it, e.g. {1,64}".into())
-        }
-        Some(n) if n > MAX_RULE_LEN => Err(format!(
-            "pattern can match {n} bytes; the limit is {MAX_RULE_LEN}"
-        )),
-        Some(n) => Ok(n),
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim()
-        .to_string()
-}
-
 fn line_of(text: &str, byte: usize) -> usize {
     text.as_bytes()[..byte.min(text.len())]
         .iter()
@@ -366,6 +322,20 @@ mod tests {
     fn builtin_rules_load() {
         let set = Ruleset::builtin().expect("builtin rules should load");
         assert!(set.len() >= 40, "only {} builtin rules", set.len());
+    }
+
+    #[test]
+    fn builtin_rules_settle_at_newlines() {
+        // Stream mode reports a complete line at once only if every rule is line-local or starts
+        // with known literals (a PEM header): keep it so for the builtin set.
+        let set = Ruleset::builtin().expect("builtin rules should load");
+        let slow: Vec<&str> = set
+            .rules()
+            .iter()
+            .filter(|r| r.pattern.spans_newline && r.pattern.start_literals.is_none())
+            .map(|r| r.id.0.as_str())
+            .collect();
+        assert!(slow.is_empty(), "multi-line rules without start literals: {slow:?}");
     }
 
     #[test]

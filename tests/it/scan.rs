@@ -132,7 +132,6 @@ fn engine() -> &'static guard::engine::Engine {
     static E: std::sync::OnceLock<guard::engine::Engine> = std::sync::OnceLock::new();
     E.get_or_init(|| {
         guard::engine::Engine::builder(guard::rules::Ruleset::builtin().expect("rules"))
-            .cache(false)
             .build()
             .expect("engine")
     })
@@ -147,18 +146,23 @@ proptest! {
         let all = cases();
         let case = &all[case % all.len()];
         let data = std::fs::read(case).expect("readable");
-        let opts = guard::scan::FindingOptions::default();
+        use guard::source::reader::{scan_stream, scan_stream_parallel};
+        let opts = guard::finding::FindingOptions::default();
+        let origin = guard::finding::Origin::Stdin;
         let e = engine();
-        let block = guard::scan::scan_bytes(e, &mut e.scratch(), "x", &data, &opts);
+        let mut block = Vec::new();
+        guard::source::scan_bytes(e, &mut e.scratch().expect("scratch"), &origin, &data, &opts, &mut |f| block.push(f)).expect("scan");
         let mut r = Chunked { data: &data, sizes: sizes.clone(), i: 0 };
-        let streamed = guard::scan::stream::scan_reader(e, &mut r, "x", &opts, &mut |_| {}).expect("in-memory read");
+        let mut streamed = Vec::new();
+        scan_stream(e, &mut r, &origin, &opts, &mut |_| {}, &mut |f| streamed.push(f)).expect("in-memory read");
         let key = |f: &guard::finding::Finding| (f.location.clone(), f.rule.clone(), f.id.clone(), f.snippet.clone());
         prop_assert_eq!(block.iter().map(key).collect::<Vec<_>>(), streamed.iter().map(key).collect::<Vec<_>>());
         // The large-file path: prefilter pieces on threads, rounds of arbitrary size.
         let mut r = Chunked { data: &data, sizes: sizes.clone(), i: 0 };
         let round = sizes[0] * 3;
         let pieces = 1 + sizes.len() % 4;
-        let par = guard::scan::stream::scan_reader_parallel(e, &mut r, "x", &opts, &mut |_| {}, pieces, round).expect("in-memory read");
+        let mut par = Vec::new();
+        scan_stream_parallel(e, &mut r, &origin, &opts, &mut |_| {}, &mut |f| par.push(f), pieces, round).expect("in-memory read");
         prop_assert_eq!(block.iter().map(key).collect::<Vec<_>>(), par.iter().map(key).collect::<Vec<_>>());
     }
 }

@@ -1,8 +1,8 @@
 //! `guard rules check`: every example of every rule must produce a finding of that rule, every
 //! negative example must not, and both match backends must agree on every example.
 
-use super::{Rule, Ruleset};
-use crate::engine::{Allowlist, Backend, Engine, EngineError};
+use super::{Allowlist, Backend, Engine, EngineError, Match, RuleIndex};
+use crate::rules::{Rule, Ruleset};
 
 /// One failed expectation, with enough context to fix the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,19 +12,21 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Checks the examples of `set`. Engines are built without the disk cache and with an empty
-/// allowlist, so a user's config cannot hide a broken rule.
+/// Checks the examples of `set`. Engines are built with an empty allowlist, so a user's config
+/// cannot hide a broken rule, and keep overlapping matches of different rules, so an example of a
+/// loose rule is not hidden by a more confident rule matching the same bytes.
 pub fn check(set: &Ruleset) -> Result<Vec<Problem>, EngineError> {
     let fast = Engine::builder(set.clone())
-        .cache(false)
         .allowlist(Allowlist::new())
+        .keep_overlaps(true)
         .build()?;
     let slow = Engine::builder(set.clone())
-        .cache(false)
         .backend(Backend::RegexOnly)
+        .keep_overlaps(true)
         .build()?;
     let mut problems = Vec::new();
     for (i, rule) in set.rules().iter().enumerate() {
+        let i = RuleIndex(i as u32);
         let mut bad = |message: String| {
             problems.push(Problem {
                 rule: rule.id.0.clone(),
@@ -39,7 +41,7 @@ pub fn check(set: &Ruleset) -> Result<Vec<Problem>, EngineError> {
             bad("has no negative_examples".into());
         }
         for (n, ex) in rule.spec.examples.iter().enumerate() {
-            let (a, b) = both(&fast, &slow, ex.as_bytes());
+            let (a, b) = both(&fast, &slow, ex.as_bytes())?;
             if a != b {
                 bad(format!(
                     "example {} gives different matches on the two backends",
@@ -57,7 +59,7 @@ pub fn check(set: &Ruleset) -> Result<Vec<Problem>, EngineError> {
             }
         }
         for (n, ex) in rule.spec.negative_examples.iter().enumerate() {
-            let (a, b) = both(&fast, &slow, ex.as_bytes());
+            let (a, b) = both(&fast, &slow, ex.as_bytes())?;
             if a != b {
                 bad(format!(
                     "negative example {} gives different matches on the two backends",
@@ -72,18 +74,14 @@ pub fn check(set: &Ruleset) -> Result<Vec<Problem>, EngineError> {
     Ok(problems)
 }
 
-fn both(
-    fast: &Engine,
-    slow: &Engine,
-    hay: &[u8],
-) -> (Vec<crate::engine::Match>, Vec<crate::engine::Match>) {
-    (
-        fast.scan_block(&mut fast.scratch(), hay),
-        slow.scan_block(&mut slow.scratch(), hay),
-    )
+fn both(fast: &Engine, slow: &Engine, hay: &[u8]) -> Result<(Vec<Match>, Vec<Match>), EngineError> {
+    Ok((
+        fast.scan_block(&mut fast.scratch()?, hay)?,
+        slow.scan_block(&mut slow.scratch()?, hay)?,
+    ))
 }
 
-fn keywords_hold(rule: &Rule, hay: &[u8], matches: &[crate::engine::Match], i: usize) -> bool {
+fn keywords_hold(rule: &Rule, hay: &[u8], matches: &[Match], i: RuleIndex) -> bool {
     let kws = &rule.spec.keywords;
     kws.is_empty()
         || matches.iter().filter(|m| m.rule == i).all(|m| {

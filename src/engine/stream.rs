@@ -1,0 +1,397 @@
+//! Stream mode: feed chunks of any size, get the same matches as [`Engine::scan_block`] on the
+//! concatenation, *as soon as they are settled*.
+//!
+//! Per rule, the scanner knows an offset before which every match of that rule has been found:
+//! - in general, `total - max_len` (a later prefilter hit cannot open a window before it);
+//! - for a rule that cannot match a newline (most rules: computed when the rule is loaded), the
+//!   end of the last complete line — so a complete line is settled the moment it arrives;
+//! - for a multi-line rule whose matches start with known literals (PEM blocks), the first
+//!   occurrence of such a literal that is still open — a log without `-----BEGIN` holds nothing.
+//!
+//! The minimum over rules is the stream's settled offset. A match is handed to the sink once every
+//! match that could overlap it is known (its end is settled), after overlaps across rules are
+//! resolved, so the sink sees exactly what block mode returns, in order. Bytes are held back only
+//! while a pending match or window needs them, at most [`Engine::max_holdback`] plus one chunk,
+//! with an open window capped at [`STREAM_HOLD_CAP`] before it is searched with a horizon.
+
+use super::windows::{add_window, merge_windows, split_at};
+#[cfg(feature = "hyperscan")]
+use super::windows::hit_recorder;
+use super::{Engine, EngineError, LineCursor, Match, RuleIndex, Scratch, CONTEXT};
+
+/// Default cap on bytes held for an open window before it is resolved with a horizon.
+pub const STREAM_HOLD_CAP: usize = 64 * 1024;
+
+/// What a stream-mode sink sees with each match: the held bytes (covering the match and
+/// [`CONTEXT`] bytes around it) and the line position of the match start.
+pub struct View<'a> {
+    pub hay: &'a [u8],
+    /// Absolute offset of `hay[0]`.
+    pub base: u64,
+    /// Positioned at the match start.
+    pub cursor: &'a LineCursor,
+}
+
+pub struct StreamScanner<'e> {
+    engine: &'e Engine,
+    scratch: Scratch,
+    buf: Vec<u8>,
+    /// Absolute offset of `buf[0]`.
+    base: u64,
+    /// Per rule: where the next search resumes (end of the last match, or a horizon).
+    next: Vec<u64>,
+    /// Line position of `base`.
+    cursor: LineCursor,
+    /// Absolute offset just past the last newline fed (0 before the first).
+    line_end: u64,
+    /// Confirmed matches not yet handed out, sorted, each with its "lost an overlap" flag.
+    pending: Vec<(Match, bool)>,
+    /// Every match starting before this offset is known (emitted or pending).
+    settled: u64,
+    /// Prefilter windows arrive (from the Hyperscan stream, or from the caller through
+    /// [`StreamScanner::feed_windows`]); otherwise every rule is confirmed by full search.
+    prefiltered: bool,
+    #[cfg(feature = "hyperscan")]
+    hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+}
+
+type Sink<'s> = &'s mut dyn FnMut(&Match, &View);
+
+impl<'e> StreamScanner<'e> {
+    pub fn new(engine: &'e Engine) -> Result<StreamScanner<'e>, EngineError> {
+        #[cfg(feature = "hyperscan")]
+        {
+            let hs = match engine.stream_db()? {
+                Some(db) => {
+                    let err = |what: &str, e: hyperscan::Error| {
+                        EngineError::Hyperscan(format!("cannot {what}: {e}"))
+                    };
+                    let st = db.open_stream().map_err(|e| err("open a stream", e))?;
+                    let sc = db
+                        .alloc_scratch()
+                        .map_err(|e| err("allocate stream scratch", e))?;
+                    Some((st, sc))
+                }
+                None => None,
+            };
+            StreamScanner::assemble(engine, hs.is_some(), hs)
+        }
+        #[cfg(not(feature = "hyperscan"))]
+        StreamScanner::assemble(engine, false)
+    }
+
+    /// A scanner whose windows come from the caller ([`StreamScanner::feed_windows`] with the
+    /// output of [`Engine::prefilter_windows`]) instead of a Hyperscan stream.
+    pub fn with_external_prefilter(engine: &'e Engine) -> Result<StreamScanner<'e>, EngineError> {
+        StreamScanner::assemble(
+            engine,
+            engine.has_block_prefilter(),
+            #[cfg(feature = "hyperscan")]
+            None,
+        )
+    }
+
+    fn assemble(
+        engine: &'e Engine,
+        prefiltered: bool,
+        #[cfg(feature = "hyperscan")] hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+    ) -> Result<StreamScanner<'e>, EngineError> {
+        Ok(StreamScanner {
+            engine,
+            scratch: engine.scratch()?,
+            buf: Vec::with_capacity(engine.max_holdback()),
+            base: 0,
+            next: vec![0; engine.compiled.len()],
+            cursor: LineCursor::new(),
+            line_end: 0,
+            pending: Vec::new(),
+            settled: 0,
+            prefiltered,
+            #[cfg(feature = "hyperscan")]
+            hs,
+        })
+    }
+
+    /// Absolute offset of the first byte still held.
+    pub fn held_from(&self) -> u64 {
+        self.base
+    }
+
+    /// Bytes currently held back.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Every byte before this offset is final: no match that is not yet handed to the sink can
+    /// cover it. (What a redactor may write out.)
+    pub fn settled(&self) -> u64 {
+        self.pending
+            .first()
+            .map_or(self.settled, |(m, _)| m.start.min(self.settled))
+    }
+
+    /// Appends `chunk` with the prefilter windows of every hit ending inside it.
+    pub fn feed_windows(
+        &mut self,
+        chunk: &[u8],
+        windows: impl IntoIterator<Item = (RuleIndex, u64, u64)>,
+        sink: Sink,
+    ) -> Result<(), EngineError> {
+        for (r, lo, hi) in windows {
+            add_window(&mut self.scratch.windows[r.get()], lo, hi);
+        }
+        self.append(chunk);
+        self.process(false, sink);
+        Ok(())
+    }
+
+    pub fn feed(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+        #[cfg(feature = "hyperscan")]
+        if let Some((st, sc)) = &self.hs {
+            let mut record = hit_recorder(
+                self.engine.ruleset.rules(),
+                &mut self.scratch.windows,
+                0,
+                0,
+                u64::MAX,
+            );
+            for piece in chunk.chunks(u32::MAX as usize / 2) {
+                st.scan(piece, sc, &mut record)
+                    .map_err(|e| EngineError::Hyperscan(format!("stream scan failed: {e}")))?;
+            }
+        }
+        self.append(chunk);
+        self.process(false, sink);
+        Ok(())
+    }
+
+    pub fn finish(mut self, sink: Sink) -> Result<(), EngineError> {
+        let closed = self.close_stream();
+        self.process(true, sink);
+        closed
+    }
+
+    fn append(&mut self, chunk: &[u8]) {
+        if let Some(p) = memchr::memrchr(b'\n', chunk) {
+            self.line_end = self.base + (self.buf.len() + p + 1) as u64;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    fn close_stream(&mut self) -> Result<(), EngineError> {
+        #[cfg(feature = "hyperscan")]
+        if let Some((st, sc)) = self.hs.take() {
+            let record = hit_recorder(
+                self.engine.ruleset.rules(),
+                &mut self.scratch.windows,
+                0,
+                0,
+                u64::MAX,
+            );
+            st.close(&sc, record)
+                .map_err(|e| EngineError::Hyperscan(format!("closing a stream failed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn full_search(&self, r: usize) -> bool {
+        !self.prefiltered || self.engine.compiled[r].full_search
+    }
+
+    /// For a multi-line rule with start literals: the first offset at or after `next[r]` where
+    /// a match of it can still start. An occurrence more than `max_len` before the end of the
+    /// buffer only counts while a prefilter window covers it (a match starting there would have
+    /// ended, and been reported, already); one cut by the end of the buffer counts at the tail.
+    fn first_start_literal(&self, r: usize, total: u64, windows: Option<&[(u64, u64)]>) -> Option<u64> {
+        let cr = &self.engine.compiled[r];
+        let ac = cr.start_literals.as_ref()?;
+        let from = self.next[r].max(self.base);
+        let rel = (from - self.base) as usize;
+        // A literal cut by the end of the buffer starts in its last `len - 1` bytes — and, when
+        // no literal holds a newline, after the last newline.
+        let mut tail = total.saturating_sub(cr.start_literal_max.saturating_sub(1) as u64);
+        if !cr.start_literal_newline {
+            tail = tail.max(self.line_end);
+        }
+        let tail = tail.max(from);
+        let old = total.saturating_sub(self.engine.rule_at(r).max_len as u64);
+        let live = |s: u64| match windows {
+            None => true,
+            Some(w) => s >= old || w.iter().any(|&(lo, hi)| lo <= s && s < hi),
+        };
+        Some(
+            ac.find_iter(&self.buf[rel..])
+                .map(|m| from + m.start() as u64)
+                .find(|&s| s >= tail || live(s))
+                .map_or(tail, |s| s.min(tail)),
+        )
+    }
+
+    fn process(&mut self, eof: bool, sink: Sink) {
+        let total = self.base + self.buf.len() as u64;
+        let mut found = Vec::new();
+        let mut settled = u64::MAX;
+        let mut keep_from = total.saturating_sub(self.engine.max_holdback() as u64);
+        for r in 0..self.engine.compiled.len() {
+            let rule = self.engine.rule_at(r);
+            let max_len = rule.max_len as u64;
+            let line_local = !rule.pattern.spans_newline;
+            // No match of this rule outside the known windows starts before `structural`.
+            let searched = self.full_search(r) || (!eof && self.windows_too_long(r));
+            let structural = if eof {
+                u64::MAX
+            } else if line_local {
+                self.line_end
+            } else {
+                let windows = (!searched).then_some(self.scratch.windows[r].as_slice());
+                self.first_start_literal(r, total, windows).unwrap_or(0)
+            };
+            if searched {
+                // A match starting before `horizon` is entirely visible, and so is its context.
+                let horizon = if eof {
+                    u64::MAX
+                } else {
+                    total
+                        .saturating_sub(max_len + CONTEXT as u64)
+                        .max(structural)
+                };
+                let from = self.next[r].max(self.base);
+                let rel = |x: u64| (x - self.base) as usize;
+                let accept = if eof {
+                    usize::MAX
+                } else {
+                    rel(horizon.clamp(self.base, total))
+                };
+                let next = self.engine.confirm(
+                    &mut self.scratch,
+                    r,
+                    &self.buf,
+                    self.base,
+                    rel(from)..self.buf.len(),
+                    accept,
+                    &mut found,
+                );
+                let next_abs = self.base + next as u64;
+                // No final match starts in [next_abs, horizon): any would have been found.
+                self.next[r] = if eof {
+                    next_abs
+                } else {
+                    next_abs.max(horizon.min(total))
+                };
+                let next = self.next[r];
+                self.scratch.windows[r].retain_mut(|w| {
+                    w.0 = w.0.max(next);
+                    w.1 > next
+                });
+                settled = settled.min(next);
+                keep_from = keep_from.min(next);
+                continue;
+            }
+            let mut windows = std::mem::take(&mut self.scratch.windows[r]);
+            merge_windows(&mut windows);
+            if line_local && !eof {
+                split_at(&mut windows, self.line_end);
+            }
+            // Windows that can no longer grow (a later hit ends past `total`, so its window starts
+            // past `total - max_len`), or that end before the rule's structural bound.
+            let closable = windows
+                .iter()
+                .take_while(|w| eof || w.1 + max_len + CONTEXT as u64 <= total || w.1 <= structural)
+                .count();
+            for &(lo, hi) in &windows[..closable] {
+                let from = lo.max(self.next[r]).max(self.base);
+                if from < hi {
+                    let s = (from - self.base) as usize..(hi - self.base) as usize;
+                    let n = self.engine.confirm(
+                        &mut self.scratch,
+                        r,
+                        &self.buf,
+                        self.base,
+                        s,
+                        usize::MAX,
+                        &mut found,
+                    );
+                    self.next[r] = self.base + n as u64;
+                }
+            }
+            windows.drain(..closable);
+            if !eof {
+                self.next[r] = self.next[r].max(structural.min(total));
+            }
+            let next = self.next[r];
+            windows.retain_mut(|w| {
+                w.0 = w.0.max(next);
+                w.1 > next
+            });
+            let open_from = windows.first().map_or(u64::MAX, |w| w.0);
+            if !eof {
+                settled = settled.min(open_from.min(total.saturating_sub(max_len).max(structural)));
+            }
+            keep_from = keep_from.min(open_from);
+            self.scratch.windows[r] = windows;
+        }
+        self.emit(found, if eof { u64::MAX } else { settled }, eof, sink);
+        if let Some((m, _)) = self.pending.first() {
+            keep_from = keep_from.min(m.start);
+        }
+        let keep_from = keep_from.saturating_sub(CONTEXT as u64).max(self.base);
+        let drop = (keep_from - self.base) as usize;
+        if drop > 0 {
+            self.cursor.advance(&self.buf, self.base, keep_from);
+            self.buf.drain(..drop);
+            self.base = keep_from;
+        }
+    }
+
+    /// Adds newly confirmed matches and hands out, in order, every pending match whose overlaps
+    /// are all known (its end is settled).
+    fn emit(&mut self, mut found: Vec<Match>, settled: u64, eof: bool, sink: Sink) {
+        self.settled = settled;
+        if !found.is_empty() {
+            found.sort();
+            self.pending.extend(found.into_iter().map(|m| (m, false)));
+            self.pending.sort();
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        self.engine.resolve_overlaps(&mut self.pending, settled);
+        let ready = self
+            .pending
+            .iter()
+            .take_while(|(m, _)| eof || m.end <= settled)
+            .count();
+        let mut cursor = self.cursor.clone();
+        for (m, dropped) in self.pending.drain(..ready) {
+            if dropped {
+                continue;
+            }
+            cursor.advance(&self.buf, self.base, m.start);
+            sink(
+                &m,
+                &View {
+                    hay: &self.buf,
+                    base: self.base,
+                    cursor: &cursor,
+                },
+            );
+        }
+    }
+
+    /// An open window longer than the hold-back cap is searched with a horizon instead of waiting
+    /// for it to close, so hit-dense input cannot grow the buffer without bound.
+    fn windows_too_long(&self, r: usize) -> bool {
+        let cap = STREAM_HOLD_CAP.max(self.engine.max_holdback()) as u64;
+        let next = self.next[r];
+        self.scratch.windows[r]
+            .iter()
+            .any(|w| w.1.saturating_sub(w.0.max(next)) > cap)
+    }
+}
+
+impl Drop for StreamScanner<'_> {
+    fn drop(&mut self) {
+        // The hyperscan crate does not free a stream on drop: always close it.
+        let _ = self.close_stream();
+    }
+}

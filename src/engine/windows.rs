@@ -1,0 +1,86 @@
+//! Prefilter hits become confirm windows: a hit ending at `end` for a rule of maximum length
+//! `max_len` can only be the end of a match starting in `[end - max_len, end]`. Windows of a rule
+//! are merged where they overlap, so the confirm stage resumes one leftmost-first search across
+//! them instead of re-searching shared bytes.
+
+use crate::rules::Rule;
+
+/// The Hyperscan match callback of every scan: records each hit whose absolute end
+/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule.
+#[cfg(feature = "hyperscan")]
+pub(super) fn hit_recorder<'a>(
+    rules: &'a [Rule],
+    windows: &'a mut [Vec<(u64, u64)>],
+    base: u64,
+    ends_after: u64,
+    ends_upto: u64,
+) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
+    move |id, _from, to, _flags| {
+        let end = base + to;
+        if end > ends_after && end <= ends_upto {
+            add_hit(&mut windows[id as usize], end, rules[id as usize].max_len);
+        }
+        hyperscan::Matching::Continue
+    }
+}
+
+/// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
+#[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
+    add_window(windows, end.saturating_sub(max_len as u64), end)
+}
+
+pub(super) fn add_window(windows: &mut Vec<(u64, u64)>, lo: u64, end: u64) {
+    if let Some(last) = windows.last_mut() {
+        if lo <= last.1 && end >= last.0 {
+            last.0 = last.0.min(lo);
+            last.1 = last.1.max(end);
+            return;
+        }
+    }
+    windows.push((lo, end));
+}
+
+pub(super) fn merge_windows(w: &mut Vec<(u64, u64)>) {
+    if w.len() < 2 {
+        return;
+    }
+    w.sort_unstable();
+    let mut out = 0;
+    for i in 1..w.len() {
+        if w[i].0 <= w[out].1 {
+            w[out].1 = w[out].1.max(w[i].1);
+        } else {
+            out += 1;
+            w[out] = w[i];
+        }
+    }
+    w.truncate(out + 1);
+}
+
+/// Splits every window that straddles `at` into `[lo, at]` and `[at, hi]`: for a rule whose
+/// matches cannot contain a newline, `at` just past a newline separates matches that can only
+/// lie wholly on one side.
+pub(super) fn split_at(w: &mut Vec<(u64, u64)>, at: u64) {
+    if let Some(i) = w.iter().position(|&(lo, hi)| lo < at && at < hi) {
+        let hi = w[i].1;
+        w[i].1 = at;
+        w.insert(i + 1, (at, hi));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_merge_and_split() {
+        let mut w = vec![(10, 20), (0, 5), (15, 30), (40, 50)];
+        merge_windows(&mut w);
+        assert_eq!(w, [(0, 5), (10, 30), (40, 50)]);
+        split_at(&mut w, 25);
+        assert_eq!(w, [(0, 5), (10, 25), (25, 30), (40, 50)]);
+        split_at(&mut w, 5);
+        assert_eq!(w.len(), 4);
+    }
+}

@@ -1,0 +1,266 @@
+//! The pipeline: sources push units to the engine on every core; findings are pushed, as each is
+//! confirmed, through the shared filters into the sinks (ripgrep's push model). Nothing collects.
+//!
+//! ```text
+//! Source ─► units ─► workers (engine, one Scratch each) ─► channel ─► in order ─► Filters ─► sinks
+//! ```
+//!
+//! Order is deterministic: units are numbered as the sources yield them, and a finding goes out
+//! once every earlier unit is done — but a unit's own findings go out as they come, so a finding
+//! on a pipe is printed while the pipe is still open. Filters are written once for every source:
+//! the path allowlist, the baseline and exact-duplicate suppression. (Secret-value allowlists and
+//! the inline `guard:allow` marker need the bytes around the match, so the engine applies them.)
+//! A sink that needs the whole run (SARIF, a JSON array) buffers in itself.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+
+use regex_automata::meta;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::finding::{Finding, FindingId, FindingOptions, Location};
+use crate::source::{scan_unit, Limits, Outcome, Progress, ScanError, Source};
+
+/// Totals reported at the end of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+    pub findings: u64,
+    pub suppressed_by_baseline: u64,
+    pub suppressed_by_allowlist: u64,
+    pub skipped_binary: u64,
+    pub skipped_large: u64,
+    /// Streams cut at the size limit (read up to it, the rest not scanned).
+    pub truncated: u64,
+    /// Paths skipped by `.gitignore` or `--exclude`.
+    pub ignored: u64,
+    pub errors: u64,
+}
+
+/// A destination for findings. `finish` is called once after the last finding.
+pub trait FindingSink {
+    fn finding(&mut self, f: &Finding) -> io::Result<()>;
+    fn finish(&mut self, totals: &Totals) -> io::Result<()>;
+}
+
+/// The filters every source shares.
+#[derive(Default)]
+pub struct Filters {
+    /// Findings whose origin path matches one of these are dropped (`guard.toml`).
+    pub path_allow: Vec<meta::Regex>,
+    /// Finding ids recorded in a baseline.
+    pub baseline: Option<HashSet<FindingId>>,
+    seen: HashSet<(String, FindingId, Location)>,
+}
+
+impl Filters {
+    pub fn new(path_allow: Vec<meta::Regex>, baseline: Option<HashSet<FindingId>>) -> Filters {
+        Filters {
+            path_allow,
+            baseline,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Whether `f` goes on to the sinks; counts what is suppressed.
+    pub fn admit(&mut self, f: &Finding, totals: &mut Totals) -> bool {
+        let path = f.origin.path();
+        if self.path_allow.iter().any(|r| r.is_match(path.as_bytes())) {
+            totals.suppressed_by_allowlist += 1;
+            return false;
+        }
+        if self.baseline.as_ref().is_some_and(|b| b.contains(&f.id)) {
+            totals.suppressed_by_baseline += 1;
+            return false;
+        }
+        // The same path named twice (`guard scan a a`) reports once.
+        self.seen
+            .insert((f.origin.to_string(), f.id.clone(), f.location.clone()))
+    }
+}
+
+/// Filters, then every sink in turn.
+pub struct Pipeline<'a> {
+    pub filters: Filters,
+    sinks: Vec<Box<dyn FindingSink + 'a>>,
+    pub totals: Totals,
+    /// Called for each error as it happens, in unit order (the CLI prints it).
+    on_error: Box<dyn FnMut(&ScanError) + 'a>,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(filters: Filters, on_error: Box<dyn FnMut(&ScanError) + 'a>) -> Pipeline<'a> {
+        Pipeline {
+            filters,
+            sinks: Vec::new(),
+            totals: Totals::default(),
+            on_error,
+        }
+    }
+
+    pub fn sink(mut self, s: Box<dyn FindingSink + 'a>) -> Self {
+        self.sinks.push(s);
+        self
+    }
+
+    pub fn push(&mut self, f: &Finding) -> io::Result<()> {
+        if !self.filters.admit(f, &mut self.totals) {
+            return Ok(());
+        }
+        self.totals.findings += 1;
+        for s in &mut self.sinks {
+            s.finding(f)?;
+        }
+        Ok(())
+    }
+
+    fn outcome(&mut self, o: Result<Outcome, ScanError>) {
+        match o {
+            Ok(Outcome::Scanned { bytes }) => {
+                self.totals.files += 1;
+                self.totals.bytes += bytes;
+            }
+            Ok(Outcome::Truncated { bytes }) => {
+                self.totals.files += 1;
+                self.totals.bytes += bytes;
+                self.totals.truncated += 1;
+            }
+            Ok(Outcome::Binary) => self.totals.skipped_binary += 1,
+            Ok(Outcome::TooLarge) => self.totals.skipped_large += 1,
+            Err(e) => {
+                self.totals.errors += 1;
+                (self.on_error)(&e);
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> io::Result<Totals> {
+        for s in &mut self.sinks {
+            s.finish(&self.totals)?;
+        }
+        Ok(self.totals)
+    }
+}
+
+/// How a run is spread and limited.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub limits: Limits,
+    pub findings: FindingOptions,
+    /// Worker threads (`None`: rayon's default, one per core).
+    pub threads: Option<usize>,
+}
+
+enum Msg {
+    Finding(u64, Finding),
+    Done(u64, Result<Outcome, ScanError>),
+}
+
+/// Scans every unit of `sources` on a pool of workers and pushes the findings through `pipeline`
+/// in unit order. Returns the first sink error (a closed stdout, say); scan errors are counted
+/// and handed to the pipeline's error callback instead.
+pub fn run(
+    engine: &Engine,
+    sources: Vec<Box<dyn Source + '_>>,
+    opts: &RunOptions,
+    pipeline: &mut Pipeline,
+    progress: &dyn Progress,
+) -> io::Result<()> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(io::Error::other)?;
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let ignored = std::sync::atomic::AtomicU64::new(0);
+    let result = std::thread::scope(|scope| {
+        let ignored = &ignored;
+        scope.spawn(move || {
+            let mut sources = sources;
+            let mut seq = 0u64;
+            let units = std::iter::from_fn(|| loop {
+                let src = sources.first_mut()?;
+                match src.next_unit() {
+                    Some(u) => {
+                        seq += 1;
+                        return Some((seq - 1, u));
+                    }
+                    None => {
+                        ignored.fetch_add(src.ignored(), std::sync::atomic::Ordering::Relaxed);
+                        sources.remove(0);
+                    }
+                }
+            });
+            pool.install(|| {
+                units.par_bridge().for_each_init(
+                    || engine.scratch(),
+                    |scratch, (seq, unit)| {
+                        let outcome = match (unit, scratch.as_mut()) {
+                            (Err(e), _) => Err(e),
+                            (Ok(u), Err(e)) => Err(ScanError::Engine {
+                                path: u.origin.to_string(),
+                                source: crate::engine::EngineError::Hyperscan(e.to_string()),
+                            }),
+                            (Ok(u), Ok(scratch)) => scan_unit(
+                                engine,
+                                scratch,
+                                u,
+                                &opts.limits,
+                                &opts.findings,
+                                progress,
+                                &mut |f| {
+                                    let _ = tx.send(Msg::Finding(seq, f));
+                                },
+                            ),
+                        };
+                        let _ = tx.send(Msg::Done(seq, outcome));
+                    },
+                )
+            });
+            drop(tx);
+        });
+        // In order: findings of the lowest unfinished unit go straight out, later ones wait.
+        let mut next = 0u64;
+        let mut waiting: BTreeMap<u64, (Vec<Finding>, Option<Result<Outcome, ScanError>>)> =
+            BTreeMap::new();
+        let mut first_err: Option<io::Error> = None;
+        let deliver = |p: &mut Pipeline, f: &Finding, err: &mut Option<io::Error>| {
+            if err.is_none() {
+                if let Err(e) = p.push(f) {
+                    *err = Some(e);
+                }
+            }
+        };
+        for msg in rx {
+            match msg {
+                Msg::Finding(seq, f) if seq == next => deliver(pipeline, &f, &mut first_err),
+                Msg::Finding(seq, f) => waiting.entry(seq).or_default().0.push(f),
+                Msg::Done(seq, o) if seq == next => {
+                    pipeline.outcome(o);
+                    next += 1;
+                    while let Some(mut entry) = waiting.remove(&next) {
+                        for f in entry.0.drain(..) {
+                            deliver(pipeline, &f, &mut first_err);
+                        }
+                        match entry.1.take() {
+                            Some(o) => {
+                                pipeline.outcome(o);
+                                next += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Msg::Done(seq, o) => waiting.entry(seq).or_default().1 = Some(o),
+            }
+        }
+        first_err
+    });
+    pipeline.totals.ignored += ignored.into_inner();
+    match result {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

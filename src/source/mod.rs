@@ -1,0 +1,347 @@
+//! Sources: everything guard reads yields [`Unit`]s — bytes with an [`Origin`] — to the one
+//! [`Engine`]. No source has a matching loop of its own.
+//!
+//! A unit's content is a path (read, mapped or streamed by size: the tiers below, shared by every
+//! source), bytes already in memory (a git blob), or a reader (stdin, a FIFO, a command's output).
+//! [`scan_unit`] is the one function that turns any unit into findings, pushing each to the caller
+//! as soon as the engine settles it: a line on a pipe is reported when its newline arrives, not at
+//! end of input. The size limit, binary detection and the stream cap apply to every source.
+//!
+//! Tiers, measured on the benchmark inputs (BENCHMARKS.md): files up to 256 KiB are read whole,
+//! up to 64 MiB memory-mapped, larger ones streamed in 8 MiB rounds whose prefilter runs on every
+//! core — a 1 GiB file costs one round of memory, not 1 GiB of resident pages.
+
+pub mod fs;
+pub mod reader;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use crate::engine::{Engine, EngineError, Scratch};
+use crate::finding::{Finding, FindingOptions, Origin};
+
+pub use fs::{FsOptions, FsSource};
+pub use reader::ReaderSource;
+
+/// Files up to this size are read into memory; above it they are memory-mapped.
+pub const READ_LIMIT: u64 = 256 * 1024;
+/// Files above this size are streamed instead of mapped, to keep resident memory flat.
+pub const MAP_LIMIT: u64 = 64 * 1024 * 1024;
+/// Bytes inspected for a NUL to call an input binary (as git and ripgrep do).
+pub const BINARY_PROBE: usize = 8 * 1024;
+/// A stream named on the command line (a FIFO, a device) is cut after this many bytes unless
+/// `--max-file-size` says otherwise: `/dev/zero`-like inputs never end.
+pub const DEFAULT_STREAM_CAP: u64 = 1 << 30;
+
+/// What a source hands out: bytes with their origin.
+pub struct Unit {
+    pub origin: Origin,
+    pub content: Content,
+}
+
+pub enum Content {
+    /// A regular file of (roughly) this length; read by size tier.
+    Path { path: PathBuf, len: u64 },
+    /// Bytes already in memory (a git blob, a staged file).
+    Bytes(Vec<u8>),
+    /// A stream read to its end (stdin, a FIFO, a command's output). `named` streams (FIFOs and
+    /// devices on the command line) get the binary probe and the stream cap; stdin does not.
+    Reader {
+        reader: Box<dyn Read + Send>,
+        named: bool,
+    },
+}
+
+/// A producer of units. Errors name what could not be read; the rest is still scanned.
+pub trait Source: Send {
+    fn next_unit(&mut self) -> Option<Result<Unit, ScanError>>;
+    /// Paths the source skipped on purpose (ignore rules, exclude globs), for the summary.
+    fn ignored(&self) -> u64 {
+        0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: no such file or directory")]
+    Missing { path: String },
+    #[error("{path}: {message}")]
+    Walk { path: String, message: String },
+    #[error("{path}: {source}")]
+    Engine { path: String, source: EngineError },
+}
+
+impl ScanError {
+    fn io(origin: &Origin, source: io::Error) -> ScanError {
+        ScanError::Io {
+            path: origin.to_string(),
+            source,
+        }
+    }
+}
+
+/// Limits every source shares.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// Skip files larger than this; cut streams after this many bytes.
+    pub max_size: Option<u64>,
+    /// Scan inputs that look binary (a NUL in the first 8 KiB).
+    pub binary: bool,
+}
+
+/// What became of one unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Scanned { bytes: u64 },
+    /// Read up to the limit and cut there.
+    Truncated { bytes: u64 },
+    Binary,
+    TooLarge,
+}
+
+/// Progress callbacks must be cheap: they run on worker threads.
+pub trait Progress: Sync {
+    fn bytes(&self, _n: u64) {}
+}
+
+impl Progress for () {}
+
+pub fn looks_binary(head: &[u8]) -> bool {
+    memchr::memchr(0, &head[..head.len().min(BINARY_PROBE)]).is_some()
+}
+
+/// Scans one unit, pushing each finding to `emit` as soon as the engine settles it.
+pub fn scan_unit(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    unit: Unit,
+    limits: &Limits,
+    opts: &FindingOptions,
+    progress: &dyn Progress,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<Outcome, ScanError> {
+    let Unit { origin, content } = unit;
+    let engine_err = |o: &Origin, source| ScanError::Engine {
+        path: o.to_string(),
+        source,
+    };
+    match content {
+        Content::Bytes(data) => {
+            if limits.max_size.is_some_and(|m| data.len() as u64 > m) {
+                return Ok(Outcome::TooLarge);
+            }
+            if !limits.binary && looks_binary(&data) {
+                return Ok(Outcome::Binary);
+            }
+            progress.bytes(data.len() as u64);
+            scan_bytes(engine, scratch, &origin, &data, opts, emit)
+                .map_err(|e| engine_err(&origin, e))?;
+            Ok(Outcome::Scanned {
+                bytes: data.len() as u64,
+            })
+        }
+        Content::Path { path, len } => {
+            if limits.max_size.is_some_and(|m| len > m) {
+                return Ok(Outcome::TooLarge);
+            }
+            scan_file(engine, scratch, &origin, &path, len, limits, opts, progress, emit)
+        }
+        Content::Reader { mut reader, named } => {
+            let cap = limits
+                .max_size
+                .or(named.then_some(DEFAULT_STREAM_CAP));
+            let mut head = Vec::new();
+            if named && !limits.binary {
+                head = vec![0u8; BINARY_PROBE];
+                let n = read_up_to(&mut reader, &mut head).map_err(|e| ScanError::io(&origin, e))?;
+                head.truncate(n);
+                if looks_binary(&head) {
+                    return Ok(Outcome::Binary);
+                }
+            }
+            let mut r = io::Cursor::new(head).chain(reader);
+            let mut limited = Capped::new(&mut r, cap);
+            let mut total = 0;
+            reader::scan_stream(
+                engine,
+                &mut limited,
+                &origin,
+                opts,
+                &mut |n| {
+                    total += n;
+                    progress.bytes(n)
+                },
+                emit,
+            )
+            .map_err(|e| match e {
+                reader::StreamError::Io(e) => ScanError::io(&origin, e),
+                reader::StreamError::Engine(e) => engine_err(&origin, e),
+            })?;
+            Ok(if limited.cut() {
+                Outcome::Truncated { bytes: total }
+            } else {
+                Outcome::Scanned { bytes: total }
+            })
+        }
+    }
+}
+
+/// Scans a complete in-memory input.
+pub fn scan_bytes(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    origin: &Origin,
+    hay: &[u8],
+    opts: &FindingOptions,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<(), EngineError> {
+    let matches = engine.scan_block(scratch, hay)?;
+    let mut cursor = crate::engine::LineCursor::new();
+    for m in &matches {
+        cursor.advance(hay, 0, m.start);
+        let view = crate::engine::View {
+            hay,
+            base: 0,
+            cursor: &cursor,
+        };
+        emit(Finding::from_match(engine, origin, m, &view, opts));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_file(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    origin: &Origin,
+    path: &std::path::Path,
+    len: u64,
+    limits: &Limits,
+    opts: &FindingOptions,
+    progress: &dyn Progress,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<Outcome, ScanError> {
+    let io_err = |e| ScanError::io(origin, e);
+    let engine_err = |source| ScanError::Engine {
+        path: origin.to_string(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    if len <= MAP_LIMIT {
+        let data;
+        let map;
+        let hay: &[u8] = if len <= READ_LIMIT {
+            let mut d = Vec::with_capacity(len as usize);
+            // A file that grew since it was listed is read only up to the size limit.
+            (&mut file)
+                .take(limits.max_size.unwrap_or(u64::MAX))
+                .read_to_end(&mut d)
+                .map_err(io_err)?;
+            data = d;
+            &data
+        } else {
+            // SAFETY: the map is read-only; if another process truncates the file while we scan,
+            // the kernel delivers SIGBUS — the same risk ripgrep accepts for mapped scanning.
+            map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+            &map
+        };
+        if !limits.binary && looks_binary(hay) {
+            return Ok(Outcome::Binary);
+        }
+        progress.bytes(hay.len() as u64);
+        scan_bytes(engine, scratch, origin, hay, opts, emit).map_err(engine_err)?;
+        return Ok(Outcome::Scanned {
+            bytes: hay.len() as u64,
+        });
+    }
+    let mut head = vec![0u8; BINARY_PROBE];
+    let n = read_up_to(&mut file, &mut head).map_err(io_err)?;
+    head.truncate(n);
+    if !limits.binary && looks_binary(&head) {
+        return Ok(Outcome::Binary);
+    }
+    let mut total = 0;
+    let mut r = io::Cursor::new(head).chain(file);
+    let mut limited = Capped::new(&mut r, limits.max_size);
+    reader::scan_stream_parallel(
+        engine,
+        &mut limited,
+        origin,
+        opts,
+        &mut |n| {
+            total += n;
+            progress.bytes(n)
+        },
+        emit,
+        rayon::current_num_threads(),
+        reader::PARALLEL_CHUNK,
+    )
+    .map_err(|e| match e {
+        reader::StreamError::Io(e) => io_err(e),
+        reader::StreamError::Engine(e) => engine_err(e),
+    })?;
+    Ok(if limited.cut() {
+        Outcome::Truncated { bytes: total }
+    } else {
+        Outcome::Scanned { bytes: total }
+    })
+}
+
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A reader that stops after `cap` bytes and remembers whether there was more.
+struct Capped<'a> {
+    inner: &'a mut dyn Read,
+    left: Option<u64>,
+    cut: bool,
+}
+
+impl<'a> Capped<'a> {
+    fn new(inner: &'a mut dyn Read, cap: Option<u64>) -> Capped<'a> {
+        Capped {
+            inner,
+            left: cap,
+            cut: false,
+        }
+    }
+
+    fn cut(&self) -> bool {
+        self.cut
+    }
+}
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.left {
+            None => self.inner.read(buf),
+            Some(0) => {
+                if !self.cut {
+                    // Is there more? One byte tells.
+                    let mut probe = [0u8; 1];
+                    self.cut = self.inner.read(&mut probe)? > 0;
+                }
+                Ok(0)
+            }
+            Some(left) => {
+                let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+                let n = self.inner.read(&mut buf[..want])?;
+                self.left = Some(left - n as u64);
+                Ok(n)
+            }
+        }
+    }
+}
