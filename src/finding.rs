@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn snippets_mask_the_secret_and_adjacent_tokens() {
-        let line = b"aws_access_key_id=AKIAZ7FAKEKEY0000000 aws_secret=q8Zr3vT1mW0pL5xN7cB2dF9gH4jK6sQ1uY3eR8tA id=42\n";
+        let line = b"aws_access_key_id=AKIAZ7FAKEKEY0000000 aws_secret=q8Zr3vT1mW0pL5xN7cB2dF9gH4jK6sQ1uY3eR8tA id=42\n"; // guard:allow
         let at = 18..38;
         let s = snippet(line, at.clone(), at, Reveal::Redacted);
         assert!(!s.contains("AKIAZ7") && !s.contains("q8Zr3v"), "{s}");

@@ -103,12 +103,15 @@ impl FsSource {
         let walk_root = root.clone();
         let walk = ignore::WalkBuilder::new(&root)
             .standard_filters(false)
-            .overrides(overrides)
             .follow_links(false)
             .sort_by_file_name(|a, b| a.cmp(b))
             .filter_entry(move |e| {
                 let is_dir = e.file_type().is_some_and(|t| t.is_dir());
                 if e.depth() > 0 && e.file_name() == ".git" {
+                    return false;
+                }
+                if e.depth() > 0 && overrides.matched(e.path(), is_dir).is_ignore() {
+                    ignored.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
                 let mut rules = rules.lock().expect("no panics while holding the lock");

@@ -42,19 +42,35 @@ impl ReaderSource {
     }
 
     /// Standard input. A closed descriptor 0 (`guard scan - <&-`) is an error, not an empty
-    /// input: Rust's standard library reads a closed stdin as empty, which would report "clean".
+    /// input. The Rust runtime reopens a closed stdin as `/dev/null` before `main`, so the two
+    /// cannot be told apart: stdin on `/dev/null` is refused too — nothing would be scanned.
     pub fn stdin() -> ReaderSource {
-        // SAFETY: F_GETFD only queries the descriptor's flags.
-        if unsafe { libc::fcntl(0, libc::F_GETFD) } == -1 {
+        if stdin_is_closed_or_null() {
             return ReaderSource {
                 unit: Some(Err(ScanError::Io {
                     path: "<stdin>".into(),
-                    source: io::Error::other("standard input is closed"),
+                    source: io::Error::other(
+                        "standard input is closed (or /dev/null): there is nothing to scan",
+                    ),
                 })),
             };
         }
         ReaderSource::new(Origin::Stdin, Box::new(io::stdin()), false)
     }
+}
+
+fn stdin_is_closed_or_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: fstat writes into a zeroed, properly sized stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(0, &mut st) } == -1 {
+        return true;
+    }
+    let null = match std::fs::metadata("/dev/null") {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == null.rdev()
 }
 
 impl Source for ReaderSource {

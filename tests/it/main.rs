@@ -1,4 +1,5 @@
 //! The integration test binary: drives the real `guard` binary (and the library where a test
 //! needs to control chunking).
+mod pipeline;
 mod scan;
 mod vault;
