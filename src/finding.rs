@@ -355,7 +355,8 @@ fn token_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
                 i += 1;
             }
             let run = &text[start..i];
-            let mixed = run.iter().any(u8::is_ascii_digit) && run.iter().any(u8::is_ascii_alphabetic);
+            let mixed =
+                run.iter().any(u8::is_ascii_digit) && run.iter().any(u8::is_ascii_alphabetic);
             if (run.len() >= 16 && mixed) || (run.len() >= 32 && entropy::shannon(run) >= 3.5) {
                 return Some((start, i));
             }

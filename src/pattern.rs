@@ -141,8 +141,9 @@ fn nested_repeat(h: &Hir) -> u64 {
 /// Product of repetition maxima along the deepest chain of repetitions in `h` (1 if none).
 fn repeat_chain(h: &Hir) -> u64 {
     match h.kind() {
-        HirKind::Repetition(r) => (r.max.unwrap_or(u32::MAX).max(1) as u64)
-            .saturating_mul(repeat_chain(&r.sub)),
+        HirKind::Repetition(r) => {
+            (r.max.unwrap_or(u32::MAX).max(1) as u64).saturating_mul(repeat_chain(&r.sub))
+        }
         HirKind::Capture(c) => repeat_chain(&c.sub),
         HirKind::Concat(v) | HirKind::Alternation(v) => {
             v.iter().map(repeat_chain).max().unwrap_or(1)
@@ -156,7 +157,10 @@ fn repeat_chain(h: &Hir) -> u64 {
 fn can_match_newline(h: &Hir) -> bool {
     match h.kind() {
         HirKind::Literal(l) => l.0.contains(&b'\n'),
-        HirKind::Class(hir::Class::Bytes(c)) => c.ranges().iter().any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Class(hir::Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
         HirKind::Class(hir::Class::Unicode(c)) => c
             .ranges()
             .iter()
@@ -198,15 +202,21 @@ mod tests {
         assert_eq!(a.max_len, 40);
         assert!(!a.spans_newline);
         assert_eq!(a.start_literals, Some(vec![b"ghp_".to_vec()]));
-        let pem = analyze(r"-----BEGIN KEY-----[A-Za-z0-9\s]{1,64}-----END KEY-----").expect("valid");
+        let pem =
+            analyze(r"-----BEGIN KEY-----[A-Za-z0-9\s]{1,64}-----END KEY-----").expect("valid");
         assert!(pem.spans_newline);
         assert_eq!(
             pem.start_literals,
             Some(vec![b"-----BEGIN KEY-----".to_vec()])
         );
-        assert!(analyze(r"key[ \t]{0,4}=[^\s]{8,16}").map(|a| !a.spans_newline).expect("valid"));
+        assert!(analyze(r"key[ \t]{0,4}=[^\s]{8,16}")
+            .map(|a| !a.spans_newline)
+            .expect("valid"));
         assert!(analyze(r"key\s{0,4}=x{8}").expect("valid").spans_newline);
-        assert!(analyze(r"[a-z]{4,8}\d").expect("valid").start_literals.is_none());
+        assert!(analyze(r"[a-z]{4,8}\d")
+            .expect("valid")
+            .start_literals
+            .is_none());
     }
 
     #[test]

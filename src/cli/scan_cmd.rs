@@ -231,7 +231,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     for p in &a.paths {
         if p.as_os_str() == "-" {
             if !paths.is_empty() {
-                sources.push(Box::new(FsSource::new(std::mem::take(&mut paths), fs_opts.clone())));
+                sources.push(Box::new(FsSource::new(
+                    std::mem::take(&mut paths),
+                    fs_opts.clone(),
+                )));
             }
             sources.push(Box::new(ReaderSource::stdin()));
         } else {
@@ -306,7 +309,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     if totals.files == 0 && totals.errors == 0 {
         let mut why = Vec::new();
         if totals.ignored > 0 {
-            why.push(format!("{} path(s) ignored by .gitignore/--exclude", totals.ignored));
+            why.push(format!(
+                "{} path(s) ignored by .gitignore/--exclude",
+                totals.ignored
+            ));
         }
         if totals.skipped_binary > 0 {
             why.push(format!("{} binary", totals.skipped_binary));

@@ -4,9 +4,9 @@
 //! confirmed in order. Rules Hyperscan did not take (or every rule, without Hyperscan) are
 //! confirmed by a full search when one of their keywords occurs in the input.
 
-use super::windows::merge_windows;
 #[cfg(feature = "hyperscan")]
 use super::windows::hit_recorder;
+use super::windows::merge_windows;
 use super::{Engine, EngineError, Match, RuleIndex, Scratch, StreamScanner};
 
 impl Engine {
@@ -139,9 +139,8 @@ impl Engine {
 
     fn mark_keywords(&self, scratch: &mut Scratch, hay: &[u8]) {
         scratch.kw_seen.iter_mut().for_each(|s| *s = false);
-        let gated = |r: usize| {
-            self.compiled[r].full_search && !self.rule_at(r).spec.keywords.is_empty()
-        };
+        let gated =
+            |r: usize| self.compiled[r].full_search && !self.rule_at(r).spec.keywords.is_empty();
         let mut left = (0..self.compiled.len()).filter(|&r| gated(r)).count();
         if left == 0 {
             return;

@@ -161,12 +161,13 @@ impl EngineBuilder {
             let mut cr = cr;
             if r.pattern.spans_newline {
                 if let Some(lits) = &r.pattern.start_literals {
-                    cr.start_literals = Some(
-                        aho_corasick::AhoCorasick::new(lits).map_err(|e| EngineError::Regex {
-                            rule: r.id.0.clone(),
-                            message: e.to_string(),
-                        })?,
-                    );
+                    cr.start_literals =
+                        Some(aho_corasick::AhoCorasick::new(lits).map_err(|e| {
+                            EngineError::Regex {
+                                rule: r.id.0.clone(),
+                                message: e.to_string(),
+                            }
+                        })?);
                     cr.start_literal_max = lits.iter().map(Vec::len).max().unwrap_or(0);
                     cr.start_literal_newline = lits.iter().any(|l| l.contains(&b'\n'));
                 }
@@ -259,7 +260,12 @@ pub struct Engine {
 /// Per-thread mutable state: regex caches, Hyperscan scratch, window bookkeeping.
 pub struct Scratch {
     /// Per rule, created with the rule's regex on first use.
-    caches: Vec<Option<(regex_automata::meta::Cache, regex_automata::util::captures::Captures)>>,
+    caches: Vec<
+        Option<(
+            regex_automata::meta::Cache,
+            regex_automata::util::captures::Captures,
+        )>,
+    >,
     /// Per rule: candidate windows `(lo, hi)` collected from prefilter hits.
     windows: Vec<Vec<(u64, u64)>>,
     kw_seen: Vec<bool>,

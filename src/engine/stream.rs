@@ -14,9 +14,9 @@
 //! while a pending match or window needs them, at most [`Engine::max_holdback`] plus one chunk,
 //! with an open window capped at [`STREAM_HOLD_CAP`] before it is searched with a horizon.
 
-use super::windows::{add_window, merge_windows, split_at};
 #[cfg(feature = "hyperscan")]
 use super::windows::hit_recorder;
+use super::windows::{add_window, merge_windows, split_at};
 use super::{Engine, EngineError, LineCursor, Match, RuleIndex, Scratch, CONTEXT};
 
 /// Default cap on bytes held for an open window before it is resolved with a horizon.
@@ -202,7 +202,12 @@ impl<'e> StreamScanner<'e> {
     /// a match of it can still start. An occurrence more than `max_len` before the end of the
     /// buffer only counts while a prefilter window covers it (a match starting there would have
     /// ended, and been reported, already); one cut by the end of the buffer counts at the tail.
-    fn first_start_literal(&self, r: usize, total: u64, windows: Option<&[(u64, u64)]>) -> Option<u64> {
+    fn first_start_literal(
+        &self,
+        r: usize,
+        total: u64,
+        windows: Option<&[(u64, u64)]>,
+    ) -> Option<u64> {
         let cr = &self.engine.compiled[r];
         let ac = cr.start_literals.as_ref()?;
         let from = self.next[r].max(self.base);

@@ -47,7 +47,7 @@ confidence = "medium"
 
 fn engines(rules: Ruleset) -> Vec<Engine> {
     let mut v = vec![Engine::builder(rules.clone())
-                .backend(Backend::RegexOnly)
+        .backend(Backend::RegexOnly)
         .build()
         .expect("builds")];
     #[cfg(feature = "hyperscan")]
@@ -126,7 +126,7 @@ fn backends_agree_and_find_expected() {
 #[test]
 fn builtin_rules_compile_into_hyperscan() {
     let e = Engine::builder(Ruleset::builtin().expect("loads"))
-                .build()
+        .build()
         .expect("builds");
     assert_eq!(e.backend_name(), "hyperscan");
 }
@@ -176,7 +176,7 @@ proptest! {
 #[test]
 fn builtin_rules_have_a_stream_database() {
     let e = Engine::builder(Ruleset::builtin().expect("loads"))
-                .build()
+        .build()
         .expect("builds");
     assert!(e.stream_db().expect("stream database").is_some());
 }
@@ -190,17 +190,23 @@ fn a_complete_line_is_settled_at_its_newline() {
     for e in engines(rules) {
         let mut s = StreamScanner::new(&e).expect("stream");
         let mut out = Vec::new();
-        s.feed(b"noise\nuser tok_abcDEF12 here\n", &mut |m, _| out.push(m.clone()))
-            .expect("feed");
+        s.feed(b"noise\nuser tok_abcDEF12 here\n", &mut |m, _| {
+            out.push(m.clone())
+        })
+        .expect("feed");
         assert_eq!(out.len(), 1, "{}", e.backend_name());
         assert_eq!(e.rule(out[0].rule).id.0, "t.tok");
         assert_eq!(s.settled(), 29);
         // An open multi-line match holds the stream back (until max_len + context more bytes, or
         // the end of input): a longer match from the same start could still complete.
-        s.feed(b"-----BEGIN KEY-----\nQUJD\n", &mut |m, _| out.push(m.clone()))
-            .expect("feed");
-        s.feed(b"-----END KEY-----\ntok_zzzzDEF12 x\n", &mut |m, _| out.push(m.clone()))
-            .expect("feed");
+        s.feed(b"-----BEGIN KEY-----\nQUJD\n", &mut |m, _| {
+            out.push(m.clone())
+        })
+        .expect("feed");
+        s.feed(b"-----END KEY-----\ntok_zzzzDEF12 x\n", &mut |m, _| {
+            out.push(m.clone())
+        })
+        .expect("feed");
         assert!(s.settled() <= 29, "settled {}", s.settled());
         assert_eq!(out.len(), 1);
         s.finish(&mut |m, _| out.push(m.clone())).expect("finish");

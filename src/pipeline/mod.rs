@@ -153,8 +153,11 @@ pub struct RunOptions {
     pub threads: Option<usize>,
 }
 
+/// A unit's findings that arrived before an earlier unit was done, and its outcome if known.
+type Waiting = (Vec<Finding>, Option<Result<Outcome, ScanError>>);
+
 enum Msg {
-    Finding(u64, Finding),
+    Finding(u64, Box<Finding>),
     Done(u64, Result<Outcome, ScanError>),
 }
 
@@ -211,7 +214,7 @@ pub fn run(
                                 &opts.findings,
                                 progress,
                                 &mut |f| {
-                                    let _ = tx.send(Msg::Finding(seq, f));
+                                    let _ = tx.send(Msg::Finding(seq, Box::new(f)));
                                 },
                             ),
                         };
@@ -223,8 +226,7 @@ pub fn run(
         });
         // In order: findings of the lowest unfinished unit go straight out, later ones wait.
         let mut next = 0u64;
-        let mut waiting: BTreeMap<u64, (Vec<Finding>, Option<Result<Outcome, ScanError>>)> =
-            BTreeMap::new();
+        let mut waiting: BTreeMap<u64, Waiting> = BTreeMap::new();
         let mut first_err: Option<io::Error> = None;
         let deliver = |p: &mut Pipeline, f: &Finding, err: &mut Option<io::Error>| {
             if err.is_none() {
@@ -236,7 +238,7 @@ pub fn run(
         for msg in rx {
             match msg {
                 Msg::Finding(seq, f) if seq == next => deliver(pipeline, &f, &mut first_err),
-                Msg::Finding(seq, f) => waiting.entry(seq).or_default().0.push(f),
+                Msg::Finding(seq, f) => waiting.entry(seq).or_default().0.push(*f),
                 Msg::Done(seq, o) if seq == next => {
                     pipeline.outcome(o);
                     next += 1;

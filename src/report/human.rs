@@ -74,7 +74,10 @@ impl FindingSink for Human<'_> {
             extra.push(format!("{} cut at the size limit", t.truncated));
         }
         if t.ignored > 0 {
-            extra.push(format!("{} path(s) ignored by .gitignore/--exclude", t.ignored));
+            extra.push(format!(
+                "{} path(s) ignored by .gitignore/--exclude",
+                t.ignored
+            ));
         }
         if t.errors > 0 {
             extra.push(format!("{} error(s)", t.errors));

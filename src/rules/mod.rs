@@ -335,7 +335,10 @@ mod tests {
             .filter(|r| r.pattern.spans_newline && r.pattern.start_literals.is_none())
             .map(|r| r.id.0.as_str())
             .collect();
-        assert!(slow.is_empty(), "multi-line rules without start literals: {slow:?}");
+        assert!(
+            slow.is_empty(),
+            "multi-line rules without start literals: {slow:?}"
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ impl FsSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ScanError::Missing { path: shown })
             }
-            Err(source) => return Err(ScanError::Io { path: shown, source }),
+            Err(source) => {
+                return Err(ScanError::Io {
+                    path: shown,
+                    source,
+                })
+            }
         };
         if meta.is_file() {
             self.queue.push_back(Ok(Unit {
@@ -74,7 +79,10 @@ impl FsSource {
                     path: shown.clone(),
                 },
                 content: Content::Reader {
-                    reader: Box::new(LazyFile { path: root, file: None }),
+                    reader: Box::new(LazyFile {
+                        path: root,
+                        file: None,
+                    }),
                     named: true,
                 },
             }));
@@ -282,10 +290,7 @@ impl std::io::Read for LazyFile {
         if self.file.is_none() {
             self.file = Some(std::fs::File::open(&self.path)?);
         }
-        self.file
-            .as_mut()
-            .expect("opened just above")
-            .read(buf)
+        self.file.as_mut().expect("opened just above").read(buf)
     }
 }
 

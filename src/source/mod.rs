@@ -95,9 +95,13 @@ pub struct Limits {
 /// What became of one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Scanned { bytes: u64 },
+    Scanned {
+        bytes: u64,
+    },
     /// Read up to the limit and cut there.
-    Truncated { bytes: u64 },
+    Truncated {
+        bytes: u64,
+    },
     Binary,
     TooLarge,
 }
@@ -147,16 +151,17 @@ pub fn scan_unit(
             if limits.max_size.is_some_and(|m| len > m) {
                 return Ok(Outcome::TooLarge);
             }
-            scan_file(engine, scratch, &origin, &path, len, limits, opts, progress, emit)
+            scan_file(
+                engine, scratch, &origin, &path, len, limits, opts, progress, emit,
+            )
         }
         Content::Reader { mut reader, named } => {
-            let cap = limits
-                .max_size
-                .or(named.then_some(DEFAULT_STREAM_CAP));
+            let cap = limits.max_size.or(named.then_some(DEFAULT_STREAM_CAP));
             let mut head = Vec::new();
             if named && !limits.binary {
                 head = vec![0u8; BINARY_PROBE];
-                let n = read_up_to(&mut reader, &mut head).map_err(|e| ScanError::io(&origin, e))?;
+                let n =
+                    read_up_to(&mut reader, &mut head).map_err(|e| ScanError::io(&origin, e))?;
                 head.truncate(n);
                 if looks_binary(&head) {
                     return Ok(Outcome::Binary);

@@ -160,14 +160,15 @@ pub fn scan_stream_parallel(
                 .map_init(
                     || engine.scratch(),
                     |sc, &(a, b)| {
-                    let sc = sc
-                        .as_mut()
-                        .map_err(|e| EngineError::Hyperscan(e.to_string()))?;
-                    let lo = a.saturating_sub(context).max(win_base);
-                    let hi = if eof { end } else { (b + LOOKAHEAD).min(end) };
-                    let hay = &window[(lo - win_base) as usize..(hi - win_base) as usize];
-                    engine.prefilter_windows(sc, hay, lo, a, b)
-                })
+                        let sc = sc
+                            .as_mut()
+                            .map_err(|e| EngineError::Hyperscan(e.to_string()))?;
+                        let lo = a.saturating_sub(context).max(win_base);
+                        let hi = if eof { end } else { (b + LOOKAHEAD).min(end) };
+                        let hay = &window[(lo - win_base) as usize..(hi - win_base) as usize];
+                        engine.prefilter_windows(sc, hay, lo, a, b)
+                    },
+                )
                 .collect::<Result<Vec<_>, EngineError>>()?;
             let chunk = &window[(fed - win_base) as usize..(target - win_base) as usize];
             scanner.feed_windows(chunk, found.into_iter().flatten(), &mut sink)?;

@@ -29,7 +29,10 @@ fn run(dir: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
 fn crc_token(prefix: &str, seed: &str) -> String {
     let random: String = seed.chars().cycle().take(30).collect();
     let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
-    format!("{prefix}{random}{}", std::str::from_utf8(&crc).expect("ascii"))
+    format!(
+        "{prefix}{random}{}",
+        std::str::from_utf8(&crc).expect("ascii")
+    )
 }
 
 /// (rule, path) of every JSONL finding.
@@ -86,10 +89,21 @@ fn dotfiles_are_scanned_by_default() {
     let d = tempfile::tempdir().expect("tempdir");
     dotfiles(d.path());
     let out = run(d.path(), cache.path(), &["scan", "-f", "jsonl", "."]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let paths: std::collections::BTreeSet<String> =
         found(&out.stdout).into_iter().map(|(_, p)| p).collect();
-    for want in [".env", ".aws/credentials", ".npmrc", ".git-credentials", ".docker/config.json"] {
+    for want in [
+        ".env",
+        ".aws/credentials",
+        ".npmrc",
+        ".git-credentials",
+        ".docker/config.json",
+    ] {
         assert!(paths.contains(want), "{want} not reported: {paths:?}");
     }
 }
@@ -117,13 +131,28 @@ fn git_dir_is_skipped_and_gitignore_only_counts_inside_a_repository() {
     );
     let out = run(d.path(), cache.path(), &["scan", "-f", "jsonl", "."]);
     let f = found(&out.stdout);
-    assert!(!f.iter().any(|(_, p)| p == ".env" || p.starts_with(".git/")), "{f:?}");
+    assert!(
+        !f.iter().any(|(_, p)| p == ".env" || p.starts_with(".git/")),
+        "{f:?}"
+    );
     assert!(f.iter().any(|(_, p)| p == ".npmrc"), "{f:?}");
     let human = run(d.path(), cache.path(), &["scan", "."]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("1 path(s) ignored"), "{text}");
     // --no-ignore scans it again; --exclude drops what a glob names.
-    let out = run(d.path(), cache.path(), &["scan", "-f", "jsonl", "--no-ignore", "--exclude", ".docker", "."]);
+    let out = run(
+        d.path(),
+        cache.path(),
+        &[
+            "scan",
+            "-f",
+            "jsonl",
+            "--no-ignore",
+            "--exclude",
+            ".docker",
+            ".",
+        ],
+    );
     let f = found(&out.stdout);
     assert!(f.iter().any(|(_, p)| p == ".env"), "{f:?}");
     assert!(!f.iter().any(|(_, p)| p.starts_with(".docker")), "{f:?}");
@@ -139,10 +168,17 @@ fn nothing_scanned_is_an_error_not_a_clean_result() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was scanned"));
     // Everything excluded: the same, and the reason is named.
     write(&d.path().join("src/a.txt"), "hello\n");
-    let out = run(d.path(), cache.path(), &["scan", "--exclude", "*.txt", "src"]);
+    let out = run(
+        d.path(),
+        cache.path(),
+        &["scan", "--exclude", "*.txt", "src"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nothing was scanned") && err.contains("ignored"), "{err}");
+    assert!(
+        err.contains("nothing was scanned") && err.contains("ignored"),
+        "{err}"
+    );
 }
 
 /// `tail -f log | guard scan -`: the finding is printed while the pipe is still open.
@@ -179,12 +215,21 @@ fn stdin_findings_stream_before_end_of_input() {
     assert_eq!(v["rule"], "github.pat_classic");
     assert_eq!(v["line"], 2);
     assert_eq!(v["origin"]["kind"], "stdin");
-    assert!(!line.contains(&token[8..]), "the secret is redacted: {line}");
+    assert!(
+        !line.contains(&token[8..]),
+        "the secret is redacted: {line}"
+    );
     eprintln!("finding arrived {:?} after the line", t.elapsed());
     // More lines keep flowing; closing stdin ends the scan with exit 1.
-    writeln!(stdin, "again {}", crc_token("ghp_", "SecondStreamingToken0")).expect("write");
+    writeln!(
+        stdin,
+        "again {}",
+        crc_token("ghp_", "SecondStreamingToken0")
+    )
+    .expect("write");
     stdin.flush().expect("flush");
-    rx.recv_timeout(Duration::from_secs(20)).expect("second finding");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("second finding");
     drop(stdin);
     assert_eq!(child.wait().expect("exits").code(), Some(1));
 }
@@ -195,17 +240,42 @@ fn filters_give_the_same_result_for_every_source() {
     let d = tempfile::tempdir().expect("tempdir");
     let keep = crc_token("ghp_", "KeptTokenForFilterTests00");
     let known = crc_token("ghp_", "BaselinedTokenForFilters0");
-    let text = format!(
-        "a={known}\nb={keep}\nc=AKIAZ7VBXQ3MDUMMYRYD\n"
-    );
+    let text = format!("a={known}\nb={keep}\nc=AKIAZ7VBXQ3MDUMMYRYD\n");
     write(&d.path().join("in/app.log"), &text);
     // Baseline the first token only (through a file holding just it).
     write(&d.path().join("old/app.log"), &format!("a={known}\n"));
-    let b = run(d.path(), cache.path(), &["scan", "--write-baseline", "base.json", "old"]);
-    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
-    write(&d.path().join("guard.toml"), "[allowlist]\nstopwords = [\"dummy\"]\n");
-    let file = run(d.path(), cache.path(), &["scan", "-f", "jsonl", "--baseline", "base.json", "in/app.log"]);
-    let dir = run(d.path(), cache.path(), &["scan", "-f", "jsonl", "--baseline", "base.json", "in"]);
+    let b = run(
+        d.path(),
+        cache.path(),
+        &["scan", "--write-baseline", "base.json", "old"],
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    write(
+        &d.path().join("guard.toml"),
+        "[allowlist]\nstopwords = [\"dummy\"]\n",
+    );
+    let file = run(
+        d.path(),
+        cache.path(),
+        &[
+            "scan",
+            "-f",
+            "jsonl",
+            "--baseline",
+            "base.json",
+            "in/app.log",
+        ],
+    );
+    let dir = run(
+        d.path(),
+        cache.path(),
+        &["scan", "-f", "jsonl", "--baseline", "base.json", "in"],
+    );
     let stdin = guard(cache.path())
         .current_dir(d.path())
         .args(["scan", "-f", "jsonl", "--baseline", "base.json", "-"])
@@ -217,7 +287,10 @@ fn filters_give_the_same_result_for_every_source() {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("JSONL");
-                (v["rule"].as_str().expect("rule").to_string(), v["line"].as_u64().expect("line"))
+                (
+                    v["rule"].as_str().expect("rule").to_string(),
+                    v["line"].as_u64().expect("line"),
+                )
             })
             .collect()
     };
@@ -225,7 +298,11 @@ fn filters_give_the_same_result_for_every_source() {
     assert_eq!(rules(&file), want);
     assert_eq!(rules(&dir), want);
     assert_eq!(rules(&stdin), want);
-    let human = run(d.path(), cache.path(), &["scan", "--baseline", "base.json", "in"]);
+    let human = run(
+        d.path(),
+        cache.path(),
+        &["scan", "--baseline", "base.json", "in"],
+    );
     assert!(String::from_utf8_lossy(&human.stdout).contains("1 in baseline"));
 }
 
@@ -239,7 +316,11 @@ fn bad_input_gets_a_clear_answer() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("capped"));
     // A size that overflows is refused, not turned into 0.
-    let out = run(d.path(), cache.path(), &["scan", "--max-file-size", "17179869184G", "a.txt"]);
+    let out = run(
+        d.path(),
+        cache.path(),
+        &["scan", "--max-file-size", "17179869184G", "a.txt"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("too large"));
     // A closed stdin is an error, not an empty clean input.
@@ -284,7 +365,10 @@ fn a_fifo_is_cut_at_the_size_limit_and_says_so() {
     let cache = tempfile::tempdir().expect("tempdir");
     let d = tempfile::tempdir().expect("tempdir");
     let fifo = d.path().join("pipe");
-    let ok = StdCommand::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    let ok = StdCommand::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
     assert!(ok.success());
     let writer_path = fifo.clone();
     let writer = std::thread::spawn(move || {
@@ -300,7 +384,12 @@ fn a_fifo_is_cut_at_the_size_limit_and_says_so() {
         .timeout(Duration::from_secs(60))
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cut at the size limit"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1048576 bytes"));
     writer.join().expect("writer ends");
@@ -323,8 +412,14 @@ fn output_never_shows_a_value_it_did_not_detect() {
         let out = run(d.path(), cache.path(), &["scan", "-f", fmt, "."]);
         assert_eq!(out.status.code(), Some(1));
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.contains(&secret[..20]), "{fmt}: adjacent secret shown:\n{text}");
-        assert!(!text.contains(&gh[4..24]), "{fmt}: token in a path shown:\n{text}");
+        assert!(
+            !text.contains(&secret[..20]),
+            "{fmt}: adjacent secret shown:\n{text}"
+        );
+        assert!(
+            !text.contains(&gh[4..24]),
+            "{fmt}: token in a path shown:\n{text}"
+        );
         assert!(!text.contains("KPRYD"), "{fmt}: access key shown:\n{text}");
     }
 }
@@ -337,7 +432,14 @@ fn guard_scans_its_own_repository_clean() {
     let out = run(
         root,
         cache.path(),
-        &["scan", "--exclude", "target", "--exclude", "fuzz/target", "."],
+        &[
+            "scan",
+            "--exclude",
+            "target",
+            "--exclude",
+            "fuzz/target",
+            ".",
+        ],
     );
     assert_eq!(
         out.status.code(),
