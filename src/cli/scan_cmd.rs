@@ -307,19 +307,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
         );
     }
     if totals.files == 0 && totals.errors == 0 {
-        let mut why = Vec::new();
-        if totals.ignored > 0 {
-            why.push(format!(
-                "{} path(s) ignored by .gitignore/--exclude",
-                totals.ignored
-            ));
-        }
-        if totals.skipped_binary > 0 {
-            why.push(format!("{} binary", totals.skipped_binary));
-        }
-        if totals.skipped_large > 0 {
-            why.push(format!("{} too large", totals.skipped_large));
-        }
+        let why = totals.notes();
         let why = if why.is_empty() {
             String::new()
         } else {

@@ -104,8 +104,9 @@ struct CompiledRule {
     regex: OnceLock<RuleRegex>,
     /// Confirmed by a full search (no Hyperscan, or Hyperscan rejected the pattern).
     full_search: bool,
-    /// For a rule whose matches can span lines: finds the literals every match starts with.
-    start_literals: Option<aho_corasick::AhoCorasick>,
+    /// For a rule whose matches can span lines: every match starts with one of its literals
+    /// (found by [`Engine::start_literals`]).
+    has_start_literals: bool,
     start_literal_max: usize,
     start_literal_newline: bool,
 }
@@ -141,11 +142,12 @@ impl EngineBuilder {
 
     pub fn build(self) -> Result<Engine, EngineError> {
         let mut compiled = Vec::with_capacity(self.rules.len());
+        let (mut start_lits, mut start_lit_rule) = (Vec::new(), Vec::new());
         for r in self.rules.rules() {
             let cr = CompiledRule {
                 regex: OnceLock::new(),
                 full_search: true,
-                start_literals: None,
+                has_start_literals: false,
                 start_literal_max: 0,
                 start_literal_newline: false,
             };
@@ -161,15 +163,13 @@ impl EngineBuilder {
             let mut cr = cr;
             if r.pattern.spans_newline {
                 if let Some(lits) = &r.pattern.start_literals {
-                    cr.start_literals =
-                        Some(aho_corasick::AhoCorasick::new(lits).map_err(|e| {
-                            EngineError::Regex {
-                                rule: r.id.0.clone(),
-                                message: e.to_string(),
-                            }
-                        })?);
+                    cr.has_start_literals = true;
                     cr.start_literal_max = lits.iter().map(Vec::len).max().unwrap_or(0);
                     cr.start_literal_newline = lits.iter().any(|l| l.contains(&b'\n'));
+                    for l in lits {
+                        start_lits.push(l.clone());
+                        start_lit_rule.push(compiled.len());
+                    }
                 }
             }
             compiled.push(cr);
@@ -189,6 +189,14 @@ impl EngineBuilder {
                 rule: "keywords".into(),
                 message: e.to_string(),
             })?;
+        // One automaton for the start literals of every multi-line rule: stream mode scans each
+        // byte once for all of them (one pass per rule cost 29% on the 1 GiB benchmark).
+        let start_literals =
+            aho_corasick::AhoCorasick::new(&start_lits).map_err(|e| EngineError::Regex {
+                rule: "start literals".into(),
+                message: e.to_string(),
+            })?;
+        let start_literal_len = start_lits.iter().map(Vec::len).max().unwrap_or(0);
         let max_holdback = self
             .rules
             .rules()
@@ -207,6 +215,9 @@ impl EngineBuilder {
             warnings: Vec::new(),
             max_holdback,
             keep_overlaps: self.keep_overlaps,
+            start_literals,
+            start_lit_rule,
+            start_literal_len,
             #[cfg(feature = "hyperscan")]
             hs: None,
             #[cfg(feature = "hyperscan")]
@@ -249,6 +260,10 @@ pub struct Engine {
     warnings: Vec<String>,
     max_holdback: usize,
     keep_overlaps: bool,
+    start_literals: aho_corasick::AhoCorasick,
+    /// Pattern of `start_literals` → rule index.
+    start_lit_rule: Vec<usize>,
+    start_literal_len: usize,
     #[cfg(feature = "hyperscan")]
     hs: Option<hyperscan::BlockDatabase>,
     #[cfg(feature = "hyperscan")]

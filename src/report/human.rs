@@ -57,31 +57,7 @@ impl FindingSink for Human<'_> {
         } else {
             self.paint("1;31", &format!("{} finding(s)", t.findings))
         };
-        let mut extra = Vec::new();
-        if t.suppressed_by_baseline > 0 {
-            extra.push(format!("{} in baseline", t.suppressed_by_baseline));
-        }
-        if t.skipped_binary > 0 {
-            extra.push(format!("{} binary skipped", t.skipped_binary));
-        }
-        if t.suppressed_by_allowlist > 0 {
-            extra.push(format!("{} allowlisted", t.suppressed_by_allowlist));
-        }
-        if t.skipped_large > 0 {
-            extra.push(format!("{} too large skipped", t.skipped_large));
-        }
-        if t.truncated > 0 {
-            extra.push(format!("{} cut at the size limit", t.truncated));
-        }
-        if t.ignored > 0 {
-            extra.push(format!(
-                "{} path(s) ignored by .gitignore/--exclude",
-                t.ignored
-            ));
-        }
-        if t.errors > 0 {
-            extra.push(format!("{} error(s)", t.errors));
-        }
+        let extra = t.notes();
         let extra = if extra.is_empty() {
             String::new()
         } else {

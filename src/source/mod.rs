@@ -156,7 +156,6 @@ pub fn scan_unit(
             )
         }
         Content::Reader { mut reader, named } => {
-            let cap = limits.max_size.or(named.then_some(DEFAULT_STREAM_CAP));
             let mut head = Vec::new();
             if named && !limits.binary {
                 head = vec![0u8; BINARY_PROBE];
@@ -167,31 +166,57 @@ pub fn scan_unit(
                     return Ok(Outcome::Binary);
                 }
             }
+            let cap = limits.max_size.or(named.then_some(DEFAULT_STREAM_CAP));
             let mut r = io::Cursor::new(head).chain(reader);
-            let mut limited = Capped::new(&mut r, cap);
-            let mut total = 0;
-            reader::scan_stream(
-                engine,
-                &mut limited,
-                &origin,
-                opts,
-                &mut |n| {
-                    total += n;
-                    progress.bytes(n)
-                },
-                emit,
-            )
-            .map_err(|e| match e {
-                reader::StreamError::Io(e) => ScanError::io(&origin, e),
-                reader::StreamError::Engine(e) => engine_err(&origin, e),
-            })?;
-            Ok(if limited.cut() {
-                Outcome::Truncated { bytes: total }
-            } else {
-                Outcome::Scanned { bytes: total }
-            })
+            scan_capped(engine, &origin, &mut r, cap, false, opts, progress, emit)
         }
     }
+}
+
+/// Streams `reader` through the engine up to `cap` bytes (`parallel`: the large-file path).
+#[allow(clippy::too_many_arguments)]
+fn scan_capped(
+    engine: &Engine,
+    origin: &Origin,
+    reader: &mut dyn Read,
+    cap: Option<u64>,
+    parallel: bool,
+    opts: &FindingOptions,
+    progress: &dyn Progress,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<Outcome, ScanError> {
+    let mut limited = Capped::new(reader, cap);
+    let mut total = 0;
+    let mut on_bytes = |n| {
+        total += n;
+        progress.bytes(n)
+    };
+    let done = if parallel {
+        reader::scan_stream_parallel(
+            engine,
+            &mut limited,
+            origin,
+            opts,
+            &mut on_bytes,
+            emit,
+            rayon::current_num_threads(),
+            reader::PARALLEL_CHUNK,
+        )
+    } else {
+        reader::scan_stream(engine, &mut limited, origin, opts, &mut on_bytes, emit)
+    };
+    done.map_err(|e| match e {
+        reader::StreamError::Io(e) => ScanError::io(origin, e),
+        reader::StreamError::Engine(source) => ScanError::Engine {
+            path: origin.to_string(),
+            source,
+        },
+    })?;
+    Ok(if limited.cut() {
+        Outcome::Truncated { bytes: total }
+    } else {
+        Outcome::Scanned { bytes: total }
+    })
 }
 
 /// Scans a complete in-memory input.
@@ -240,11 +265,11 @@ fn scan_file(
         let map;
         let hay: &[u8] = if len <= READ_LIMIT {
             let mut d = Vec::with_capacity(len as usize);
-            // A file that grew since it was listed is read only up to the size limit.
-            (&mut file)
-                .take(limits.max_size.unwrap_or(u64::MAX))
-                .read_to_end(&mut d)
-                .map_err(io_err)?;
+            file.read_to_end(&mut d).map_err(io_err)?;
+            // A file that grew past the limit since it was listed is skipped like any other.
+            if limits.max_size.is_some_and(|m| d.len() as u64 > m) {
+                return Ok(Outcome::TooLarge);
+            }
             data = d;
             &data
         } else {
@@ -268,31 +293,17 @@ fn scan_file(
     if !limits.binary && looks_binary(&head) {
         return Ok(Outcome::Binary);
     }
-    let mut total = 0;
     let mut r = io::Cursor::new(head).chain(file);
-    let mut limited = Capped::new(&mut r, limits.max_size);
-    reader::scan_stream_parallel(
+    scan_capped(
         engine,
-        &mut limited,
         origin,
+        &mut r,
+        limits.max_size,
+        true,
         opts,
-        &mut |n| {
-            total += n;
-            progress.bytes(n)
-        },
+        progress,
         emit,
-        rayon::current_num_threads(),
-        reader::PARALLEL_CHUNK,
     )
-    .map_err(|e| match e {
-        reader::StreamError::Io(e) => io_err(e),
-        reader::StreamError::Engine(e) => engine_err(e),
-    })?;
-    Ok(if limited.cut() {
-        Outcome::Truncated { bytes: total }
-    } else {
-        Outcome::Scanned { bytes: total }
-    })
 }
 
 pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
