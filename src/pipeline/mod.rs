@@ -217,7 +217,7 @@ fn worker(
             }),
             (Ok(u), Ok(scratch)) => {
                 let mut found = false;
-                let o = scan_unit(
+                scan_unit(
                     engine,
                     scratch,
                     u,
@@ -232,8 +232,7 @@ fn worker(
                         found = true;
                         let _ = tx.send(Msg::Finding(seq, Box::new(f)));
                     },
-                );
-                o
+                )
             }
         };
         done.push((seq, outcome));
