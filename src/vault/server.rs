@@ -512,7 +512,8 @@ impl Daemon {
                    "unlocked": unlocked_for.is_some(), "unlocked_for_secs": unlocked_for,
                    "passphrase_lockout_secs": lockout,
                    "active_leases": leases.len(), "leases": leases, "pending_approvals": pending,
-                   "running_commands": s.running.len(), "heartbeat": s.heartbeat}),
+                   "running_commands": s.running.len(), "heartbeat": s.heartbeat,
+                   "dumpable": crate::vault::tty::is_dumpable()}),
             acts,
         )
     }
