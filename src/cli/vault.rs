@@ -336,7 +336,10 @@ fn init(paths: &VaultPaths, context: &str) -> Result<(Value, bool), ClientError>
         .filter(|c| !paths.identity(c).exists())
         .collect();
     if paths.identity(context).exists() && legacy.is_empty() {
-        return Ok((json!({"vault_dir": paths.root(), "context": context}), false));
+        return Ok((
+            json!({"vault_dir": paths.root(), "context": context}),
+            false,
+        ));
     }
     let pass = match encrypted.first() {
         Some(c) => {
@@ -600,8 +603,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             Ok(out.ok(&env, |d| {
                 format!(
                     "unlocked {} for {} s",
-                    d["contexts"],
-                    d["unlocked_for_secs"]
+                    d["contexts"], d["unlocked_for_secs"]
                 )
             }))
         }
@@ -763,7 +765,6 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         }
     }
 }
-
 
 /// Read a new value: a no-echo prompt on the terminal, or all of stdin (one trailing newline cut).
 fn read_value(name: &str) -> Result<SecretValue, ClientError> {

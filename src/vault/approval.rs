@@ -187,8 +187,10 @@ mod tests {
             command: cmd.into(),
         };
         let mut a = ApprovalStore::open(p.clone()).unwrap();
-        a.set(s("aaaa"), Decision::Allow, "./deploy.sh", &key).unwrap();
-        a.set(s("bbbb"), Decision::Deny, "./other.sh", &key).unwrap();
+        a.set(s("aaaa"), Decision::Allow, "./deploy.sh", &key)
+            .unwrap();
+        a.set(s("bbbb"), Decision::Deny, "./other.sh", &key)
+            .unwrap();
         let a = ApprovalStore::open(p.clone()).unwrap();
         assert_eq!(a.get(&s("aaaa"), &key), Some(Decision::Allow));
         assert_eq!(a.get(&s("bbbb"), &key), Some(Decision::Deny));

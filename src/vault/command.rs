@@ -103,10 +103,13 @@ struct Canonical<'a> {
     env: Vec<(&'a str, &'a str)>,
 }
 
-/// Content hashes keyed by (dev, ino, size, mtime_ns, ctime_ns).
+/// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns) of a file.
+type FileStamp = (u64, u64, u64, i64, i64, i64, i64);
+
+/// Content hashes keyed by [`FileStamp`].
 #[derive(Default)]
 pub struct HashCache {
-    map: HashMap<(u64, u64, u64, i64, i64, i64, i64), String>,
+    map: HashMap<FileStamp, String>,
 }
 
 impl HashCache {
@@ -154,7 +157,13 @@ fn find_exe(name: &str, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
     path_var
         .unwrap_or("/usr/local/bin:/usr/bin:/bin")
         .split(':')
-        .map(|d| if d.is_empty() { cwd.to_path_buf() } else { cwd.join(d) })
+        .map(|d| {
+            if d.is_empty() {
+                cwd.to_path_buf()
+            } else {
+                cwd.join(d)
+            }
+        })
         .map(|d| d.join(name))
         .find(|p| runnable(p))
 }
@@ -172,9 +181,8 @@ pub fn resolve(spec: &CommandSpec<'_>, cache: &mut HashCache) -> Result<Resolved
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str());
-    let found = find_exe(name, &cwd, path_var).ok_or_else(|| CommandError::NotFound {
-        name: name.clone(),
-    })?;
+    let found = find_exe(name, &cwd, path_var)
+        .ok_or_else(|| CommandError::NotFound { name: name.clone() })?;
     let exe = std::fs::canonicalize(&found).map_err(|source| CommandError::Read {
         path: found.clone(),
         source,
@@ -274,23 +282,47 @@ mod tests {
         let path = [("PATH", "/usr/bin:/bin")];
         let a = fp(&["./deploy.sh"], d.path(), &path);
         assert_eq!(a.exe, std::fs::canonicalize(&script).unwrap());
-        assert_eq!(a.fingerprint, fp(&["./deploy.sh"], d.path(), &path).fingerprint);
+        assert_eq!(
+            a.fingerprint,
+            fp(&["./deploy.sh"], d.path(), &path).fingerprint
+        );
         // unrelated environment does not matter, code-loading variables do
         assert_eq!(
             a.fingerprint,
-            fp(&["./deploy.sh"], d.path(), &[("PATH", "/usr/bin:/bin"), ("HOME", "/x")]).fingerprint
+            fp(
+                &["./deploy.sh"],
+                d.path(),
+                &[("PATH", "/usr/bin:/bin"), ("HOME", "/x")]
+            )
+            .fingerprint
         );
-        let preload = fp(&["./deploy.sh"], d.path(), &[("PATH", "/bin"), ("LD_PRELOAD", "/tmp/x.so")]);
+        let preload = fp(
+            &["./deploy.sh"],
+            d.path(),
+            &[("PATH", "/bin"), ("LD_PRELOAD", "/tmp/x.so")],
+        );
         assert_ne!(a.fingerprint, preload.fingerprint);
         // another argument, another directory
-        assert_ne!(a.fingerprint, fp(&["./deploy.sh", "--prod"], d.path(), &path).fingerprint);
+        assert_ne!(
+            a.fingerprint,
+            fp(&["./deploy.sh", "--prod"], d.path(), &path).fingerprint
+        );
         std::fs::copy(&script, other.path().join("deploy.sh")).unwrap();
-        assert_ne!(a.fingerprint, fp(&["./deploy.sh"], other.path(), &path).fingerprint);
+        assert_ne!(
+            a.fingerprint,
+            fp(&["./deploy.sh"], other.path(), &path).fingerprint
+        );
         // a changed script (even same size, same second) is another command
         let sh = fp(&["sh", "deploy.sh"], d.path(), &path);
         std::fs::write(&script, "#!/bin/sh\necho DEPLOY\n").unwrap();
-        assert_ne!(a.fingerprint, fp(&["./deploy.sh"], d.path(), &path).fingerprint);
-        assert_ne!(sh.fingerprint, fp(&["sh", "deploy.sh"], d.path(), &path).fingerprint);
+        assert_ne!(
+            a.fingerprint,
+            fp(&["./deploy.sh"], d.path(), &path).fingerprint
+        );
+        assert_ne!(
+            sh.fingerprint,
+            fp(&["sh", "deploy.sh"], d.path(), &path).fingerprint
+        );
         // sh -c binds the script text
         assert_ne!(
             fp(&["sh", "-c", "echo a"], d.path(), &path).fingerprint,
@@ -301,12 +333,20 @@ mod tests {
     #[test]
     fn path_search_and_missing_commands() {
         let d = tempfile::tempdir().unwrap();
-        let r = fp(&["true"], d.path(), &[("PATH", "/nonexistent:/usr/bin:/bin")]);
+        let r = fp(
+            &["true"],
+            d.path(),
+            &[("PATH", "/nonexistent:/usr/bin:/bin")],
+        );
         assert!(r.exe.ends_with("true"), "{:?}", r.exe);
         let argv = vec!["no-such-command-xyz".to_string()];
         assert!(matches!(
             resolve(
-                &CommandSpec { argv: &argv, cwd: d.path(), env: &[] },
+                &CommandSpec {
+                    argv: &argv,
+                    cwd: d.path(),
+                    env: &[]
+                },
                 &mut HashCache::default()
             ),
             Err(CommandError::NotFound { .. })

@@ -282,6 +282,104 @@ impl Masker {
     }
 }
 
+/// What the daemon needs to launch an approved command.
+pub struct Launch<'a> {
+    pub exe: &'a Path,
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    /// The caller's environment; the secrets are added on top.
+    pub env: &'a [(String, String)],
+    /// (environment variable, secret name, value).
+    pub secrets: Vec<(String, String, crate::vault::SecretValue)>,
+    /// The caller's stdin, stdout, stderr (received over the socket).
+    pub stdio: [std::os::fd::OwnedFd; 3],
+    pub umask: Option<u32>,
+}
+
+/// A launched child: its process group, and the masker threads copying its output.
+pub struct Running {
+    child: std::process::Child,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors on success; each is wrapped once.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Start the child in its own process group with the values in its environment only; its
+/// stdout/stderr go through a [`Masker`] of the injected values to the caller's descriptors.
+pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
+    use std::os::unix::process::CommandExt;
+    let [stdin, out, err] = l.stdio;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut cmd = std::process::Command::new(l.exe);
+    cmd.arg0(&l.argv[0])
+        .args(&l.argv[1..])
+        .current_dir(l.cwd)
+        .env_clear()
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::from(stdin))
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w));
+    for (env, _, value) in &l.secrets {
+        cmd.env(env, value.expose_secret());
+    }
+    let umask = l.umask;
+    // SAFETY: setpgid and umask are async-signal-safe and touch only the new process.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            if let Some(m) = umask {
+                libc::umask((m & 0o777) as libc::mode_t);
+            }
+            Ok(())
+        });
+    }
+    let masker = Masker::new(
+        l.secrets
+            .iter()
+            .map(|(_, name, v)| (name.as_str(), v.expose_secret().as_bytes())),
+    );
+    let child = cmd.spawn()?;
+    drop(cmd); // closes our copies of the pipes' write ends
+    let m2 = masker.clone();
+    let threads = vec![
+        std::thread::spawn(move || {
+            masker.filter(std::fs::File::from(out_r), std::fs::File::from(out))
+        }),
+        std::thread::spawn(move || m2.filter(std::fs::File::from(err_r), std::fs::File::from(err))),
+    ];
+    Ok(Running { child, threads })
+}
+
+impl Running {
+    /// The child's pid, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Wait for the child, then for its output to drain. Blocking.
+    pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait()?;
+        for t in self.threads {
+            let _ = t.join();
+        }
+        Ok(status)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,103 +483,5 @@ mod tests {
         let p = ProjectFile::find(j.path()).unwrap();
         assert_eq!(p.secrets[1].env, "API_KEY");
         assert!(ProjectFile::find(Path::new("/")).is_err());
-    }
-}
-
-/// What the daemon needs to launch an approved command.
-pub struct Launch<'a> {
-    pub exe: &'a Path,
-    pub argv: &'a [String],
-    pub cwd: &'a Path,
-    /// The caller's environment; the secrets are added on top.
-    pub env: &'a [(String, String)],
-    /// (environment variable, secret name, value).
-    pub secrets: Vec<(String, String, crate::vault::SecretValue)>,
-    /// The caller's stdin, stdout, stderr (received over the socket).
-    pub stdio: [std::os::fd::OwnedFd; 3],
-    pub umask: Option<u32>,
-}
-
-/// A launched child: its process group, and the masker threads copying its output.
-pub struct Running {
-    child: std::process::Child,
-    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two new descriptors on success; each is wrapped once.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
-}
-
-/// Start the child in its own process group with the values in its environment only; its
-/// stdout/stderr go through a [`Masker`] of the injected values to the caller's descriptors.
-pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
-    use std::os::unix::process::CommandExt;
-    let [stdin, out, err] = l.stdio;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let mut cmd = std::process::Command::new(l.exe);
-    cmd.arg0(&l.argv[0])
-        .args(&l.argv[1..])
-        .current_dir(l.cwd)
-        .env_clear()
-        .envs(l.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::from(stdin))
-        .stdout(std::process::Stdio::from(out_w))
-        .stderr(std::process::Stdio::from(err_w));
-    for (env, _, value) in &l.secrets {
-        cmd.env(env, value.expose_secret());
-    }
-    let umask = l.umask;
-    // SAFETY: setpgid and umask are async-signal-safe and touch only the new process.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setpgid(0, 0);
-            if let Some(m) = umask {
-                libc::umask((m & 0o777) as libc::mode_t);
-            }
-            Ok(())
-        });
-    }
-    let masker = Masker::new(
-        l.secrets
-            .iter()
-            .map(|(_, name, v)| (name.as_str(), v.expose_secret().as_bytes())),
-    );
-    let child = cmd.spawn()?;
-    drop(cmd); // closes our copies of the pipes' write ends
-    let m2 = masker.clone();
-    let threads = vec![
-        std::thread::spawn(move || {
-            masker.filter(std::fs::File::from(out_r), std::fs::File::from(out))
-        }),
-        std::thread::spawn(move || m2.filter(std::fs::File::from(err_r), std::fs::File::from(err))),
-    ];
-    Ok(Running { child, threads })
-}
-
-impl Running {
-    /// The child's pid, which is also its process group id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    /// Wait for the child, then for its output to drain. Blocking.
-    pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
-        let status = self.child.wait()?;
-        for t in self.threads {
-            let _ = t.join();
-        }
-        Ok(status)
     }
 }

@@ -90,7 +90,9 @@ pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::
             c = libc::CMSG_NXTHDR(&msg, c);
         }
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(std::io::Error::other("too many file descriptors in one message"));
+            return Err(std::io::Error::other(
+                "too many file descriptors in one message",
+            ));
         }
         Ok(n as usize)
     }

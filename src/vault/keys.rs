@@ -90,8 +90,8 @@ pub fn read_identity(
         reason,
     };
     let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(f))
-        .map_err(|e| err(e.to_string()))?;
+    let dec =
+        age::Decryptor::new_buffered(std::io::BufReader::new(f)).map_err(|e| err(e.to_string()))?;
     if !dec.is_scrypt() {
         return Err(err("not passphrase-encrypted".into()));
     }
@@ -103,13 +103,12 @@ pub fn read_identity(
             age::DecryptError::DecryptionFailed
             | age::DecryptError::KeyDecryptionFailed
             | age::DecryptError::NoMatchingKeys,
-        ) => {
-            return Err(KeyError::WrongPassphrase)
-        }
+        ) => return Err(KeyError::WrongPassphrase),
         Err(e) => return Err(err(e.to_string())),
     };
     let mut text = Zeroizing::new(String::new());
-    r.read_to_string(&mut text).map_err(|e| err(e.to_string()))?;
+    r.read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
     parse_identity(&text).ok_or_else(|| err("no AGE-SECRET-KEY line".into()))
 }
 

@@ -65,7 +65,9 @@ pub enum ServerError {
     Approval(#[from] crate::vault::approval::ApprovalError),
     #[error("a daemon is already listening on {socket}")]
     AlreadyRunning { socket: PathBuf },
-    #[error("refusing to run with {var} set: a library injected into the daemon would see every key")]
+    #[error(
+        "refusing to run with {var} set: a library injected into the daemon would see every key"
+    )]
     Injected { var: String },
     #[error("{op} {path}: {source}")]
     Io {
@@ -614,11 +616,11 @@ impl Daemon {
             .take_fds(3)
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| {
-            RpcError::new(
-                rpc::INVALID_PARAMS,
-                "exec needs the caller's stdin, stdout and stderr passed with the request",
-            )
-        })?;
+                RpcError::new(
+                    rpc::INVALID_PARAMS,
+                    "exec needs the caller's stdin, stdout and stderr passed with the request",
+                )
+            })?;
         if e.argv.is_empty() {
             return Err(RpcError::new(rpc::INVALID_PARAMS, "empty command"));
         }
@@ -628,7 +630,10 @@ impl Daemon {
             if !valid_env_name(&sec.env) {
                 return Err(RpcError::new(
                     rpc::INVALID_PARAMS,
-                    format!("{:?} cannot carry a secret (invalid, or it chooses code)", sec.env),
+                    format!(
+                        "{:?} cannot carry a secret (invalid, or it chooses code)",
+                        sec.env
+                    ),
                 ));
             }
             ttls.push(match &sec.ttl {
@@ -922,15 +927,12 @@ impl Daemon {
 
     /// Write one value to the caller's stdout descriptor, after a passphrase check.
     async fn print(&self, p: PrintP, conn: &mut FrameReader) -> Result<Reply, RpcError> {
-        let out = conn
-            .take_fds(1)
-            .and_then(|mut v| v.pop())
-            .ok_or_else(|| {
-                RpcError::new(
-                    rpc::INVALID_PARAMS,
-                    "print needs the caller's stdout passed with the request",
-                )
-            })?;
+        let out = conn.take_fds(1).and_then(|mut v| v.pop()).ok_or_else(|| {
+            RpcError::new(
+                rpc::INVALID_PARAMS,
+                "print needs the caller's stdout passed with the request",
+            )
+        })?;
         self.human(p.passphrase, "print", None).await?;
         let (version, value) = {
             let mut s = self.lock();
@@ -954,7 +956,10 @@ impl Daemon {
                 json!({"context": p.context, "name": p.name, "version": version}),
                 vec![],
             ),
-            _ => Err(RpcError::new(rpc::FAILED, "could not write to the caller's stdout")),
+            _ => Err(RpcError::new(
+                rpc::FAILED,
+                "could not write to the caller's stdout",
+            )),
         }
     }
 
@@ -989,11 +994,8 @@ impl Daemon {
             });
             n
         } else if let Some(id) = r.lease {
-            if revoke_leases(&mut s, &[id.clone()]) == 0 {
-                return Err(RpcError::new(
-                    rpc::NOT_FOUND,
-                    format!("no live lease {id}"),
-                ));
+            if revoke_leases(&mut s, std::slice::from_ref(&id)) == 0 {
+                return Err(RpcError::new(rpc::NOT_FOUND, format!("no live lease {id}")));
             }
             1
         } else {
@@ -1120,7 +1122,6 @@ fn wipe_dir(dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-
 /// Open (or join) a request for a human's approval of `cmd` using `secrets`.
 fn request_approval(
     s: &mut State,
@@ -1129,9 +1130,7 @@ fn request_approval(
     cmd: Resolved,
 ) -> Result<Reply, RpcError> {
     let existing = s.pending.iter().find(|(_, p)| {
-        p.context == context
-            && p.secrets == secrets
-            && p.command.fingerprint == cmd.fingerprint
+        p.context == context && p.secrets == secrets && p.command.fingerprint == cmd.fingerprint
     });
     let (id, info) = match existing {
         Some((id, p)) => (id.clone(), p.info(id)),

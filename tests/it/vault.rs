@@ -108,7 +108,8 @@ impl Vault {
     }
     /// `guard …` with the test's pty as controlling terminal; `steps` answer its prompts.
     fn human(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
-        let steps: Vec<(&str, String)> = steps.iter().map(|(p, a)| (*p, format!("{a}\n"))).collect();
+        let steps: Vec<(&str, String)> =
+            steps.iter().map(|(p, a)| (*p, format!("{a}\n"))).collect();
         let steps: Vec<(&str, &str)> = steps.iter().map(|(p, a)| (*p, a.as_str())).collect();
         run_on_pty(self.cmd(args), PtyStdio::Pipes(b""), &steps)
     }
@@ -264,8 +265,17 @@ fn age_decrypt(v: &Vault, ctx: &str) -> String {
     c.args(["-d", "-i"])
         .arg(v.dir.join(format!("contexts/{ctx}/identity.age")))
         .arg(v.dir.join(format!("contexts/{ctx}/store.age")));
-    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("passphrase", &format!("{PASS}\n"))]);
-    assert!(r.status.success(), "age -d failed: {} / {:?}", r.stderr, r.tty);
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    assert!(
+        r.status.success(),
+        "age -d failed: {} / {:?}",
+        r.stderr,
+        r.tty
+    );
     r.stdout
 }
 
@@ -315,7 +325,11 @@ fn store_and_identity_interop_with_the_age_cli_both_ways() {
     // The identity file itself is a passphrase-encrypted age file.
     let mut c = Command::new("age");
     c.arg("-d").arg(v.dir.join("contexts/default/identity.age"));
-    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("passphrase", &format!("{PASS}\n"))]);
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
     assert!(r.status.success(), "{}", r.stderr);
     assert!(r.stdout.contains("AGE-SECRET-KEY-1"));
     // age → guard: a store written by hand and encrypted by the CLI loads.
@@ -324,8 +338,13 @@ fn store_and_identity_interop_with_the_age_cli_both_ways() {
         &[(PASS_PROMPT, PASS)],
     );
     let mut c = Command::new("age");
-    c.arg("-d").arg(v.dir.join("contexts/handmade/identity.age"));
-    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("passphrase", &format!("{PASS}\n"))]);
+    c.arg("-d")
+        .arg(v.dir.join("contexts/handmade/identity.age"));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
     let mut keygen = Command::new("age-keygen")
         .arg("-y")
         .stdin(Stdio::piped())
@@ -405,7 +424,12 @@ fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
     let mut c = v.cmd(&["exec", "--", "cat"]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
     assert_eq!(stdout(&child.wait_with_output().unwrap()), "piped in\n");
     let o = v.run(&["exec", "--", "/nonexistent/cmd"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -425,7 +449,17 @@ fn contexts_are_isolated() {
     let f = v.work.join("seen");
     let script = format!("printf %s \"$TOK\" > {}", f.display());
     v.human_ok(
-        &["vault", "grant", "tok", "--context", "dev", "--", "sh", "-c", &script],
+        &[
+            "vault",
+            "grant",
+            "tok",
+            "--context",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
         &[(PASS_PROMPT, PASS)],
     );
     let o = v.run(&["exec", "--", "sh", "-c", &script]);
@@ -438,13 +472,21 @@ fn contexts_are_isolated() {
     // a dev project cannot name a prod-only secret
     v.project("context = \"dev\"\n[[secret]]\nname = \"prod_only\"\n");
     let o = v.run(&["exec", "--", "true"]);
-    assert!(stderr(&o).contains("no secret \"prod_only\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no secret \"prod_only\""),
+        "{}",
+        stderr(&o)
+    );
     // the dev identity cannot decrypt the prod store, passphrase or not
     let mut c = Command::new("age");
     c.args(["-d", "-i"])
         .arg(v.dir.join("contexts/dev/identity.age"))
         .arg(v.dir.join("contexts/prod/store.age"));
-    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("passphrase", &format!("{PASS}\n"))]);
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
     assert!(!r.status.success());
 }
 
@@ -456,9 +498,14 @@ fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
         .spawn()
         .unwrap();
     let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"].as_array().is_some_and(|a| !a.is_empty())
+        s["pending_approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
     });
-    let req = st["pending_approvals"][0]["request"].as_str().unwrap().to_string();
+    let req = st["pending_approvals"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The human sees what they approve, then types the passphrase.
     let r = v.human_ok(&["vault", "approve", &req], &[(PASS_PROMPT, PASS)]);
     assert!(r.tty.contains("echo ran $TOK"), "{:?}", r.tty);
@@ -476,9 +523,14 @@ fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
         .spawn()
         .unwrap();
     let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"].as_array().is_some_and(|a| !a.is_empty())
+        s["pending_approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
     });
-    let req = st["pending_approvals"][0]["request"].as_str().unwrap().to_string();
+    let req = st["pending_approvals"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
     v.ok(&["vault", "approve", &req, "--deny"]);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -504,9 +556,14 @@ fn agent_cannot_grant_approve_print_unlock_or_init_without_a_terminal() {
         .spawn()
         .unwrap();
     let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"].as_array().is_some_and(|a| !a.is_empty())
+        s["pending_approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
     });
-    let req = st["pending_approvals"][0]["request"].as_str().unwrap().to_string();
+    let req = st["pending_approvals"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let tries: &[&[&str]] = &[
         &["vault", "grant", "tok", "--", "sh", "-c", "echo $TOK"],
         &["vault", "print", "tok"],
@@ -526,15 +583,27 @@ fn agent_cannot_grant_approve_print_unlock_or_init_without_a_terminal() {
             .unwrap()
             .write_all(format!("{PASS}\n{PASS}\ny\n").as_bytes());
         let o = child.wait_with_output().unwrap();
-        assert_ne!(o.status.code(), Some(0), "{args:?} succeeded: {}", stderr(&o));
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{args:?} succeeded: {}",
+            stderr(&o)
+        );
         assert!(!stdout(&o).contains(&val) && !stderr(&o).contains(&val));
         if o.status.code() == Some(2) {
             // clap's usage error for a flag that no longer exists echoes the command typed
             let e = stderr(&o);
-            assert!(e.contains("unexpected argument") || e.contains("unrecognized subcommand"), "{e}");
+            assert!(
+                e.contains("unexpected argument") || e.contains("unrecognized subcommand"),
+                "{e}"
+            );
             continue;
         }
-        assert!(stderr(&o).contains("needs a human"), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("needs a human"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
         assert_no_self_approval_hint(&stdout(&o));
         assert_no_self_approval_hint(&stderr(&o));
     }
@@ -552,7 +621,10 @@ fn agent_cannot_grant_approve_print_unlock_or_init_without_a_terminal() {
 /// the CLI and by raw requests, with no passphrase and with guesses.
 #[test]
 fn agent_cannot_approve_its_own_pending_request() {
-    let (v, val) = tok_vault("selfapprove", "approval_timeout = \"5s\"\npassphrase_attempts = 3\n");
+    let (v, val) = tok_vault(
+        "selfapprove",
+        "approval_timeout = \"5s\"\npassphrase_attempts = 3\n",
+    );
     let marker = v.work.join("ran");
     let script = format!("touch {}; echo $TOK", marker.display());
     let child = v
@@ -568,24 +640,42 @@ fn agent_cannot_approve_its_own_pending_request() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_no_self_approval_hint(&p.to_string());
-    let req = p["data"]["pending"][0]["request"].as_str().unwrap().to_string();
+    let req = p["data"]["pending"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let o = v.agent(&["vault", "approve", &req]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("needs a human"), "{}", stderr(&o));
     let r = v.rpc("approve", json!({"request": req, "allow": true}));
     assert_eq!(r["error"]["code"], -32010, "{r}");
-    let r = v.rpc("approve", json!({"request": req, "allow": true, "passphrase": ""}));
+    let r = v.rpc(
+        "approve",
+        json!({"request": req, "allow": true, "passphrase": ""}),
+    );
     assert_eq!(r["error"]["code"], -32010, "{r}");
     for guess in ["password", "fake vault passphrase!"] {
-        let r = v.rpc("approve", json!({"request": req, "allow": true, "passphrase": guess}));
+        let r = v.rpc(
+            "approve",
+            json!({"request": req, "allow": true, "passphrase": guess}),
+        );
         assert_eq!(r["error"]["code"], -32001, "{r}");
-        assert!(r["error"]["message"].as_str().unwrap().contains("wrong passphrase"));
+        assert!(r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong passphrase"));
     }
-    let r = v.rpc("grant", json!({"names": ["tok"], "argv": ["sh", "-c", &script],
-        "cwd": v.work, "passphrase": "guess"}));
+    let r = v.rpc(
+        "grant",
+        json!({"names": ["tok"], "argv": ["sh", "-c", &script],
+        "cwd": v.work, "passphrase": "guess"}),
+    );
     assert_eq!(r["error"]["code"], -32001, "{r}");
     // Three wrong guesses: locked out now, even the right passphrase is refused.
-    let r = v.rpc("approve", json!({"request": req, "allow": true, "passphrase": PASS}));
+    let r = v.rpc(
+        "approve",
+        json!({"request": req, "allow": true, "passphrase": PASS}),
+    );
     assert_eq!(r["error"]["code"], -32009, "{r}");
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -606,10 +696,17 @@ fn agent_gets_no_value_from_any_raw_request_with_any_lease_id() {
     let script = "sleep 3; echo done $TOK";
     v.grant(&["tok"], &["sh", "-c", script]);
     // The user's own command, holding a lease.
-    let user = v.cmd(&["exec", "--", "sh", "-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let user = v
+        .cmd(&["exec", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let st = v.wait_status("the user's lease", |s| s["active_leases"] == 1);
     let st_text = st.to_string();
-    assert!(!st_text.contains("lease_"), "status lists a lease id: {st_text}");
+    assert!(
+        !st_text.contains("lease_"),
+        "status lists a lease id: {st_text}"
+    );
     // Every id-looking token the agent can read anywhere: status, audit, daemon log, files.
     let mut seen = st_text.clone();
     for f in ["audit.jsonl", "daemon.log", "approvals.json"] {
@@ -622,10 +719,28 @@ fn agent_gets_no_value_from_any_raw_request_with_any_lease_id() {
         .collect();
     ids.sort();
     ids.dedup();
-    assert!(ids.iter().any(|i| i.starts_with("lease_")), "the audit names the lease: {ids:?}");
+    assert!(
+        ids.iter().any(|i| i.starts_with("lease_")),
+        "the audit names the lease: {ids:?}"
+    );
     let methods = [
-        "hello", "status", "list", "pending", "resolve", "lease", "exec", "await_approval",
-        "approve", "grant", "print", "unlock", "rotate", "revoke", "signal", "get", "read",
+        "hello",
+        "status",
+        "list",
+        "pending",
+        "resolve",
+        "lease",
+        "exec",
+        "await_approval",
+        "approve",
+        "grant",
+        "print",
+        "unlock",
+        "rotate",
+        "revoke",
+        "signal",
+        "get",
+        "read",
     ];
     let mut answers = String::new();
     for m in methods {
@@ -641,7 +756,10 @@ fn agent_gets_no_value_from_any_raw_request_with_any_lease_id() {
         }
     }
     assert!(!answers.contains(&val), "a raw request returned the value");
-    assert!(answers.contains("unknown method \\\"resolve\\\""), "resolve is gone");
+    assert!(
+        answers.contains("unknown method \\\"resolve\\\""),
+        "resolve is gone"
+    );
     assert_no_self_approval_hint(&answers);
     let o = user.wait_with_output().unwrap();
     assert_eq!(stdout(&o), "done [REDACTED:tok]\n");
@@ -672,7 +790,10 @@ fn agent_learns_nothing_from_the_vault_directory_with_the_age_cli() {
         assert!(!text.contains(&val), "value in {}", f.display());
         assert!(!text.contains("AGE-SECRET-KEY"), "a key in {}", f.display());
         let o = v
-            .agent_prog("age", &["-d", "-i", &f.to_string_lossy(), &store.to_string_lossy()])
+            .agent_prog(
+                "age",
+                &["-d", "-i", &f.to_string_lossy(), &store.to_string_lossy()],
+            )
             .output()
             .unwrap();
         assert!(!o.status.success(), "age -d -i {} worked", f.display());
@@ -680,7 +801,15 @@ fn agent_learns_nothing_from_the_vault_directory_with_the_age_cli() {
     }
     // The identity file asks for a passphrase the agent cannot type (no terminal).
     let o = v
-        .agent_prog("age", &["-d", &v.dir.join("contexts/default/identity.age").to_string_lossy()])
+        .agent_prog(
+            "age",
+            &[
+                "-d",
+                &v.dir
+                    .join("contexts/default/identity.age")
+                    .to_string_lossy(),
+            ],
+        )
         .output()
         .unwrap();
     assert!(!o.status.success() && !stdout(&o).contains("AGE-SECRET-KEY"));
@@ -693,47 +822,111 @@ fn agent_learns_nothing_from_the_vault_directory_with_the_age_cli() {
 fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment() {
     let (v, val) = tok_vault("replay", "approval_timeout = \"300ms\"\n");
     let out = v.work.join("out");
-    write_script(&v.work.join("deploy.sh"), &format!("printf %s \"$TOK\" > {}", out.display()));
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}", out.display()),
+    );
     v.grant(&["tok"], &["./deploy.sh"]);
     let o = v.agent(&["exec", "--", "./deploy.sh"]);
-    assert!(o.status.success(), "the approved command runs: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "the approved command runs: {}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), val);
     std::fs::remove_file(&out).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let loot = elsewhere.path().join("loot");
-    write_script(&elsewhere.path().join("deploy.sh"), &format!("printf %s \"$TOK\" > {}", loot.display()));
+    write_script(
+        &elsewhere.path().join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}", loot.display()),
+    );
     let file = v.work.join(".guard/secrets.toml");
     let work = v.work.display().to_string();
     let abs_script = format!("{work}/deploy.sh");
-    let attempts: Vec<(Vec<&str>, &Path, Vec<(&str, &str)>)> = vec![
+    type Attempt<'a> = (Vec<&'a str>, &'a Path, Vec<(&'a str, &'a str)>);
+    let attempts: Vec<Attempt> = vec![
         // the old flag is gone
-        (vec!["exec", "--client-id", &work, "--file", file.to_str().unwrap(), "--", "./deploy.sh"], elsewhere.path(), vec![]),
+        (
+            vec![
+                "exec",
+                "--client-id",
+                &work,
+                "--file",
+                file.to_str().unwrap(),
+                "--",
+                "./deploy.sh",
+            ],
+            elsewhere.path(),
+            vec![],
+        ),
         // the user's project file from another directory, a copy of the script there
-        (vec!["exec", "--file", file.to_str().unwrap(), "--", "./deploy.sh"], elsewhere.path(), vec![]),
+        (
+            vec![
+                "exec",
+                "--file",
+                file.to_str().unwrap(),
+                "--",
+                "./deploy.sh",
+            ],
+            elsewhere.path(),
+            vec![],
+        ),
         // the approved script by absolute path, run from elsewhere
-        (vec!["exec", "--file", file.to_str().unwrap(), "--", &abs_script], elsewhere.path(), vec![]),
+        (
+            vec!["exec", "--file", file.to_str().unwrap(), "--", &abs_script],
+            elsewhere.path(),
+            vec![],
+        ),
         // the approved command in the approved directory, with a library injected
-        (vec!["exec", "--", "./deploy.sh"], &v.work, vec![("LD_PRELOAD", "/nonexistent/agent.so")]),
-        (vec!["exec", "--", "./deploy.sh"], &v.work, vec![("BASH_ENV", "/tmp/agent.sh")]),
+        (
+            vec!["exec", "--", "./deploy.sh"],
+            &v.work,
+            vec![("LD_PRELOAD", "/nonexistent/agent.so")],
+        ),
+        (
+            vec!["exec", "--", "./deploy.sh"],
+            &v.work,
+            vec![("BASH_ENV", "/tmp/agent.sh")],
+        ),
     ];
     for (args, dir, env) in &attempts {
         let mut c = v.agent_prog(guard_bin(), args);
         c.current_dir(dir).envs(env.iter().copied());
         let o = c.output().unwrap();
-        assert_ne!(o.status.code(), Some(0), "{args:?} in {dir:?} ran: {}", stderr(&o));
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{args:?} in {dir:?} ran: {}",
+            stderr(&o)
+        );
         assert_no_self_approval_hint(&stderr(&o));
     }
-    assert!(!out.exists() && !loot.exists(), "no attempt ran with the value");
+    assert!(
+        !out.exists() && !loot.exists(),
+        "no attempt ran with the value"
+    );
     // A changed script is another command: the approval no longer applies.
-    write_script(&v.work.join("deploy.sh"), &format!("printf %s \"$TOK\" > {}; echo changed", out.display()));
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}; echo changed", out.display()),
+    );
     let o = v.agent(&["exec", "--", "./deploy.sh"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!out.exists());
     // A forged approvals.json entry for the agent's own command does not verify.
-    let argv = vec!["sh".to_string(), "-c".to_string(), format!("printf %s \"$TOK\" > {}", loot.display())];
+    let argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("printf %s \"$TOK\" > {}", loot.display()),
+    ];
     let env: Vec<(String, String)> = std::env::vars().collect();
     let forged_fp = guard::vault::command::resolve(
-        &guard::vault::command::CommandSpec { argv: &argv, cwd: &v.work, env: &env },
+        &guard::vault::command::CommandSpec {
+            argv: &argv,
+            cwd: &v.work,
+            env: &env,
+        },
         &mut Default::default(),
     )
     .unwrap()
@@ -760,15 +953,29 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
 fn human_approves_a_command_at_the_terminal_and_a_changed_script_asks_again() {
     let (v, val) = tok_vault("human", "approval_timeout = \"300ms\"\n");
     let seen = v.work.join("seen");
-    write_script(&v.work.join("deploy.sh"), &format!("echo deploying $TOK; printf %s \"$TOK\" > {}", seen.display()));
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!(
+            "echo deploying $TOK; printf %s \"$TOK\" > {}",
+            seen.display()
+        ),
+    );
     let r = v.human(
         &["exec", "--", "./deploy.sh"],
         &[("[y/N] ", "y"), (PASS_PROMPT, PASS)],
     );
     assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
-    assert!(r.tty.contains("deploy.sh"), "the human sees what runs: {:?}", r.tty);
+    assert!(
+        r.tty.contains("deploy.sh"),
+        "the human sees what runs: {:?}",
+        r.tty
+    );
     assert!(r.tty.contains("wants secret(s) [\"tok\"]"), "{:?}", r.tty);
-    assert!(!r.tty.contains(PASS), "the passphrase was echoed: {:?}", r.tty);
+    assert!(
+        !r.tty.contains(PASS),
+        "the passphrase was echoed: {:?}",
+        r.tty
+    );
     assert_eq!(r.stdout, "deploying [REDACTED:tok]\n");
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
     assert!(r.echo_after, "echo restored");
@@ -780,7 +987,10 @@ fn human_approves_a_command_at_the_terminal_and_a_changed_script_asks_again() {
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
     // The script changes: the approval no longer applies; the agent waits, then is denied…
     std::fs::remove_file(&seen).unwrap();
-    write_script(&v.work.join("deploy.sh"), &format!("echo changed; printf %s \"$TOK\" > {}", seen.display()));
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("echo changed; printf %s \"$TOK\" > {}", seen.display()),
+    );
     let o = v.agent(&["exec", "--", "./deploy.sh"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!seen.exists());
@@ -831,7 +1041,10 @@ fn human_unlock_lock_expiry_and_lockout_after_wrong_passphrases() {
     assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
     assert!(v.agent(&["vault", "list"]).status.code() == Some(1));
     // At a terminal, exec offers to unlock, then runs (approval remembered).
-    let r = v.human(&["exec", "--", "sh", "-c", "echo $TOK"], &[(PASS_PROMPT, PASS)]);
+    let r = v.human(
+        &["exec", "--", "sh", "-c", "echo $TOK"],
+        &[(PASS_PROMPT, PASS)],
+    );
     assert!(r.status.success(), "{} / {:?}", r.stderr, r.tty);
     assert_eq!(r.stdout, "[REDACTED:tok]\n");
     // The keys are forgotten after unlock_ttl.
@@ -845,7 +1058,11 @@ fn human_unlock_lock_expiry_and_lockout_after_wrong_passphrases() {
     }
     let r = v.human(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
     assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
-    assert!(r.stderr.contains("too many wrong passphrases"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("too many wrong passphrases"),
+        "{}",
+        r.stderr
+    );
     assert!(v.status()["passphrase_lockout_secs"].as_u64().unwrap() > 3000);
     assert_eq!(v.status()["unlocked"], false);
     assert_eq!(audit_count(&v, "passphrase", "wrong"), 2);
@@ -891,7 +1108,13 @@ fn tty_prompt_goes_to_the_terminal_not_to_stdout_or_stdin() {
     let (v, _val) = tok_vault("ttyout", "");
     // The child echoes its stdin: the agent's bytes reach it untouched (the prompt read none).
     let r = run_on_pty(
-        v.cmd(&["exec", "--", "sh", "-c", "echo out $TOK; echo err $TOK >&2; cat"]),
+        v.cmd(&[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo out $TOK; echo err $TOK >&2; cat",
+        ]),
         PtyStdio::Pipes(b"agent-input\n"),
         &[("[y/N] ", "y\n"), (PASS_PROMPT, &format!("{PASS}\n"))],
     );
@@ -909,7 +1132,10 @@ fn init_refuses_a_second_passphrase_and_migrates_a_plaintext_identity() {
     let o = v.agent(&["vault", "init"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // A new context needs the existing passphrase.
-    let r = v.human(&["vault", "init", "--context", "x"], &[(PASS_PROMPT, "another one")]);
+    let r = v.human(
+        &["vault", "init", "--context", "x"],
+        &[(PASS_PROMPT, "another one")],
+    );
     assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
     assert!(!v.dir.join("contexts/x").exists());
     // A vault from before the passphrase: its plaintext identity gets encrypted and wiped.
@@ -921,8 +1147,16 @@ fn init_refuses_a_second_passphrase_and_migrates_a_plaintext_identity() {
     assert!(!legacy_dir.join("identity.txt").exists());
     let mut c = Command::new("age");
     c.arg("-d").arg(legacy_dir.join("identity.age"));
-    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("passphrase", &format!("{PASS}\n"))]);
-    let key = |s: &str| s.lines().find(|l| l.starts_with("AGE-SECRET-KEY")).map(str::to_string);
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    let key = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY"))
+            .map(str::to_string)
+    };
     assert_eq!(key(&r.stdout), key(&String::from_utf8_lossy(&id.stdout)));
 }
 
@@ -1084,7 +1318,6 @@ fn five_hundred_concurrent_clients_are_served() {
     assert_eq!(ok, 500);
 }
 
-
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let v = Vault::locked("");
@@ -1178,7 +1411,6 @@ fn kill_9_during_adds_never_corrupts_the_store() {
     assert!(v.ok(&["vault", "list"]).contains("k0"));
 }
 
-
 /// Start an approved long-running command as the agent would, and wait until it holds a lease.
 fn running_exec(v: &Vault, secs: u32) -> std::process::Child {
     let script = format!("sleep {secs}; echo $TOK");
@@ -1263,8 +1495,16 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     let old = fake_value("old");
     v.add("tok", &old, &["--rotate-via", "printf %s fake-new-$HOME"]);
     v.ok(&["vault", "rotate", "tok"]);
-    assert_eq!(v.print(&["tok"]), "fake-new-$HOME", "argv, no shell expansion");
-    assert_eq!(v.print(&["tok", "--version-id", "1"]), old, "old version by id");
+    assert_eq!(
+        v.print(&["tok"]),
+        "fake-new-$HOME",
+        "argv, no shell expansion"
+    );
+    assert_eq!(
+        v.print(&["tok", "--version-id", "1"]),
+        old,
+        "old version by id"
+    );
     v.add("slow", &fake_value("slow"), &["--rotate-via", "sleep 5"]);
     let t = Instant::now();
     let o = v.run(&["vault", "rotate", "slow"]);
@@ -1304,8 +1544,22 @@ fn json_envelopes_and_help_examples() {
     let verify = v.json(&["vault", "audit", "verify"]);
     assert_eq!(verify["ok"], true);
     for sub in [
-        "init", "add", "list", "rm", "status", "audit", "rotate", "print", "unlock", "lock",
-        "revoke", "killswitch", "approve", "pending", "grant", "daemon",
+        "init",
+        "add",
+        "list",
+        "rm",
+        "status",
+        "audit",
+        "rotate",
+        "print",
+        "unlock",
+        "lock",
+        "revoke",
+        "killswitch",
+        "approve",
+        "pending",
+        "grant",
+        "daemon",
     ] {
         let o = Command::new(guard_bin())
             .args(["vault", sub, "--help"])
@@ -1569,4 +1823,3 @@ fn run_on_pty(mut cmd: Command, stdio: PtyStdio, steps: &[(&str, &str)]) -> PtyR
         echo_after,
     }
 }
-
