@@ -816,15 +816,7 @@ mod forward {
     use std::sync::atomic::{AtomicI32, Ordering};
 
     static PIPE: AtomicI32 = AtomicI32::new(-1);
-    const SIGNALS: &[i32] = &[
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGWINCH,
-    ];
+    use crate::vault::exec::FORWARDED_SIGNALS as SIGNALS;
 
     extern "C" fn on_signal(sig: libc::c_int) {
         let fd = PIPE.load(Ordering::Relaxed);

@@ -282,6 +282,19 @@ impl Masker {
     }
 }
 
+/// Signals `guard exec` forwards to the command the daemon runs for it (which is not in the
+/// CLI's process group, so Ctrl-C in the terminal would not reach it otherwise).
+pub const FORWARDED_SIGNALS: &[i32] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
 /// What the daemon needs to launch an approved command.
 pub struct Launch<'a> {
     pub exe: &'a Path,

@@ -145,6 +145,20 @@ impl State {
         Err(locked())
     }
 
+    /// What `argv` resolves to, and the key that MACs approvals in `ctx`.
+    fn command_and_key(
+        &mut self,
+        ctx: &str,
+        argv: &[String],
+        cwd: &std::path::Path,
+        env: &[(String, String)],
+    ) -> Result<(Resolved, Zeroizing<[u8; 32]>), RpcError> {
+        let spec = CommandSpec { argv, cwd, env };
+        let cmd = command::resolve(&spec, &mut self.hashes)
+            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        Ok((cmd, keys::approval_key(&self.identity(ctx)?)))
+    }
+
     fn open_store(&mut self, ctx: &str) -> Result<ContextStore, RpcError> {
         let id = self.identity(ctx)?;
         ContextStore::open(&self.paths, ctx, &id).map_err(store_err)
@@ -330,18 +344,6 @@ struct KillP {
 struct SignalP {
     signal: i32,
 }
-
-/// Signals a caller may forward to the command `exec` runs for it.
-const FORWARDED_SIGNALS: &[i32] = &[
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCONT,
-];
 
 fn valid_env_name(env: &str) -> bool {
     !env.is_empty()
@@ -647,14 +649,7 @@ impl Daemon {
         let (cmd, secrets, lease_ids, exec_no) = {
             let mut s = self.lock();
             let st = s.open_store(&e.context)?;
-            let spec = CommandSpec {
-                argv: &e.argv,
-                cwd: &e.cwd,
-                env: &e.env,
-            };
-            let cmd = command::resolve(&spec, &mut s.hashes)
-                .map_err(|err| RpcError::new(rpc::FAILED, err.to_string()))?;
-            let key = keys::approval_key(&s.identity(&e.context)?);
+            let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env)?;
             let mut missing = Vec::new();
             for sec in &e.secrets {
                 st.value(&sec.name, None).map_err(store_err)?;
@@ -758,7 +753,7 @@ impl Daemon {
                             .filter(|r| r.method == "signal")
                             .and_then(|r| params::<SignalP>(r.params).ok())
                             .map(|p| p.signal)
-                            .filter(|s| FORWARDED_SIGNALS.contains(s));
+                            .filter(|s| crate::vault::exec::FORWARDED_SIGNALS.contains(s));
                         if let Some(sig) = sig {
                             kill_group(pgid, sig);
                         }
@@ -891,14 +886,7 @@ impl Daemon {
         for n in &g.names {
             st.entry(n).map_err(store_err)?;
         }
-        let spec = CommandSpec {
-            argv: &g.argv,
-            cwd: &g.cwd,
-            env: &g.env,
-        };
-        let cmd = command::resolve(&spec, &mut s.hashes)
-            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
-        let key = keys::approval_key(&s.identity(&g.context)?);
+        let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env)?;
         let (d, outcome) = if g.deny {
             (Decision::Deny, "deny")
         } else {

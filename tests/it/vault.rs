@@ -295,6 +295,29 @@ fn audit_count(v: &Vault, op: &str, outcome: &str) -> usize {
         .count()
 }
 
+/// The agent runs `sh -c script` under `guard exec` in the background; returns it and the id of
+/// the approval request it waits on.
+fn agent_exec_waiting(v: &Vault, script: &str) -> (std::process::Child, String) {
+    let child = v
+        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", script])
+        .spawn()
+        .unwrap();
+    (child, pending_request(v))
+}
+
+/// The id of the (first) request waiting for a human's approval, once there is one.
+fn pending_request(v: &Vault) -> String {
+    let st = v.wait_status("a pending request", |s| {
+        s["pending_approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    st["pending_approvals"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A vault with one secret `tok` wired to `$TOK` in the project.
 fn tok_vault(tag: &str, config: &str) -> (Vault, String) {
     let v = Vault::with_config(config);
@@ -493,19 +516,7 @@ fn contexts_are_isolated() {
 #[test]
 fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
     let (v, _val) = tok_vault("approve", "approval_timeout = \"20s\"\n");
-    let child = v
-        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", "echo ran $TOK"])
-        .spawn()
-        .unwrap();
-    let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    });
-    let req = st["pending_approvals"][0]["request"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (child, req) = agent_exec_waiting(&v, "echo ran $TOK");
     // The human sees what they approve, then types the passphrase.
     let r = v.human_ok(&["vault", "approve", &req], &[(PASS_PROMPT, PASS)]);
     assert!(r.tty.contains("echo ran $TOK"), "{:?}", r.tty);
@@ -518,19 +529,7 @@ fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("approval required"));
     // a denial (needs no passphrase) is remembered too
-    let child = v
-        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", "echo other $TOK"])
-        .spawn()
-        .unwrap();
-    let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    });
-    let req = st["pending_approvals"][0]["request"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (child, req) = agent_exec_waiting(&v, "echo other $TOK");
     v.ok(&["vault", "approve", &req, "--deny"]);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -551,19 +550,7 @@ fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
 fn agent_cannot_grant_approve_print_unlock_or_init_without_a_terminal() {
     let (v, val) = tok_vault("cli", "approval_timeout = \"3s\"\n");
     // A real request of the agent's own, waiting in the background.
-    let waiting = v
-        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", "echo $TOK"])
-        .spawn()
-        .unwrap();
-    let st = v.wait_status("a pending request", |s| {
-        s["pending_approvals"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    });
-    let req = st["pending_approvals"][0]["request"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (waiting, req) = agent_exec_waiting(&v, "echo $TOK");
     let tries: &[&[&str]] = &[
         &["vault", "grant", "tok", "--", "sh", "-c", "echo $TOK"],
         &["vault", "print", "tok"],
