@@ -1,20 +1,24 @@
 //! `guard vault …` and `guard exec`: the stateless CLI over the vault daemon.
 //!
-//! Design decision: every command builds the same envelope the daemon returns
-//! (`{ok, data|error, next_actions}`); `--json` prints it verbatim, otherwise a short human
-//! rendering. Values never pass through this module except on their way into `guard exec`'s child
-//! environment and output masker, or to stdout for an approved `lease --print`. Approval prompts
-//! use the controlling terminal (`/dev/tty`), never stdin/stdout, which an agent drives.
+//! Design decisions:
+//! - Every command builds the same envelope the daemon returns (`{ok, data|error,
+//!   next_actions}`); `--json` prints it verbatim, otherwise a short human rendering.
+//! - No value ever passes through this process (except the one being stored by `vault add`):
+//!   `guard exec` hands its stdin/stdout/stderr to the daemon, which launches the command, and
+//!   `guard vault print` has the daemon write the value to our stdout descriptor.
+//! - Proof of a human — the vault passphrase — is read from the controlling terminal only
+//!   (`/dev/tty`, no echo): never from stdin, an argument or the environment, which an agent
+//!   drives. `init`, `unlock`, `approve`, `grant` and `print` need it; without a terminal they
+//!   refuse. When the daemon is locked and a terminal is there, any command offers to unlock.
 
-use crate::vault::approval::ask_tty;
 use crate::vault::client::{spawn_daemon, Client, ClientError};
-use crate::vault::exec::{Masker, ProjectFile};
+use crate::vault::exec::ProjectFile;
 use crate::vault::rpc::{self, NextAction};
-use crate::vault::{audit, store, SecretValue, VaultPaths};
+use crate::vault::{audit, keys, store, tty, SecretValue, VaultConfig, VaultPaths};
+use age::secrecy::{ExposeSecret, SecretString};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
@@ -23,7 +27,7 @@ const EXIT_ERROR: i32 = 2;
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  guard vault init\n  printf %s \"$TOKEN\" | guard vault add api_token --rotate-via 'gh auth token'\n  guard vault grant api_token --client ~/src/app\n  guard vault audit verify"
+    after_help = "Examples:\n  guard vault init                         # sets the vault passphrase (typed on the terminal)\n  printf %s \"$TOKEN\" | guard vault add api_token --rotate-via 'gh auth token'\n  guard vault grant api_token -- ./deploy.sh   # a human pre-approves a command\n  guard vault audit verify"
 )]
 pub struct VaultArgs {
     /// Vault directory [default: ~/.local/share/guard/vault]
@@ -38,8 +42,9 @@ pub struct VaultArgs {
 
 #[derive(Subcommand)]
 enum VaultCmd {
-    /// Create the vault: an age identity and an empty store for a context (0600 files, 0700 dirs)
-    #[command(after_help = "Example:\n  guard vault init --context prod")]
+    /// Create the vault (or a context): an age identity encrypted under the vault passphrase, typed
+    /// on the terminal, and an empty store (0600 files, 0700 dirs)
+    #[command(after_help = "Examples:\n  guard vault init\n  guard vault init --context prod")]
     Init {
         #[arg(long, default_value = "default")]
         context: String,
@@ -75,7 +80,7 @@ enum VaultCmd {
         #[arg(long, default_value = "default")]
         context: String,
     },
-    /// Daemon status: contexts, active leases, pending approvals, heartbeat
+    /// Daemon status: locked or not, contexts, leases (without ids), pending approvals
     #[command(after_help = "Example:\n  guard vault status --json")]
     Status,
     /// Show (`--tail N`) or verify (`audit verify`) the hash-chained audit log
@@ -93,36 +98,34 @@ enum VaultCmd {
         #[arg(long, default_value = "default")]
         context: String,
     },
-    /// Take a lease (prints the lease id; `--print` prints the value and needs approval)
-    #[command(
-        after_help = "Examples:\n  guard vault lease api_token --ttl 30m --client-id agent-task-123\n  export TOKEN=$(guard vault lease api_token --print)"
-    )]
-    Lease {
+    /// Print a value to stdout — asks for the vault passphrase on the terminal every time
+    #[command(after_help = "Example:\n  export TOKEN=\"$(guard vault print api_token)\"")]
+    Print {
         name: String,
         #[arg(long, default_value = "default")]
         context: String,
-        #[arg(long)]
-        ttl: Option<String>,
-        /// Client id recorded in the lease and the approval scope [default: current directory]
-        #[arg(long)]
-        client_id: Option<String>,
-        /// Print the raw value (a separate approval scope)
-        #[arg(long)]
-        print: bool,
-        /// Pin an older version by its id (rollback)
+        /// An older version by its id (rollback)
         #[arg(long, value_name = "ID")]
         version_id: Option<u32>,
     },
+    /// Unlock the vault's keys in the daemon (vault passphrase, on the terminal)
+    #[command(after_help = "Examples:\n  guard vault unlock\n  guard vault unlock --for 30m")]
+    Unlock {
+        /// How long the keys stay unlocked [default: unlock_ttl in config.toml, 8h; at most 24h]
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
+    /// Forget the unlocked keys now
+    #[command(after_help = "Example:\n  guard vault lock")]
+    Lock,
     /// Revoke one lease, or all of them
-    #[command(
-        after_help = "Examples:\n  guard vault revoke lease_3f9a…\n  guard vault revoke --all"
-    )]
+    #[command(after_help = "Examples:\n  guard vault revoke --all")]
     Revoke {
         lease: Option<String>,
         #[arg(long)]
         all: bool,
     },
-    /// Emergency: revoke every lease, optionally rotate all and wipe the stores
+    /// Emergency: revoke every lease, stop running commands, optionally rotate all and wipe
     #[command(after_help = "Example:\n  guard vault killswitch --rotate")]
     Killswitch {
         #[arg(long)]
@@ -130,31 +133,34 @@ enum VaultCmd {
         #[arg(long)]
         wipe: bool,
     },
-    /// Approve (or `--deny`) a pending request; run this yourself, not through an agent
-    #[command(after_help = "Example:\n  guard vault approve req_0c1d…")]
+    /// A human approves (or `--deny`s) a pending request; asks for the vault passphrase
+    #[command(after_help = "Example:\n  guard vault pending\n  guard vault approve req_0c1d…")]
     Approve {
         request: String,
         #[arg(long)]
         deny: bool,
     },
-    /// List pending approval requests
+    /// List requests waiting for a human's approval
     #[command(after_help = "Example:\n  guard vault pending")]
     Pending,
-    /// Pre-approve (or `--deny`) a client for a secret
+    /// A human pre-approves a command (as it will run, in this directory) for secrets; asks for
+    /// the vault passphrase
     #[command(
-        after_help = "Example:\n  guard vault grant api_token --client /home/me/src/app --context dev"
+        after_help = "Examples:\n  guard vault grant api_token -- ./deploy.sh --prod\n  guard vault grant db_pass api_token --cwd ~/src/app -- make migrate"
     )]
     Grant {
-        name: String,
-        #[arg(long)]
-        client: String,
+        #[arg(required = true)]
+        names: Vec<String>,
         #[arg(long, default_value = "default")]
         context: String,
-        /// Approve printing the raw value (`lease --print`), not only injection
+        /// The directory the command runs in [default: the current directory]
         #[arg(long)]
-        print: bool,
+        cwd: Option<PathBuf>,
         #[arg(long)]
         deny: bool,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Run the daemon (foreground by default)
     #[command(
@@ -176,7 +182,7 @@ enum AuditCmd {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example (.guard/secrets.toml):\n  [[secret]]\n  name = \"api_token\"\n  env = \"API_TOKEN\"\n  ttl = \"30m\"\n\n  guard exec -- ./deploy.sh"
+    after_help = "Example (.guard/secrets.toml):\n  [[secret]]\n  name = \"api_token\"\n  env = \"API_TOKEN\"\n  ttl = \"30m\"\n\n  guard exec -- ./deploy.sh\n\nThe daemon runs the command (on this process's stdin/stdout/stderr) with the values in its\nenvironment and its output redacted. The first use of a secret by a command needs a human's\napproval: at a terminal guard asks there; without one it waits for a human to approve it."
 )]
 pub struct ExecArgs {
     #[arg(long, env = "GUARD_VAULT_DIR")]
@@ -184,9 +190,6 @@ pub struct ExecArgs {
     /// Context to read secrets from [default: the project file's, else "default"]
     #[arg(long)]
     context: Option<String>,
-    /// Client id for leases and approvals [default: the project directory]
-    #[arg(long)]
-    client_id: Option<String>,
     /// Project file [default: nearest .guard/secrets.toml or .secrets.json]
     #[arg(long)]
     file: Option<PathBuf>,
@@ -200,6 +203,17 @@ pub struct ExecArgs {
 
 struct Out {
     json: bool,
+}
+
+fn exit_code_for(code: i64) -> i32 {
+    if matches!(
+        code,
+        rpc::DENIED | rpc::HUMAN_REQUIRED | rpc::LOCKED | rpc::LOCKED_OUT
+    ) {
+        EXIT_DENIED
+    } else {
+        EXIT_ERROR
+    }
 }
 
 impl Out {
@@ -237,11 +251,7 @@ impl Out {
                 eprintln!("  next: {}  ({})", a.command, a.description);
             }
         }
-        if code == rpc::DENIED {
-            EXIT_DENIED
-        } else {
-            EXIT_ERROR
-        }
+        exit_code_for(code)
     }
 }
 
@@ -249,10 +259,54 @@ fn envelope(data: Value, next_actions: Vec<NextAction>) -> Value {
     json!({"ok": true, "data": data, "next_actions": next_actions})
 }
 
-fn default_client() -> String {
-    std::env::current_dir()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+fn rpc_err(code: i64, message: impl Into<String>) -> ClientError {
+    ClientError::Rpc {
+        code,
+        message: message.into(),
+        next_actions: vec![],
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// The vault passphrase from the terminal, or the reason there is none (no terminal: an agent).
+fn passphrase(prompt: &str) -> Result<SecretString, ClientError> {
+    tty::passphrase(prompt).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY)
+        } else {
+            rpc_err(rpc::HUMAN_REQUIRED, e.to_string())
+        }
+    })
+}
+
+/// `params` plus the passphrase (as a JSON string; the frame is wiped once sent).
+fn with_passphrase(mut params: Value, pass: &SecretString) -> Value {
+    params["passphrase"] = Value::String(pass.expose_secret().to_string());
+    params
+}
+
+/// Call `method`; if the daemon is locked and a human is at the terminal, offer to unlock first.
+fn call_on(c: &mut Client, method: &str, params: Value) -> Result<Value, ClientError> {
+    match c.call(method, params.clone()) {
+        Err(ClientError::Rpc { code, .. }) if code == rpc::LOCKED && tty::available() => {
+            unlock_here(c, None)?;
+            c.call(method, params)
+        }
+        r => r,
+    }
+}
+
+fn call(paths: &VaultPaths, method: &str, params: Value) -> Result<Value, ClientError> {
+    call_on(&mut Client::connect_or_start(paths)?, method, params)
+}
+
+/// Ask the human for the passphrase on the terminal and unlock the daemon.
+fn unlock_here(c: &mut Client, duration: Option<&str>) -> Result<Value, ClientError> {
+    let pass = passphrase("guard: the vault is locked. vault passphrase: ")?;
+    c.call("unlock", with_passphrase(json!({"ttl": duration}), &pass))
 }
 
 pub fn run_vault(a: VaultArgs) -> anyhow::Result<i32> {
@@ -265,22 +319,87 @@ pub fn run_vault(a: VaultArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn call(paths: &VaultPaths, method: &str, params: Value) -> Result<Value, ClientError> {
-    Client::connect_or_start(paths)?.call(method, params)
+/// `guard vault init`: a new vault asks for a new passphrase (twice); a new context in an existing
+/// vault asks for the vault passphrase and checks it. Identities left unencrypted by an older
+/// guard are encrypted under the passphrase and their plaintext files wiped.
+fn init(paths: &VaultPaths, context: &str) -> Result<(Value, bool), ClientError> {
+    store::check_name("context", context).map_err(other)?;
+    let config = VaultConfig::load(paths).map_err(other)?;
+    let log_n = config.kdf_log_n().map_err(other)?;
+    let contexts = store::list_contexts(paths);
+    let encrypted: Vec<&String> = contexts
+        .iter()
+        .filter(|c| paths.identity(c).exists())
+        .collect();
+    let legacy: Vec<&String> = contexts
+        .iter()
+        .filter(|c| !paths.identity(c).exists())
+        .collect();
+    if paths.identity(context).exists() && legacy.is_empty() {
+        return Ok((
+            json!({"vault_dir": paths.root(), "context": context}),
+            false,
+        ));
+    }
+    let pass = match encrypted.first() {
+        Some(c) => {
+            let pass = passphrase("vault passphrase: ")?;
+            match keys::read_identity(&paths.identity(c), &pass) {
+                Ok(_) => pass,
+                Err(keys::KeyError::WrongPassphrase) => {
+                    return Err(rpc_err(rpc::DENIED, "wrong passphrase"))
+                }
+                Err(e) => return Err(other(e)),
+            }
+        }
+        None => {
+            tty::set_non_dumpable();
+            tty::new_passphrase(6).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY)
+                } else {
+                    rpc_err(rpc::INVALID_PARAMS, e.to_string())
+                }
+            })?
+        }
+    };
+    let mut migrated = Vec::new();
+    for c in legacy {
+        let old = paths.legacy_identity(c);
+        let text = Zeroizing::new(std::fs::read_to_string(&old).map_err(other)?);
+        let id = keys::parse_identity(&text)
+            .ok_or_else(|| other(format!("{}: no AGE-SECRET-KEY line", old.display())))?;
+        keys::write_identity(&paths.identity(c), &id, &pass, log_n).map_err(other)?;
+        let _ = std::fs::write(&old, vec![0u8; text.len()]);
+        std::fs::remove_file(&old).map_err(other)?;
+        migrated.push(c.clone());
+    }
+    let created = !paths.identity(context).exists();
+    if created {
+        let id = age::x25519::Identity::generate();
+        store::private_dir(&paths.context_dir(context)).map_err(other)?;
+        keys::write_identity(&paths.identity(context), &id, &pass, log_n).map_err(other)?;
+        store::init_context(paths, context, &id).map_err(other)?;
+    }
+    audit::load_key(&paths.audit_key()).map_err(other)?;
+    // A running daemon learns the new keys now (it would otherwise need another unlock).
+    if let Ok(mut c) = Client::connect(paths) {
+        c.call("unlock", with_passphrase(json!({}), &pass))?;
+    }
+    Ok((
+        json!({"vault_dir": paths.root(), "context": context, "identity": paths.identity(context),
+               "migrated": migrated}),
+        created,
+    ))
 }
 
 fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, ClientError> {
     match cmd {
         VaultCmd::Init { context } => {
-            let created =
-                store::init_context(paths, &context).map_err(|e| ClientError::Autostart {
-                    reason: e.to_string(),
-                })?;
-            audit::load_key(&paths.audit_key()).map_err(|e| ClientError::Autostart {
-                reason: e.to_string(),
-            })?;
+            let (mut data, created) = init(paths, &context)?;
+            data["created"] = json!(created);
             let env = envelope(
-                json!({"vault_dir": paths.root(), "context": context, "created": created, "identity": paths.identity(&context)}),
+                data,
                 vec![rpc::next(
                     format!("guard vault add NAME --context {context}"),
                     "store a secret",
@@ -307,9 +426,12 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             rotate_every,
         } => {
             let value = read_value(&name)?;
-            let mut c = Client::connect_or_start(paths)?;
-            let env = c.call("add", json!({"context": context, "name": name, "value": value,
-                "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true), "rotate_every": rotate_every}))?;
+            let env = call(
+                paths,
+                "add",
+                json!({"context": context, "name": name, "value": value,
+                "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true), "rotate_every": rotate_every}),
+            )?;
             Ok(out.ok(&env, |d| {
                 format!(
                     "stored {} version {} in context {}",
@@ -364,8 +486,13 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 if d["running"].as_bool() != Some(true) {
                     return "daemon: not running".into();
                 }
-                format!("daemon: running (pid {})\ncontexts: {}\nactive leases: {}\npending approvals: {}\nheartbeat: {}",
-                    d["pid"], d["contexts"], d["active_leases"], d["pending_approvals"].as_array().map_or(0, |a| a.len()),
+                let keys = match d["unlocked_for_secs"].as_u64() {
+                    Some(s) => format!("unlocked for another {s} s"),
+                    None => "locked".into(),
+                };
+                format!("daemon: running (pid {})\nkeys: {keys}\ncontexts: {}\nactive leases: {}\nrunning commands: {}\npending approvals: {}\nheartbeat: {}",
+                    d["pid"], d["contexts"], d["active_leases"], d["running_commands"],
+                    d["pending_approvals"].as_array().map_or(0, |a| a.len()),
                     d["heartbeat"].as_str().unwrap_or("off"))
             }))
         }
@@ -451,46 +578,38 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 )
             }))
         }
-        VaultCmd::Lease {
+        VaultCmd::Print {
             name,
             context,
-            ttl,
-            client_id,
-            print,
-            version_id: version,
+            version_id,
         } => {
-            let client = client_id.unwrap_or_else(default_client);
             let mut c = Client::connect_or_start(paths)?;
-            let purpose = if print { "print" } else { "use" };
-            let data = lease_with_approval(
-                paths,
-                &mut c,
-                json!({"context": context, "name": name, "client": client,
-                "purpose": purpose, "ttl": ttl, "version": version}),
-                out.json,
-            )?;
-            let lease = data["lease"].as_str().unwrap_or_default().to_string();
-            if print {
-                let vals: Resolved = call_typed(&mut c, "resolve", json!({"leases": [lease]}))?;
-                let mut stdout = std::io::stdout().lock();
-                for v in &vals.values {
-                    stdout
-                        .write_all(v.value.expose_secret().as_bytes())
-                        .map_err(ClientError::Io)?;
-                    if stdout.is_terminal() {
-                        stdout.write_all(b"\n").map_err(ClientError::Io)?;
-                    }
-                }
-                return Ok(0);
-            }
-            let env = envelope(
-                data,
-                vec![rpc::next(
-                    format!("guard vault revoke {lease}"),
-                    "revoke when done",
-                )],
+            let pass = passphrase(&format!("guard: print secret {name:?}? vault passphrase: "))?;
+            let params = with_passphrase(
+                json!({"context": context, "name": name, "version": version_id}),
+                &pass,
             );
-            Ok(out.ok(&env, |d| d["lease"].as_str().unwrap_or("").to_string()))
+            // The daemon writes the value to our stdout descriptor; nothing else goes there.
+            let env = c.call_with_fds("print", params, &[1])?;
+            if out.json {
+                eprintln!("{env}");
+            }
+            Ok(0)
+        }
+        VaultCmd::Unlock { duration } => {
+            let mut c = Client::connect_or_start(paths)?;
+            let pass = passphrase("vault passphrase: ")?;
+            let env = c.call("unlock", with_passphrase(json!({"ttl": duration}), &pass))?;
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "unlocked {} for {} s",
+                    d["contexts"], d["unlocked_for_secs"]
+                )
+            }))
+        }
+        VaultCmd::Lock => {
+            let env = Client::connect(paths)?.call("lock", json!({}))?;
+            Ok(out.ok(&env, |_| "locked".into()))
         }
         VaultCmd::Revoke { lease, all } => {
             let env = call(paths, "revoke", json!({"lease": lease, "all": all}))?;
@@ -508,11 +627,32 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             }))
         }
         VaultCmd::Approve { request, deny } => {
-            let env = call(
-                paths,
-                "approve",
-                json!({"request": request, "allow": !deny}),
-            )?;
+            let mut c = Client::connect_or_start(paths)?;
+            let params = json!({"request": request, "allow": !deny});
+            let params = if deny {
+                params
+            } else {
+                // Show the human what they approve before asking for the passphrase.
+                let p = c.call("pending", json!({}))?;
+                let req = p["data"]["pending"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["request"] == request.as_str())
+                    .cloned()
+                    .ok_or_else(|| {
+                        rpc_err(rpc::NOT_FOUND, format!("no pending request {request}"))
+                    })?;
+                tty::say(&format!(
+                    "guard: approve {} to use secret(s) {} (context {})",
+                    req["command"].as_str().unwrap_or(""),
+                    req["secrets"],
+                    req["context"]
+                ))
+                .map_err(|_| rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY))?;
+                with_passphrase(params, &passphrase("vault passphrase: ")?)
+            };
+            let env = c.call("approve", params)?;
             Ok(out.ok(&env, |d| {
                 format!(
                     "{}: {}",
@@ -530,12 +670,11 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     .flatten()
                     .map(|p| {
                         format!(
-                            "{}  client={} secret={} context={} purpose={}",
+                            "{}  secrets={} context={}\n    {}",
                             p["request"].as_str().unwrap_or(""),
-                            p["scope"]["client"],
-                            p["scope"]["secret"],
-                            p["scope"]["context"],
-                            p["scope"]["purpose"]
+                            p["secrets"],
+                            p["context"],
+                            p["command"].as_str().unwrap_or("")
                         )
                     })
                     .collect::<Vec<_>>()
@@ -543,25 +682,44 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             }))
         }
         VaultCmd::Grant {
-            name,
-            client,
+            names,
             context,
-            print,
+            cwd,
             deny,
+            command,
         } => {
-            let env = call(
-                paths,
+            let cwd = match cwd {
+                Some(d) => d,
+                None => std::env::current_dir()?,
+            };
+            let mut c = Client::connect_or_start(paths)?;
+            tty::say(&format!(
+                "guard: {} `{}` in {} to use secret(s) {} (context {context})",
+                if deny { "deny" } else { "approve" },
+                command
+                    .iter()
+                    .map(|a| crate::vault::command::shell_word(a))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                cwd.display(),
+                names.join(", ")
+            ))
+            .map_err(|_| rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY))?;
+            let pass = passphrase("vault passphrase: ")?;
+            let env = c.call(
                 "grant",
-                json!({"context": context, "name": name, "client": client,
-                "purpose": if print { "print" } else { "use" }, "deny": deny}),
+                with_passphrase(
+                    json!({"context": context, "names": names, "argv": command, "cwd": cwd,
+                           "env": environment(), "deny": deny}),
+                    &pass,
+                ),
             )?;
             Ok(out.ok(&env, |d| {
                 format!(
-                    "{} {} for {} on {}",
-                    if deny { "denied" } else { "granted" },
-                    d["scope"]["purpose"],
-                    d["scope"]["client"],
-                    d["scope"]["secret"]
+                    "{} {} for {}",
+                    if deny { "denied" } else { "approved" },
+                    d["secrets"],
+                    d["command"].as_str().unwrap_or("")
                 )
             }))
         }
@@ -612,7 +770,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
 fn read_value(name: &str) -> Result<SecretValue, ClientError> {
     let mut buf = Zeroizing::new(Vec::new());
     if std::io::stdin().is_terminal() {
-        let v = prompt_no_echo(&format!("value for {name}: ")).map_err(ClientError::Io)?;
+        let v = tty::prompt_no_echo(&format!("value for {name}: ")).map_err(ClientError::Io)?;
         buf.extend_from_slice(v.as_bytes());
     } else {
         std::io::stdin()
@@ -636,154 +794,160 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
     Ok(SecretValue::new(s))
 }
 
-/// Read a line from /dev/tty with echo off (termios), restoring the terminal afterwards.
-fn prompt_no_echo(prompt: &str) -> std::io::Result<Zeroizing<String>> {
-    use std::io::BufRead;
-    use std::os::fd::AsRawFd;
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")?;
-    let fd = tty.as_raw_fd();
-    // SAFETY: termios is plain data; tcgetattr fills it for a valid open fd.
-    let mut old: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open for the lifetime of `tty`; `old` is a valid out-pointer.
-    if unsafe { libc::tcgetattr(fd, &mut old) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// This process's environment (UTF-8 entries), which the command `exec` runs inherits.
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn current_umask() -> u32 {
+    // SAFETY: umask(2) swaps the mask; it is restored at once (single-threaded at this point).
+    unsafe {
+        let m = libc::umask(0o077);
+        libc::umask(m);
+        m as u32
     }
-    let mut noecho = old;
-    noecho.c_lflag &= !libc::ECHO;
-    noecho.c_lflag |= libc::ECHONL;
-    // SAFETY: as above; restored below on every path.
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &noecho) };
-    let r = (|| {
-        (&tty).write_all(prompt.as_bytes())?;
-        let mut line = Zeroizing::new(String::new());
-        std::io::BufReader::new(&tty).read_line(&mut line)?;
-        while line.ends_with('\n') || line.ends_with('\r') {
-            line.pop();
+}
+
+mod forward {
+    //! Signals that reach `guard exec` (Ctrl-C in the terminal, a `kill` of the CLI) are
+    //! forwarded to the command the daemon runs, which is not in our process group.
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static PIPE: AtomicI32 = AtomicI32::new(-1);
+    use crate::vault::exec::FORWARDED_SIGNALS as SIGNALS;
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let fd = PIPE.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let b = sig as u8;
+            // SAFETY: write(2) is async-signal-safe; a full pipe just drops the signal.
+            unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
         }
-        Ok(line)
-    })();
-    // SAFETY: restores the attributes read above on the same fd.
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
-    r
-}
-
-#[derive(Deserialize)]
-struct ResolvedValue {
-    name: String,
-    value: SecretValue,
-}
-#[derive(Deserialize)]
-struct Resolved {
-    values: Vec<ResolvedValue>,
-}
-
-/// Call a method whose data carries values: parsed straight from a zeroizing frame buffer.
-fn call_typed<T: for<'de> Deserialize<'de>>(
-    c: &mut Client,
-    method: &str,
-    params: Value,
-) -> Result<T, ClientError> {
-    let env = c.call(method, params)?;
-    // The envelope `Value` holds the plaintext briefly; it is dropped at the end of this function.
-    serde_json::from_value(env.get("data").cloned().unwrap_or(Value::Null))
-        .map_err(|_| ClientError::Protocol)
-}
-
-/// `lease`, and if the scope is new, get a decision: the terminal if there is one, else wait for
-/// `guard vault approve` (denied after the daemon's approval timeout).
-fn lease_with_approval(
-    paths: &VaultPaths,
-    c: &mut Client,
-    params: Value,
-    json: bool,
-) -> Result<Value, ClientError> {
-    let env = c.call("lease", params.clone())?;
-    let data = env.get("data").cloned().unwrap_or(Value::Null);
-    if data["status"] == "granted" {
-        return Ok(data);
     }
-    let req = data["request"]
-        .as_str()
-        .ok_or(ClientError::Protocol)?
-        .to_string();
-    let s = &data["scope"];
-    let question = format!(
-        "guard: allow client {} to {} secret {} (context {})?",
-        s["client"],
-        if s["purpose"] == "print" {
-            "PRINT"
-        } else {
-            "use"
-        },
-        s["secret"],
-        s["context"]
-    );
-    match ask_tty(&question) {
-        Some(allow) => {
-            c.call("approve", json!({"request": req, "allow": allow}))?;
+
+    /// Forwards signals over `conn` until dropped.
+    pub struct Forwarding {
+        write_end: std::os::fd::OwnedFd,
+    }
+
+    pub fn start(conn: std::os::unix::net::UnixStream) -> std::io::Result<Forwarding> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fresh descriptors, each wrapped once below.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        None => {
-            let grant = env["next_actions"]
-                .get(1)
-                .and_then(|a| a["command"].as_str())
-                .unwrap_or("guard vault grant")
-                .to_string();
-            if json {
-                eprintln!(
-                    "{}",
-                    json!({"ok": false, "error": {"code": "approval_pending", "message": "approval required"},
-                    "data": {"request": req}, "next_actions": env["next_actions"]})
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The reader blocks; only the writer (used from the handler) must not.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        std::thread::spawn(move || {
+            let mut r = std::fs::File::from(r);
+            let mut b = [0u8; 1];
+            while let Ok(1) = r.read(&mut b) {
+                let _ = crate::vault::client::notify(
+                    &conn,
+                    "signal",
+                    serde_json::json!({"signal": b[0] as i32}),
                 );
-            } else {
-                eprintln!("guard: approval required for secret {} (client {}, context {}): the user runs `guard vault approve {req}` \
-                           (or pre-approves with `{grant}`); waiting…", s["secret"], s["client"], s["context"]);
             }
-            // A second connection so this one is free for the final lease call.
-            Client::connect(paths)?.call("await_approval", json!({"request": req}))?;
+        });
+        PIPE.store(w.as_raw_fd(), Ordering::SeqCst);
+        for &s in SIGNALS {
+            // SAFETY: installs a handler that only calls write(2).
+            unsafe { libc::signal(s, on_signal as *const () as libc::sighandler_t) };
         }
+        Ok(Forwarding { write_end: w })
     }
-    let env = c.call("lease", params)?;
-    let data = env.get("data").cloned().unwrap_or(Value::Null);
-    if data["status"] == "granted" {
-        Ok(data)
-    } else {
-        Err(ClientError::Protocol)
+
+    impl Drop for Forwarding {
+        fn drop(&mut self) {
+            for &s in SIGNALS {
+                // SAFETY: restores the default disposition.
+                unsafe { libc::signal(s, libc::SIG_DFL) };
+            }
+            PIPE.store(-1, Ordering::SeqCst);
+            let _ = &self.write_end; // closed on drop: the forwarding thread ends
+        }
     }
 }
 
 pub fn run_exec(a: ExecArgs) -> anyhow::Result<i32> {
-    let out = Out { json: a.json };
+    let json = a.json;
     match exec(a) {
         Ok(code) => Ok(code),
         Err(e) => {
             // Keep stdout for the child: exec reports its own errors on stderr even with --json.
-            let code = if matches!(&e, ClientError::Rpc { code, .. } if *code == rpc::DENIED) {
-                EXIT_DENIED
-            } else {
-                EXIT_ERROR
+            let (code, acts) = match &e {
+                ClientError::Rpc {
+                    code, next_actions, ..
+                } => (*code, next_actions.clone()),
+                _ => (rpc::FAILED, vec![]),
             };
-            if out.json {
-                let (c, acts) = match &e {
-                    ClientError::Rpc {
-                        code, next_actions, ..
-                    } => (*code, next_actions.clone()),
-                    _ => (rpc::FAILED, vec![]),
-                };
-                eprintln!("{}", rpc::err_envelope(c, &e.to_string(), &acts));
+            if json {
+                eprintln!("{}", rpc::err_envelope(code, &e.to_string(), &acts));
             } else {
                 eprintln!("guard exec: {e}");
-                if let ClientError::Rpc { next_actions, .. } = &e {
-                    for n in next_actions {
-                        eprintln!("  next: {}  ({})", n.command, n.description);
-                    }
+                for n in &acts {
+                    eprintln!("  next: {}  ({})", n.command, n.description);
                 }
             }
-            Ok(code)
+            Ok(exit_code_for(code))
         }
     }
+}
+
+/// The daemon asked for a human's approval: ask at the terminal if there is one, else wait for a
+/// human to approve it elsewhere. `Ok` means: ask the daemon again.
+fn get_approval(
+    paths: &VaultPaths,
+    c: &mut Client,
+    data: &Value,
+    json: bool,
+) -> Result<(), ClientError> {
+    let req = data["request"]
+        .as_str()
+        .ok_or(ClientError::Protocol)?
+        .to_string();
+    let command = data["command"].as_str().unwrap_or("");
+    let what = format!(
+        "{command}\n  wants secret(s) {} (context {})",
+        data["secrets"], data["context"]
+    );
+    if tty::say(&format!("guard: {what}")).is_ok() {
+        let allow = tty::ask("guard: allow this command to use them?") == Some(true);
+        let params = json!({"request": req, "allow": allow});
+        let params = if allow {
+            with_passphrase(params, &passphrase("vault passphrase: ")?)
+        } else {
+            params
+        };
+        c.call("approve", params)?;
+        return Ok(());
+    }
+    let message = format!(
+        "approval required: a human must approve {what}. They do it at a terminal with the vault \
+         passphrase (`guard vault pending` lists this request, {req}). Waiting…"
+    );
+    if json {
+        eprintln!(
+            "{}",
+            json!({"ok": false, "error": {"code": "approval_pending", "message": message},
+                   "data": data, "next_actions": data.get("next_actions")})
+        );
+    } else {
+        eprintln!("guard exec: {message}");
+    }
+    // A second connection, so this one stays free for asking again.
+    Client::connect(paths)?.call("await_approval", json!({"request": req}))?;
+    Ok(())
 }
 
 fn exec(a: ExecArgs) -> Result<i32, ClientError> {
@@ -793,86 +957,41 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
         Some(f) => ProjectFile::load(f),
         None => ProjectFile::find(&cwd),
     }
-    .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+    .map_err(other)?;
     let context = a
         .context
         .or(pf.context.clone())
         .unwrap_or_else(|| "default".into());
-    let client = a
-        .client_id
-        .or(pf.client_id.clone())
-        .unwrap_or_else(|| pf.root.display().to_string());
+    let secrets: Vec<Value> = pf
+        .secrets
+        .iter()
+        .map(|s| json!({"name": s.name, "env": s.env, "ttl": s.ttl.map(|t| format!("{}ms", t.as_millis()))}))
+        .collect();
+    let params = json!({"context": context, "secrets": secrets, "argv": a.command,
+                        "cwd": cwd, "env": environment(), "umask": current_umask()});
     let mut c = Client::connect_or_start(&paths)?;
-    let mut leases = Vec::new();
-    let result = (|| {
-        for s in &pf.secrets {
-            let ttl = s.ttl.map(|t| format!("{}ms", t.as_millis()));
-            let data = lease_with_approval(
-                &paths,
-                &mut c,
-                json!({"context": context, "name": s.name, "client": client,
-                "purpose": "use", "ttl": ttl}),
-                a.json,
-            )?;
-            leases.push(
-                data["lease"]
-                    .as_str()
-                    .ok_or(ClientError::Protocol)?
-                    .to_string(),
-            );
+    for _ in 0..4 {
+        let reply = {
+            let _fwd = forward::start(c.notifier()?)?;
+            c.call_with_fds("exec", params.clone(), &[0, 1, 2])
+        };
+        match reply {
+            Ok(env) => {
+                let data = &env["data"];
+                if data["status"] == "approval_required" {
+                    get_approval(&paths, &mut c, data, a.json)?;
+                    continue;
+                }
+                if let Some(code) = data["exit_code"].as_i64() {
+                    return Ok(code as i32);
+                }
+                return Ok(128 + data["signal"].as_i64().unwrap_or(0) as i32);
+            }
+            Err(ClientError::Rpc { code, .. }) if code == rpc::LOCKED && tty::available() => {
+                unlock_here(&mut c, None)?;
+            }
+            Err(e) => return Err(e),
         }
-        let resolved: Resolved = call_typed(&mut c, "resolve", json!({"leases": leases}))?;
-        run_child(&pf, &resolved, &a.command)
-    })();
-    for l in &leases {
-        let _ = c.call("revoke", json!({"lease": l}));
     }
-    result
-}
-
-fn run_child(pf: &ProjectFile, resolved: &Resolved, argv: &[String]) -> Result<i32, ClientError> {
-    use std::os::unix::process::ExitStatusExt;
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for v in &resolved.values {
-        let env = pf
-            .secrets
-            .iter()
-            .find(|s| s.name == v.name)
-            .map(|s| s.env.as_str())
-            .ok_or(ClientError::Protocol)?;
-        cmd.env(env, v.value.expose_secret());
-    }
-    let masker = Masker::new(
-        resolved
-            .values
-            .iter()
-            .map(|v| (v.name.as_str(), v.value.expose_secret().as_bytes())),
-    );
-    let mut child = cmd.spawn().map_err(|e| {
-        ClientError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot run {:?}: {e}", argv[0]),
-        ))
-    })?;
-    // Ctrl-C goes to the child (same process group); we stay alive to revoke the leases.
-    // SAFETY: changing signal dispositions of this process only; restored default is not needed
-    // because we exit right after the child.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let so = child.stdout.take().expect("stdout should be piped");
-    let se = child.stderr.take().expect("stderr should be piped");
-    let m2 = masker.clone();
-    let t1 = std::thread::spawn(move || masker.filter(so, std::io::stdout()));
-    let t2 = std::thread::spawn(move || m2.filter(se, std::io::stderr()));
-    let status = child.wait()?;
-    let _ = t1.join();
-    let _ = t2.join();
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Err(rpc_err(rpc::DENIED, "no approval after several attempts"))
 }

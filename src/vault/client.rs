@@ -3,7 +3,8 @@
 //! Design decision: the CLI is short-lived and makes a handful of calls, so it uses blocking std
 //! I/O (no tokio runtime to start: `guard exec -- true` must stay well under 15 ms). Autostart
 //! spawns `guard vault daemon` detached (new session, stdio to `daemon.log`) and waits for the
-//! socket, as gpg-agent does; `GUARD_NO_AUTOSTART=1` turns that off.
+//! socket, as gpg-agent does; `GUARD_NO_AUTOSTART=1` turns that off. Requests that need the
+//! caller's stdio (`exec`, `print`) pass the descriptors with the frame (SCM_RIGHTS).
 
 use crate::vault::rpc::NextAction;
 use crate::vault::VaultPaths;
@@ -85,14 +86,28 @@ impl Client {
 
     /// Call `method`; returns the envelope (`{ok, data, next_actions}`) or the RPC error.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        self.call_with_fds(method, params, &[])
+    }
+
+    /// Call `method`, passing `fds` (e.g. our stdin/stdout/stderr) along with the request.
+    pub fn call_with_fds(
+        &mut self,
+        method: &str,
+        params: Value,
+        fds: &[std::os::fd::RawFd],
+    ) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut frame = serde_json::to_vec(
-            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
-        )
-        .expect("a request should serialize");
+        // The frame may carry a passphrase or a value: wiped once sent.
+        let mut frame = zeroize::Zeroizing::new(
+            serde_json::to_vec(
+                &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+            )
+            .expect("a request should serialize"),
+        );
         frame.push(b'\n');
-        self.writer.write_all(&frame)?;
+        crate::vault::fdpass::send_with_fds(&self.writer, &frame, fds)?;
+        drop(frame);
         let mut line = Vec::new();
         if self.reader.read_until(b'\n', &mut line)? == 0 {
             return Err(ClientError::Protocol);
@@ -118,6 +133,20 @@ impl Client {
                 .unwrap_or_default(),
         })
     }
+
+    /// A second handle on the connection, for notifications sent while `call` waits (signals
+    /// forwarded to the command `exec` runs).
+    pub fn notifier(&self) -> Result<UnixStream, ClientError> {
+        Ok(self.writer.try_clone()?)
+    }
+}
+
+/// Send a notification (no reply expected) on a connection.
+pub fn notify(w: &UnixStream, method: &str, params: Value) -> std::io::Result<()> {
+    let mut f = serde_json::to_vec(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+        .expect("a notification should serialize");
+    f.push(b'\n');
+    (&*w).write_all(&f)
 }
 
 /// Start `guard vault daemon` in its own session, detached from our terminal and stdio.
@@ -144,6 +173,14 @@ pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
+    // The daemon will hold the keys: nothing that loads code into it comes from our environment.
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if crate::vault::command::is_code_env(k) {
+                cmd.env_remove(k);
+            }
+        }
+    }
     // SAFETY: setsid(2) is async-signal-safe; it detaches the daemon from our controlling tty
     // and process group so it outlives the CLI and never reads the user's terminal.
     unsafe {

@@ -55,6 +55,15 @@ pub struct VaultConfig {
     pub rotation_timeout: String,
     /// How often the daemon prunes expired leases and runs scheduled rotations.
     pub maintenance_interval: String,
+    /// How long the identities stay unlocked after `guard vault unlock` (at most 24h).
+    pub unlock_ttl: String,
+    /// Consecutive wrong passphrases before the lockout.
+    pub passphrase_attempts: u32,
+    /// How long every passphrase check is refused after too many wrong ones.
+    pub passphrase_lockout: String,
+    /// scrypt work factor (N = 2^kdf_log_n) for identities written by `init`; 10..=22. Read when
+    /// a context is created: an existing identity keeps the factor it was written with.
+    pub kdf_log_n: u8,
     pub heartbeat: Option<HeartbeatConfig>,
 }
 
@@ -68,6 +77,10 @@ impl Default for VaultConfig {
             max_frame_bytes: 1 << 20,
             rotation_timeout: "30s".into(),
             maintenance_interval: "60s".into(),
+            unlock_ttl: "8h".into(),
+            passphrase_attempts: 5,
+            passphrase_lockout: "15m".into(),
+            kdf_log_n: 18,
             heartbeat: None,
         }
     }
@@ -119,7 +132,13 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub rotation_timeout: Duration,
     pub maintenance_interval: Duration,
+    pub unlock_ttl: Duration,
+    pub passphrase_attempts: u32,
+    pub passphrase_lockout: Duration,
 }
+
+/// The longest a vault stays unlocked.
+pub const MAX_UNLOCK: Duration = Duration::from_secs(24 * 3600);
 
 impl VaultConfig {
     pub fn load(paths: &VaultPaths) -> Result<Self, ConfigError> {
@@ -144,7 +163,22 @@ impl VaultConfig {
             rotation_timeout: parse_duration(&self.rotation_timeout)?,
             maintenance_interval: parse_duration(&self.maintenance_interval)?
                 .max(Duration::from_millis(50)),
+            unlock_ttl: parse_duration(&self.unlock_ttl)?.min(MAX_UNLOCK),
+            passphrase_attempts: self.passphrase_attempts.clamp(1, 100),
+            passphrase_lockout: parse_duration(&self.passphrase_lockout)?,
         })
+    }
+
+    /// The scrypt work factor for new identities, checked.
+    pub fn kdf_log_n(&self) -> Result<u8, ConfigError> {
+        if (10..=22).contains(&self.kdf_log_n) {
+            Ok(self.kdf_log_n)
+        } else {
+            Err(ConfigError::Parse {
+                path: PathBuf::from("config.toml"),
+                reason: format!("kdf_log_n {} is outside 10..=22", self.kdf_log_n),
+            })
+        }
     }
 }
 
@@ -195,7 +229,12 @@ impl VaultPaths {
     pub fn context_dir(&self, ctx: &str) -> PathBuf {
         self.contexts().join(ctx)
     }
+    /// The context's identity, encrypted under the vault passphrase.
     pub fn identity(&self, ctx: &str) -> PathBuf {
+        self.context_dir(ctx).join("identity.age")
+    }
+    /// Where guard before the passphrase kept the identity in plaintext (migrated by `init`).
+    pub fn legacy_identity(&self, ctx: &str) -> PathBuf {
         self.context_dir(ctx).join("identity.txt")
     }
     pub fn store(&self, ctx: &str) -> PathBuf {

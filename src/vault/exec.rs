@@ -1,10 +1,13 @@
-//! `guard exec` support: the project's secret declarations, and the output masker.
+//! `guard exec` support: the project's secret declarations, the output masker, and the launch of
+//! the child by the daemon.
 //!
 //! Design decisions:
 //! - A project declares what it needs in `.guard/secrets.toml` (`[[secret]] name/env/ttl`,
-//!   optional top-level `context` and `client_id`), found by walking up from the working
-//!   directory; agent-secrets' `.secrets.json` is accepted too. The default client id is the
-//!   project directory, so approvals are per project.
+//!   optional top-level `context`), found by walking up from the working directory;
+//!   agent-secrets' `.secrets.json` is accepted too (its `client_id` is ignored: a client id is
+//!   self-declared and proves nothing — approvals name the command, see [`crate::vault::command`]).
+//! - The *daemon* launches the child ([`launch`]) on the caller's stdio, passed over the socket:
+//!   values exist only in the daemon and in the child's environment, never in a client.
 //! - [`Masker`] is the stand-in for the engine's stream redactor, with the interface that one will
 //!   keep: `Masker::new(named values)` then `filter(reader, writer)`. It replaces every exact
 //!   occurrence of an injected value with `[REDACTED:<secret name>]`, leftmost-longest, finds a
@@ -47,7 +50,6 @@ pub struct ProjectFile {
     /// The directory the project file belongs to (parent of `.guard/`).
     pub root: PathBuf,
     pub context: Option<String>,
-    pub client_id: Option<String>,
     pub secrets: Vec<SecretSpec>,
 }
 
@@ -55,7 +57,6 @@ pub struct ProjectFile {
 #[serde(deny_unknown_fields)]
 struct TomlFile {
     context: Option<String>,
-    client_id: Option<String>,
     #[serde(default)]
     secret: Vec<TomlSecret>,
 }
@@ -70,7 +71,6 @@ struct TomlSecret {
 struct JsonFile {
     #[serde(default)]
     secrets: Vec<JsonSecret>,
-    client_id: Option<String>,
     context: Option<String>,
 }
 #[derive(Deserialize)]
@@ -121,11 +121,10 @@ impl ProjectFile {
                 .transpose()
         };
         let is_json = path.extension().is_some_and(|e| e == "json");
-        let (context, client_id, raw): (_, _, Vec<RawSecret>) = if is_json {
+        let (context, raw): (_, Vec<RawSecret>) = if is_json {
             let f: JsonFile = serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
             (
                 f.context,
-                f.client_id,
                 f.secrets
                     .into_iter()
                     .map(|s| (s.name, s.env_var, s.ttl))
@@ -135,7 +134,6 @@ impl ProjectFile {
             let f: TomlFile = toml::from_str(&text).map_err(|e| parse(e.message().to_string()))?;
             (
                 f.context,
-                f.client_id,
                 f.secret
                     .into_iter()
                     .map(|s| (s.name, s.env, s.ttl))
@@ -170,7 +168,6 @@ impl ProjectFile {
             path: path.into(),
             root: root.into(),
             context,
-            client_id,
             secrets,
         })
     }
@@ -285,6 +282,117 @@ impl Masker {
     }
 }
 
+/// Signals `guard exec` forwards to the command the daemon runs for it (which is not in the
+/// CLI's process group, so Ctrl-C in the terminal would not reach it otherwise).
+pub const FORWARDED_SIGNALS: &[i32] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+/// What the daemon needs to launch an approved command.
+pub struct Launch<'a> {
+    pub exe: &'a Path,
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    /// The caller's environment; the secrets are added on top.
+    pub env: &'a [(String, String)],
+    /// (environment variable, secret name, value).
+    pub secrets: Vec<(String, String, crate::vault::SecretValue)>,
+    /// The caller's stdin, stdout, stderr (received over the socket).
+    pub stdio: [std::os::fd::OwnedFd; 3],
+    pub umask: Option<u32>,
+}
+
+/// A launched child: its process group, and the masker threads copying its output.
+pub struct Running {
+    child: std::process::Child,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors on success; each is wrapped once.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Start the child in its own process group with the values in its environment only; its
+/// stdout/stderr go through a [`Masker`] of the injected values to the caller's descriptors.
+pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
+    use std::os::unix::process::CommandExt;
+    let [stdin, out, err] = l.stdio;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut cmd = std::process::Command::new(l.exe);
+    cmd.arg0(&l.argv[0])
+        .args(&l.argv[1..])
+        .current_dir(l.cwd)
+        .env_clear()
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::from(stdin))
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w));
+    for (env, _, value) in &l.secrets {
+        cmd.env(env, value.expose_secret());
+    }
+    let umask = l.umask;
+    // SAFETY: setpgid and umask are async-signal-safe and touch only the new process.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            if let Some(m) = umask {
+                libc::umask((m & 0o777) as libc::mode_t);
+            }
+            Ok(())
+        });
+    }
+    let masker = Masker::new(
+        l.secrets
+            .iter()
+            .map(|(_, name, v)| (name.as_str(), v.expose_secret().as_bytes())),
+    );
+    let child = cmd.spawn()?;
+    drop(cmd); // closes our copies of the pipes' write ends
+    let m2 = masker.clone();
+    let threads = vec![
+        std::thread::spawn(move || {
+            masker.filter(std::fs::File::from(out_r), std::fs::File::from(out))
+        }),
+        std::thread::spawn(move || m2.filter(std::fs::File::from(err_r), std::fs::File::from(err))),
+    ];
+    Ok(Running { child, threads })
+}
+
+impl Running {
+    /// The child's pid, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Wait for the child, then for its output to drain. Blocking.
+    pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait()?;
+        for t in self.threads {
+            let _ = t.join();
+        }
+        Ok(status)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,7 +494,6 @@ mod tests {
         std::fs::write(j.path().join(".secrets.json"),
             r#"{"secrets":[{"name":"github_token","env_var":"GITHUB_TOKEN"},{"name":"api_key","env_var":"API_KEY","ttl":"30m"}],"client_id":"my-project"}"#).unwrap();
         let p = ProjectFile::find(j.path()).unwrap();
-        assert_eq!(p.client_id.as_deref(), Some("my-project"));
         assert_eq!(p.secrets[1].env, "API_KEY");
         assert!(ProjectFile::find(Path::new("/")).is_err());
     }

@@ -1,7 +1,9 @@
-//! Leases: time-bounded, revocable permission for one client to use one secret.
+//! Leases: time-bounded, revocable records of one command using one secret.
 //!
-//! Design decision: a lease *gates use* — the daemon resolves a value only through a live lease
-//! (`check`), so expiry and revocation stop injection at the next use without trusting the client.
+//! Design decision: a lease *gates use* — the daemon injects a value only into a command it
+//! launches under a live lease, and revocation (or the killswitch) stops further injection. Lease
+//! ids never leave the daemon except in the audit log: no request takes a lease id and returns a
+//! value, and `status` lists leases without their ids.
 //! The clock is `tokio::time::Instant`, so tests drive it with paused time instead of sleeping.
 //! TTL defaults to 1 h and is capped (24 h by default) by config.
 
@@ -30,21 +32,20 @@ pub struct Lease {
     pub context: String,
     pub secret: String,
     pub version: Option<u32>,
-    pub client: String,
-    pub purpose: String,
+    /// The command (as shown to a human) holding the lease.
+    pub command: String,
     pub granted: Instant,
     pub expires: Instant,
     pub revoked: bool,
 }
 
-/// What `status`/`lease` report about a lease (no value, no Instant).
+/// What `status` reports about a lease: no value, no id.
 #[derive(Serialize, Debug)]
 pub struct LeaseInfo {
-    pub id: String,
     pub context: String,
     pub secret: String,
-    pub client: String,
-    pub purpose: String,
+    /// The command (as shown to a human) holding the lease.
+    pub command: String,
     pub expires_in_secs: u64,
 }
 
@@ -58,8 +59,7 @@ pub struct LeaseRequest<'a> {
     pub context: &'a str,
     pub secret: &'a str,
     pub version: Option<u32>,
-    pub client: &'a str,
-    pub purpose: &'a str,
+    pub command: &'a str,
     pub ttl: Option<Duration>,
 }
 
@@ -89,8 +89,7 @@ impl LeaseManager {
             context: r.context.into(),
             secret: r.secret.into(),
             version: r.version,
-            client: r.client.into(),
-            purpose: r.purpose.into(),
+            command: r.command.into(),
             granted: now,
             expires: now + ttl,
             revoked: false,
@@ -151,15 +150,13 @@ impl LeaseManager {
             .values()
             .filter(|l| !l.revoked && l.expires > now)
             .map(|l| LeaseInfo {
-                id: l.id.clone(),
                 context: l.context.clone(),
                 secret: l.secret.clone(),
-                client: l.client.clone(),
-                purpose: l.purpose.clone(),
+                command: l.command.clone(),
                 expires_in_secs: (l.expires - now).as_secs(),
             })
             .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.sort_by(|a, b| (&a.context, &a.secret).cmp(&(&b.context, &b.secret)));
         v
     }
 }
@@ -173,8 +170,7 @@ mod tests {
             context: "dev",
             secret: "tok",
             version: None,
-            client: "c",
-            purpose: "use",
+            command: "c",
             ttl,
         }
     }

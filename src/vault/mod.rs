@@ -1,6 +1,8 @@
-//! The vault (DESIGN.md §2): an age-encrypted local secret store, served by a daemon over a Unix
-//! socket, handing out *leases* rather than values, with a hash-chained audit log, approvals,
-//! rotation hooks, a killswitch and a heartbeat dead-man.
+//! The vault: an age-encrypted local secret store, served by a daemon over a Unix socket, that
+//! injects values into commands a human approved and never hands a value to a client — with
+//! leases, a hash-chained audit log, rotation hooks, a killswitch and a heartbeat dead-man.
+//! What it guarantees against an agent running as the same user, and what it cannot, is
+//! THREAT_MODEL.md at the repository root.
 //!
 //! Design decision: one long-running daemon owns every piece of mutable state (stores, leases,
 //! pending approvals, the audit chain head) and the CLI is stateless. That makes the store a
@@ -12,28 +14,35 @@
 //! ```text
 //! config.toml            VaultConfig (optional)
 //! audit.jsonl audit.head audit.key   hash-chained audit log, its head anchor, its HMAC key (0600)
-//! approvals.json         remembered approval decisions per scope
-//! contexts/<ctx>/identity.txt  age X25519 identity (0600), readable by `age -d -i`
+//! approvals.json         remembered approval decisions per scope, each MAC'd (see approval)
+//! contexts/<ctx>/identity.age  age X25519 identity encrypted under the vault passphrase
+//!                              (scrypt; `age -d -i identity.age store.age` asks for it)
 //! contexts/<ctx>/store.age     the context's secrets, age-encrypted JSON
 //! run/daemon.sock run/daemon.pid  (run/ is 0700, the socket 0600)
 //! ```
 //!
-//! Submodules: [`secret`] (the zeroizing value type), [`config`], [`store`], [`audit`],
-//! [`lease`], [`approval`], [`rotate`], [`heartbeat`], [`rpc`] (wire format), [`server`] (the
-//! daemon), [`client`] (the synchronous CLI side), [`exec`] (project files and output masking).
+//! Submodules: [`secret`] (the zeroizing value type), [`config`], [`store`], [`keys`] (identity at
+//! rest, unlock, passphrase rate limit), [`tty`] (the human channel), [`command`] (what an
+//! approval names), [`audit`], [`lease`], [`approval`], [`rotate`], [`heartbeat`], [`rpc`] (wire
+//! format), [`fdpass`] (stdio over the socket), [`server`] (the daemon), [`client`] (the
+//! synchronous CLI side), [`exec`] (project files, output masking, launching the child).
 
 pub mod approval;
 pub mod audit;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod exec;
+pub mod fdpass;
 pub mod heartbeat;
+pub mod keys;
 pub mod lease;
 pub mod rotate;
 pub mod rpc;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod tty;
 
 pub use config::{VaultConfig, VaultPaths};
 pub use secret::SecretValue;

@@ -3,7 +3,8 @@
 //! Design decision: every successful `result` is the agent-secrets envelope
 //! `{ok: true, data, next_actions}`, and every error carries `next_actions` in `error.data`, so
 //! the CLI's `--json` output is the daemon's answer passed through and an agent always learns what
-//! it can do next. Error codes: the JSON-RPC standard ones plus a small application range.
+//! it can do next — except how to approve or grant itself: no message or `next_action` names a
+//! command that approves, grants or prints; denials say that a human must approve, and how. Error codes: the JSON-RPC standard ones plus a small application range.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -21,6 +22,12 @@ pub const FRAME_TOO_LARGE: i64 = -32004;
 pub const LEASE_INVALID: i64 = -32005;
 pub const HANDSHAKE_TIMEOUT: i64 = -32006;
 pub const PEER_REJECTED: i64 = -32007;
+/// The identities are not unlocked in the daemon: a human must run `guard vault unlock`.
+pub const LOCKED: i64 = -32008;
+/// Too many wrong passphrases: every check is refused for a while.
+pub const LOCKED_OUT: i64 = -32009;
+/// The operation needs proof of a human (the vault passphrase) and none was given.
+pub const HUMAN_REQUIRED: i64 = -32010;
 pub const FAILED: i64 = -32000;
 
 #[derive(Serialize, Deserialize, Debug)]

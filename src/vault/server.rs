@@ -1,36 +1,57 @@
-//! The daemon: a tokio Unix-socket JSON-RPC server that owns every piece of vault state.
+//! The daemon: a tokio Unix-socket JSON-RPC server that owns every piece of vault state — and
+//! the only process where secret values and the unlocked identities exist.
 //!
 //! Design decisions:
 //! - The socket is bound inside `run/` (created 0700 first) with umask 0177, so it is 0600 from
 //!   the instant it exists — before `listen` — and the peer's uid (SO_PEERCRED) must equal ours.
-//! - One frame per line, read through a `take(max+1)` window: an oversize frame gets an error and
-//!   the connection is closed without buffering it; the first frame must arrive within the
-//!   handshake timeout, so idle connections cannot pile up.
+//!   That keeps other users out; it does not keep out an agent running as the user, so nothing
+//!   below trusts the peer: the threat model is THREAT_MODEL.md.
+//! - **No request returns a value.** `exec` launches the command itself, on the caller's stdio
+//!   passed over the socket ([`crate::vault::fdpass`]), with the values in the child's
+//!   environment and its output through the masker; `print` writes a value to the caller's
+//!   stdout descriptor after a passphrase check. There is no `resolve`, and lease ids are never
+//!   listed.
+//! - **Only a human approves.** `approve`, `grant`, `print` and `unlock` carry the vault
+//!   passphrase, which the CLI reads from `/dev/tty` only; the daemon checks it by decrypting the
+//!   identities (scrypt), one check at a time, and locks every check out after
+//!   `passphrase_attempts` failures ([`crate::vault::keys`]). A denial needs no proof.
+//! - **The key needs the human too.** Identities are unlocked in memory for `unlock_ttl` after a
+//!   correct passphrase and forgotten after; while locked nothing can be decrypted. The process is
+//!   non-dumpable (`PR_SET_DUMPABLE 0`): no same-user ptrace, no `/proc/PID/mem`.
+//! - **Approvals name what runs**: (context, secret, command fingerprint) — see
+//!   [`crate::vault::command`] — MAC'd under a key derived from the identity.
+//! - One frame per line, read through a bounded buffer: an oversize frame gets an error and the
+//!   connection is closed; the first frame must arrive within the handshake timeout.
 //! - State sits behind one `std::sync::Mutex` that is never held across an `.await`: rotation
-//!   hooks and approval waits run unlocked. Stores are decrypted per operation and dropped (the
-//!   plaintext lives only for the duration of a use), which costs ~0.1 ms per call.
+//!   hooks, passphrase checks, children and approval waits run unlocked. Stores are decrypted per
+//!   operation and dropped (~0.1 ms per call).
 //! - Audit first: every operation appends its record before it takes effect and is refused if
-//!   that append fails. Only revocations and the killswitch go ahead regardless, since refusing to
-//!   *reduce* exposure would be the wrong way to fail.
+//!   that append fails. Only revocations, locking and the killswitch go ahead regardless, since
+//!   refusing to *reduce* exposure would be the wrong way to fail.
 //! - SIGTERM/SIGINT or the `shutdown` method stop accepting, remove the socket and pid file,
 //!   write a final audit record and exit 0.
 
 use crate::vault::approval::{ApprovalStore, Decision, Scope};
 use crate::vault::audit::{AuditLog, Event};
+use crate::vault::command::{self, CommandSpec, HashCache, Resolved};
 use crate::vault::config::{HeartbeatConfig, Limits, VaultConfig};
+use crate::vault::keys::{self, Attempts, KeyError, Keyring};
 use crate::vault::lease::{LeaseManager, LeaseRequest};
 use crate::vault::rpc::{self, next, Reply, Request, RpcError};
 use crate::vault::store::{self, ContextStore, StoreError};
 use crate::vault::{config, now_unix, rotate, SecretValue, VaultPaths};
+use age::secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Notify};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -44,6 +65,10 @@ pub enum ServerError {
     Approval(#[from] crate::vault::approval::ApprovalError),
     #[error("a daemon is already listening on {socket}")]
     AlreadyRunning { socket: PathBuf },
+    #[error(
+        "refusing to run with {var} set: a library injected into the daemon would see every key"
+    )]
+    Injected { var: String },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -52,9 +77,26 @@ pub enum ServerError {
     },
 }
 
+/// A request for a human's approval: this command, these secrets.
 struct Pending {
-    scope: Scope,
+    context: String,
+    secrets: Vec<String>,
+    command: Resolved,
     tx: watch::Sender<Option<Decision>>,
+}
+
+impl Pending {
+    fn scopes(&self) -> impl Iterator<Item = Scope> + '_ {
+        self.secrets.iter().map(|s| Scope {
+            context: self.context.clone(),
+            secret: s.clone(),
+            command: self.command.fingerprint.clone(),
+        })
+    }
+    fn info(&self, id: &str) -> Value {
+        json!({"request": id, "context": self.context, "secrets": self.secrets,
+               "command": self.command.display})
+    }
 }
 
 struct State {
@@ -63,17 +105,63 @@ struct State {
     leases: LeaseManager,
     approvals: ApprovalStore,
     pending: HashMap<String, Pending>,
+    keys: Keyring,
+    attempts: Attempts,
+    hashes: HashCache,
+    /// Process groups of the commands `exec` is running, by exec number.
+    running: HashMap<u64, u32>,
+    next_exec: u64,
     started: u64,
     heartbeat: Option<String>,
 }
 
 impl State {
     /// Records a decision: audited first (an unaudited decision does not happen), then stored.
-    fn decide(&mut self, event: Event<'_>, scope: &Scope, d: Decision) -> Result<(), RpcError> {
+    fn decide(
+        &mut self,
+        event: Event<'_>,
+        scope: &Scope,
+        d: Decision,
+        label: &str,
+        key: &[u8; 32],
+    ) -> Result<(), RpcError> {
         self.audit.append(&event).map_err(audit_err)?;
         self.approvals
-            .set(scope.clone(), d)
+            .set(scope.clone(), d, label, key)
             .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))
+    }
+
+    /// The unlocked identity of `ctx`, or why there is none.
+    fn identity(&mut self, ctx: &str) -> Result<age::x25519::Identity, RpcError> {
+        store::check_name("context", ctx).map_err(store_err)?;
+        if let Some(id) = self.keys.get(ctx) {
+            return Ok(id.clone());
+        }
+        if !self.paths.context_dir(ctx).is_dir() {
+            return Err(store_err(StoreError::NoContext {
+                context: ctx.to_string(),
+            }));
+        }
+        Err(locked())
+    }
+
+    /// What `argv` resolves to, and the key that MACs approvals in `ctx`.
+    fn command_and_key(
+        &mut self,
+        ctx: &str,
+        argv: &[String],
+        cwd: &std::path::Path,
+        env: &[(String, String)],
+    ) -> Result<(Resolved, Zeroizing<[u8; 32]>), RpcError> {
+        let spec = CommandSpec { argv, cwd, env };
+        let cmd = command::resolve(&spec, &mut self.hashes)
+            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        Ok((cmd, keys::approval_key(&self.identity(ctx)?)))
+    }
+
+    fn open_store(&mut self, ctx: &str) -> Result<ContextStore, RpcError> {
+        let id = self.identity(ctx)?;
+        ContextStore::open(&self.paths, ctx, &id).map_err(store_err)
     }
 }
 
@@ -81,6 +169,8 @@ impl State {
 struct Daemon {
     state: Arc<Mutex<State>>,
     shutdown: Arc<Notify>,
+    /// Serialises passphrase checks: parallel guesses must not multiply the attempt budget.
+    human: Arc<tokio::sync::Mutex<()>>,
     limits: Limits,
 }
 
@@ -108,18 +198,41 @@ fn store_err(e: StoreError) -> RpcError {
             RpcError::new(rpc::NOT_FOUND, e.to_string())
                 .with(next("guard vault list", "see which secrets exist"))
         }
-        StoreError::NoContext { ref context } => {
-            let c = context.clone();
-            RpcError::new(rpc::NOT_FOUND, e.to_string()).with(next(
-                format!("guard vault init --context {c}"),
-                "create the context",
-            ))
-        }
+        StoreError::NoContext { .. } => RpcError::new(rpc::NOT_FOUND, e.to_string()),
         StoreError::InvalidName { .. } | StoreError::EmptyValue => {
             RpcError::new(rpc::INVALID_PARAMS, e.to_string())
         }
         other => RpcError::new(rpc::FAILED, other.to_string()),
     }
+}
+
+fn locked() -> RpcError {
+    RpcError::new(
+        rpc::LOCKED,
+        "the vault is locked: its keys are encrypted under the vault passphrase, and a human \
+         unlocks them at a terminal with `guard vault unlock`",
+    )
+}
+
+fn human_required(what: &str) -> RpcError {
+    RpcError::new(
+        rpc::HUMAN_REQUIRED,
+        format!(
+            "{what} needs proof of a human: the vault passphrase, typed at a terminal \
+             (guard reads it from /dev/tty only)"
+        ),
+    )
+}
+
+fn denied(context: &str, secret: &str, command: &str, why: &str) -> RpcError {
+    RpcError::new(
+        rpc::DENIED,
+        format!(
+            "denied: {command} may not use secret {secret:?} in context {context:?} ({why}). \
+             Only a human can approve this, with the vault passphrase at a terminal — for \
+             example by running this same command there, which asks them."
+        ),
+    )
 }
 
 fn params<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, RpcError> {
@@ -135,8 +248,10 @@ fn reply(data: Value, next_actions: Vec<rpc::NextAction>) -> Result<Reply, RpcEr
 fn default_ctx() -> String {
     "default".into()
 }
-fn default_purpose() -> String {
-    "use".into()
+
+fn secret_string(v: Option<SecretValue>) -> Option<SecretString> {
+    v.filter(|v| !v.is_empty())
+        .map(|v| SecretString::from(v.expose_secret().to_string()))
 }
 
 #[derive(Deserialize)]
@@ -160,15 +275,21 @@ struct ListP {
     context: Option<String>,
 }
 #[derive(Deserialize)]
-struct LeaseP {
+struct ExecSecret {
+    name: String,
+    env: String,
+    ttl: Option<String>,
+}
+#[derive(Deserialize)]
+struct ExecP {
     #[serde(default = "default_ctx")]
     context: String,
-    name: String,
-    client: String,
-    #[serde(default = "default_purpose")]
-    purpose: String,
-    ttl: Option<String>,
-    version: Option<u32>,
+    secrets: Vec<ExecSecret>,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    #[serde(default)]
+    env: Vec<(String, String)>,
+    umask: Option<u32>,
 }
 #[derive(Deserialize)]
 struct RequestP {
@@ -178,21 +299,33 @@ struct RequestP {
 struct ApproveP {
     request: String,
     allow: bool,
+    passphrase: Option<SecretValue>,
 }
 #[derive(Deserialize)]
 struct GrantP {
     #[serde(default = "default_ctx")]
     context: String,
-    name: String,
-    client: String,
-    #[serde(default = "default_purpose")]
-    purpose: String,
+    names: Vec<String>,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    #[serde(default)]
+    env: Vec<(String, String)>,
+    passphrase: Option<SecretValue>,
     #[serde(default)]
     deny: bool,
 }
 #[derive(Deserialize)]
-struct ResolveP {
-    leases: Vec<String>,
+struct PrintP {
+    #[serde(default = "default_ctx")]
+    context: String,
+    name: String,
+    version: Option<u32>,
+    passphrase: Option<SecretValue>,
+}
+#[derive(Deserialize)]
+struct UnlockP {
+    passphrase: Option<SecretValue>,
+    ttl: Option<String>,
 }
 #[derive(Deserialize)]
 struct RevokeP {
@@ -207,9 +340,21 @@ struct KillP {
     #[serde(default)]
     wipe: bool,
 }
+#[derive(Deserialize)]
+struct SignalP {
+    signal: i32,
+}
+
+fn valid_env_name(env: &str) -> bool {
+    !env.is_empty()
+        && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !env.as_bytes()[0].is_ascii_digit()
+        && !command::is_code_env(env)
+        && env != "PATH"
+}
 
 impl Daemon {
-    async fn dispatch(&self, req: Request) -> Result<Reply, RpcError> {
+    async fn dispatch(&self, req: Request, conn: &mut FrameReader) -> Result<Reply, RpcError> {
         let p = req.params;
         match req.method.as_str() {
             "hello" | "ping" => reply(
@@ -220,12 +365,23 @@ impl Daemon {
             "add" => self.add(params(p)?),
             "list" => self.list(params(p)?),
             "rm" => self.rm(params(p)?),
-            "lease" => self.lease(params(p)?),
+            "exec" => self.exec(params(p)?, conn).await,
             "await_approval" => self.await_approval(params(p)?).await,
-            "approve" => self.approve(params(p)?),
+            "approve" => self.approve(params(p)?).await,
             "pending" => self.pending(),
-            "grant" => self.grant(params(p)?),
-            "resolve" => self.resolve(params(p)?),
+            "grant" => self.grant(params(p)?).await,
+            "print" => self.print(params(p)?, conn).await,
+            "unlock" => self.unlock(params(p)?).await,
+            "lock" => {
+                let mut s = self.lock();
+                s.keys.lock();
+                let _ = s.audit.append(&Event {
+                    op: "lock",
+                    outcome: "ok",
+                    ..Default::default()
+                });
+                reply(json!({"locked": true}), vec![])
+            }
             "revoke" => self.revoke(params(p)?),
             "rotate" => {
                 let n: NameP = params(p)?;
@@ -257,24 +413,112 @@ impl Daemon {
         }
     }
 
+    /// Check the vault passphrase (the proof of a human) for `what`: rate-limited, audited, one
+    /// check at a time. A correct one (re)unlocks the identities for `ttl`.
+    async fn human(
+        &self,
+        passphrase: Option<SecretValue>,
+        what: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), RpcError> {
+        let pass = secret_string(passphrase).ok_or_else(|| {
+            let mut s = self.lock();
+            let _ = s.audit.append(&Event {
+                op: "passphrase",
+                outcome: "missing",
+                detail: Some(what),
+                ..Default::default()
+            });
+            human_required(what)
+        })?;
+        let _one_at_a_time = self.human.lock().await;
+        let paths = {
+            let mut s = self.lock();
+            if let Err(left) = s.attempts.check() {
+                let _ = s.audit.append(&Event {
+                    op: "passphrase",
+                    outcome: "locked-out",
+                    detail: Some(what),
+                    ..Default::default()
+                });
+                return Err(RpcError::new(
+                    rpc::LOCKED_OUT,
+                    format!(
+                        "too many wrong passphrases: passphrase checks are refused for another {} s",
+                        left.as_secs() + 1
+                    ),
+                ));
+            }
+            s.paths.clone()
+        };
+        let checked = tokio::task::spawn_blocking(move || keys::unlock_all(&paths, &pass))
+            .await
+            .map_err(|_| RpcError::new(rpc::INTERNAL, "passphrase check failed"))?;
+        let mut s = self.lock();
+        match checked {
+            Ok(ids) => {
+                s.audit
+                    .append(&Event {
+                        op: "passphrase",
+                        outcome: "ok",
+                        detail: Some(what),
+                        ..Default::default()
+                    })
+                    .map_err(audit_err)?;
+                s.attempts.succeeded();
+                s.keys.unlock(ids, ttl.unwrap_or(self.limits.unlock_ttl));
+                Ok(())
+            }
+            Err(KeyError::WrongPassphrase) => {
+                let left = s.attempts.failed();
+                let _ = s.audit.append(&Event {
+                    op: "passphrase",
+                    outcome: if left == 0 { "lockout" } else { "wrong" },
+                    detail: Some(what),
+                    ..Default::default()
+                });
+                Err(RpcError::new(
+                    rpc::DENIED,
+                    if left == 0 {
+                        format!(
+                            "wrong passphrase; passphrase checks are now refused for {} s",
+                            self.limits.passphrase_lockout.as_secs()
+                        )
+                    } else {
+                        format!("wrong passphrase ({left} more before a lockout)")
+                    },
+                ))
+            }
+            Err(e) => Err(RpcError::new(rpc::FAILED, e.to_string())),
+        }
+    }
+
     fn status(&self) -> Result<Reply, RpcError> {
-        let s = self.lock();
+        let mut s = self.lock();
         let contexts = store::list_contexts(&s.paths);
         let leases = s.leases.active();
-        let pending: Vec<Value> = s
-            .pending
-            .iter()
-            .map(|(id, p)| json!({"request": id, "scope": p.scope}))
-            .collect();
+        let pending: Vec<Value> = s.pending.iter().map(|(id, p)| p.info(id)).collect();
+        let unlocked_for = s.keys.expires_in().map(|d| d.as_secs());
+        let lockout = s.attempts.locked_out_for().map(|d| d.as_secs());
+        let mut acts = vec![
+            next("guard vault list", "list stored secrets"),
+            next("guard vault audit --tail 20", "recent audit records"),
+        ];
+        if !pending.is_empty() {
+            acts.push(next(
+                "guard vault pending",
+                "requests waiting for a human's approval",
+            ));
+        }
         reply(
             json!({"running": true, "pid": std::process::id(), "started": s.started,
                    "vault_dir": s.paths.root(), "contexts": contexts,
+                   "unlocked": unlocked_for.is_some(), "unlocked_for_secs": unlocked_for,
+                   "passphrase_lockout_secs": lockout,
                    "active_leases": leases.len(), "leases": leases, "pending_approvals": pending,
-                   "heartbeat": s.heartbeat}),
-            vec![
-                next("guard vault list", "list stored secrets"),
-                next("guard vault audit --tail 20", "recent audit records"),
-            ],
+                   "running_commands": s.running.len(), "heartbeat": s.heartbeat,
+                   "dumpable": crate::vault::tty::is_dumpable()}),
+            acts,
         )
     }
 
@@ -285,7 +529,7 @@ impl Daemon {
         }
         store::check_name("secret", &a.name).map_err(store_err)?;
         let mut s = self.lock();
-        let mut st = ContextStore::open(&s.paths, &a.context).map_err(store_err)?;
+        let mut st = s.open_store(&a.context)?;
         let version = st
             .put(
                 &a.name,
@@ -317,31 +561,23 @@ impl Daemon {
         }
         reply(
             json!({"context": a.context, "name": a.name, "version": version}),
-            vec![
-                next(
-                    format!(
-                        "guard vault grant {} --client CLIENT --context {}",
-                        a.name, a.context
-                    ),
-                    "pre-approve a client",
-                ),
-                next(
-                    "guard exec -- CMD",
-                    "run a command with the secret injected (declare it in .guard/secrets.toml)",
-                ),
-            ],
+            vec![next(
+                "guard exec -- CMD",
+                "run a command with the secret injected (declare it in .guard/secrets.toml); \
+                 a human approves its first use",
+            )],
         )
     }
 
     fn list(&self, l: ListP) -> Result<Reply, RpcError> {
-        let s = self.lock();
+        let mut s = self.lock();
         let contexts = match l.context {
             Some(c) => vec![c],
             None => store::list_contexts(&s.paths),
         };
         let mut out = Vec::new();
         for c in contexts {
-            let st = ContextStore::open(&s.paths, &c).map_err(store_err)?;
+            let st = s.open_store(&c)?;
             out.push(json!({"context": c, "secrets": st.infos()}));
         }
         reply(
@@ -355,7 +591,7 @@ impl Daemon {
 
     fn rm(&self, n: NameP) -> Result<Reply, RpcError> {
         let mut s = self.lock();
-        let mut st = ContextStore::open(&s.paths, &n.context).map_err(store_err)?;
+        let mut st = s.open_store(&n.context)?;
         st.remove(&n.name).map_err(store_err)?;
         s.audit
             .append(&Event {
@@ -376,118 +612,187 @@ impl Daemon {
         )
     }
 
-    fn lease(&self, r: LeaseP) -> Result<Reply, RpcError> {
-        if r.client.is_empty() || r.client.len() > 4096 || r.client.chars().any(char::is_control) {
-            return Err(RpcError::new(
-                rpc::INVALID_PARAMS,
-                "invalid client id (1-4096 printable characters)",
-            ));
+    /// Launch `e.argv` with the approved secrets on the caller's stdio; answer with its exit.
+    async fn exec(&self, e: ExecP, conn: &mut FrameReader) -> Result<Reply, RpcError> {
+        let stdio: [OwnedFd; 3] = conn
+            .take_fds(3)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| {
+                RpcError::new(
+                    rpc::INVALID_PARAMS,
+                    "exec needs the caller's stdin, stdout and stderr passed with the request",
+                )
+            })?;
+        if e.argv.is_empty() {
+            return Err(RpcError::new(rpc::INVALID_PARAMS, "empty command"));
         }
-        if r.purpose != "use" && r.purpose != "print" {
-            return Err(RpcError::new(
-                rpc::INVALID_PARAMS,
-                "purpose must be \"use\" or \"print\"",
-            ));
+        let mut ttls = Vec::new();
+        for sec in &e.secrets {
+            store::check_name("secret", &sec.name).map_err(store_err)?;
+            if !valid_env_name(&sec.env) {
+                return Err(RpcError::new(
+                    rpc::INVALID_PARAMS,
+                    format!(
+                        "{:?} cannot carry a secret (invalid, or it chooses code)",
+                        sec.env
+                    ),
+                ));
+            }
+            ttls.push(match &sec.ttl {
+                Some(t) => Some(
+                    config::parse_duration(t)
+                        .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?,
+                ),
+                None => None,
+            });
         }
-        let ttl = match &r.ttl {
-            Some(t) => Some(
-                config::parse_duration(t)
-                    .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?,
-            ),
-            None => None,
-        };
-        let mut s = self.lock();
-        {
-            let st = ContextStore::open(&s.paths, &r.context).map_err(store_err)?;
-            st.value(&r.name, r.version).map_err(store_err)?;
-        }
-        let scope = Scope {
-            context: r.context.clone(),
-            secret: r.name.clone(),
-            client: r.client.clone(),
-            purpose: r.purpose.clone(),
-        };
-        let ev = |op, outcome| Event {
-            op,
-            outcome,
-            context: Some(&r.context),
-            secret: Some(&r.name),
-            client: Some(&r.client),
-            purpose: Some(&r.purpose),
-            ..Default::default()
-        };
-        match s.approvals.get(&scope) {
-            Some(Decision::Allow) => {
-                let lease = s
+        let (cmd, secrets, lease_ids, exec_no) = {
+            let mut s = self.lock();
+            let st = s.open_store(&e.context)?;
+            let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env)?;
+            let mut missing = Vec::new();
+            for sec in &e.secrets {
+                st.value(&sec.name, None).map_err(store_err)?;
+                let scope = Scope {
+                    context: e.context.clone(),
+                    secret: sec.name.clone(),
+                    command: cmd.fingerprint.clone(),
+                };
+                match s.approvals.get(&scope, &key) {
+                    Some(Decision::Allow) => {}
+                    Some(Decision::Deny) => {
+                        s.audit
+                            .append(&scope.event("exec", "denied", None))
+                            .map_err(audit_err)?;
+                        return Err(denied(
+                            &e.context,
+                            &sec.name,
+                            &cmd.display,
+                            "a human denied it",
+                        ));
+                    }
+                    None => missing.push(sec.name.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                return request_approval(&mut s, &e.context, missing, cmd);
+            }
+            let mut secrets = Vec::new();
+            let mut lease_ids = Vec::new();
+            for (sec, ttl) in e.secrets.iter().zip(ttls) {
+                let granted = s
                     .leases
                     .grant(&LeaseRequest {
-                        context: &r.context,
-                        secret: &r.name,
-                        version: r.version,
-                        client: &r.client,
-                        purpose: &r.purpose,
+                        context: &e.context,
+                        secret: &sec.name,
+                        version: None,
+                        command: &cmd.display,
                         ttl,
                     })
-                    .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?;
-                if let Err(e) = s.audit.append(&Event {
+                    .map_err(|err| RpcError::new(rpc::INVALID_PARAMS, err.to_string()));
+                let lease = match granted {
+                    Ok(l) => l,
+                    Err(err) => {
+                        revoke_leases(&mut s, &lease_ids);
+                        return Err(err);
+                    }
+                };
+                lease_ids.push(lease.id.clone());
+                let (version, value) = st.value(&sec.name, None).map_err(store_err)?;
+                if let Err(err) = s.audit.append(&Event {
+                    op: "access",
+                    outcome: "ok",
+                    context: Some(&e.context),
+                    secret: Some(&sec.name),
+                    client: Some(&cmd.fingerprint),
                     lease: Some(&lease.id),
-                    version: r.version,
-                    ..ev("lease", "granted")
+                    version: Some(version),
+                    ..Default::default()
                 }) {
-                    let _ = s.leases.revoke(&lease.id);
-                    return Err(audit_err(e));
+                    revoke_leases(&mut s, &lease_ids);
+                    return Err(audit_err(err));
                 }
-                let secs = (lease.expires - lease.granted).as_secs();
-                reply(
-                    json!({"status": "granted", "lease": lease.id, "ttl_secs": secs, "context": r.context, "name": r.name}),
-                    vec![next(
-                        format!("guard vault revoke {}", lease.id),
-                        "revoke this lease when done",
-                    )],
-                )
+                secrets.push((sec.env.clone(), sec.name.clone(), value.clone()));
             }
-            Some(Decision::Deny) => {
-                s.audit.append(&ev("lease", "denied")).map_err(audit_err)?;
-                Err(denied(
-                    &r.context,
-                    &r.name,
-                    &r.client,
-                    &r.purpose,
-                    "denied by a remembered decision",
-                ))
+            s.next_exec += 1;
+            (cmd, secrets, lease_ids, s.next_exec)
+        };
+        let launched = crate::vault::exec::launch(crate::vault::exec::Launch {
+            exe: &cmd.exe,
+            argv: &e.argv,
+            cwd: &cmd.cwd,
+            env: &e.env,
+            secrets,
+            stdio,
+            umask: e.umask,
+        });
+        let running = match launched {
+            Ok(r) => r,
+            Err(err) => {
+                revoke_leases(&mut self.lock(), &lease_ids);
+                return Err(RpcError::new(
+                    rpc::FAILED,
+                    format!("cannot run {:?}: {err}", e.argv[0]),
+                ));
             }
-            None => {
-                if let Some((id, _)) = s.pending.iter().find(|(_, p)| p.scope == scope) {
-                    let id = id.clone();
-                    return approval_reply(&id, &scope);
-                }
-                let id = crate::vault::random_id("req");
-                s.audit
-                    .append(&Event {
-                        request: Some(&id),
-                        ..ev("approval", "requested")
-                    })
-                    .map_err(audit_err)?;
-                let (tx, _rx) = watch::channel(None);
-                s.pending.insert(
-                    id.clone(),
-                    Pending {
-                        scope: scope.clone(),
-                        tx,
-                    },
-                );
-                approval_reply(&id, &scope)
+        };
+        let pgid = running.pid();
+        self.lock().running.insert(exec_no, pgid);
+        let mut wait = tokio::task::spawn_blocking(move || running.wait());
+        let mut caller_here = true;
+        let status = loop {
+            if !caller_here {
+                break (&mut wait).await;
             }
+            tokio::select! {
+                r = &mut wait => break r,
+                f = conn.frame(self.limits.max_frame_bytes) => match f {
+                    Ok(Some(line)) => {
+                        let sig = serde_json::from_slice::<Request>(&line)
+                            .ok()
+                            .filter(|r| r.method == "signal")
+                            .and_then(|r| params::<SignalP>(r.params).ok())
+                            .map(|p| p.signal)
+                            .filter(|s| crate::vault::exec::FORWARDED_SIGNALS.contains(s));
+                        if let Some(sig) = sig {
+                            kill_group(pgid, sig);
+                        }
+                    }
+                    // The caller is gone (or broke the protocol): its command goes too.
+                    _ => {
+                        kill_group(pgid, libc::SIGTERM);
+                        caller_here = false;
+                    }
+                },
+            }
+        };
+        {
+            let mut s = self.lock();
+            s.running.remove(&exec_no);
+            revoke_leases(&mut s, &lease_ids);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(Ok(st)) => reply(
+                json!({"exit_code": st.code(), "signal": st.signal()}),
+                vec![],
+            ),
+            _ => Err(RpcError::new(rpc::INTERNAL, "lost track of the command")),
         }
     }
 
     async fn await_approval(&self, r: RequestP) -> Result<Reply, RpcError> {
-        let (mut rx, scope) = {
+        let (mut rx, context, secret, command) = {
             let s = self.lock();
             let p = s.pending.get(&r.request).ok_or_else(|| {
                 RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", r.request))
             })?;
-            (p.tx.subscribe(), p.scope.clone())
+            (
+                p.tx.subscribe(),
+                p.context.clone(),
+                p.secrets.join(", "),
+                p.command.display.clone(),
+            )
         };
         let waited =
             tokio::time::timeout(self.limits.approval_timeout, rx.wait_for(|d| d.is_some())).await;
@@ -499,140 +804,170 @@ impl Daemon {
             Some(Decision::Allow) => {
                 reply(json!({"request": r.request, "decision": "allow"}), vec![])
             }
-            Some(Decision::Deny) => Err(denied(
-                &scope.context,
-                &scope.secret,
-                &scope.client,
-                &scope.purpose,
-                "denied by the user",
-            )),
+            Some(Decision::Deny) => Err(denied(&context, &secret, &command, "a human denied it")),
             None => {
                 let mut s = self.lock();
-                s.pending.remove(&r.request);
-                let _ =
-                    s.audit
-                        .append(&scope.event("approval", "timeout-denied", Some(&r.request)));
+                if let Some(p) = s.pending.remove(&r.request) {
+                    for scope in p.scopes() {
+                        let _ = s.audit.append(&scope.event(
+                            "approval",
+                            "timeout-denied",
+                            Some(&r.request),
+                        ));
+                    }
+                }
                 Err(denied(
-                    &scope.context,
-                    &scope.secret,
-                    &scope.client,
-                    &scope.purpose,
-                    "no decision before the approval timeout",
+                    &context,
+                    &secret,
+                    &command,
+                    "no human approved it before the approval timeout",
                 ))
             }
         }
     }
 
-    fn approve(&self, a: ApproveP) -> Result<Reply, RpcError> {
-        let mut s = self.lock();
-        let scope = s
-            .pending
-            .get(&a.request)
-            .map(|p| p.scope.clone())
-            .ok_or_else(|| {
+    async fn approve(&self, a: ApproveP) -> Result<Reply, RpcError> {
+        if !self.lock().pending.contains_key(&a.request) {
+            return Err(
                 RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", a.request))
-                    .with(next("guard vault pending", "list pending requests"))
-            })?;
+                    .with(next("guard vault pending", "list pending requests")),
+            );
+        }
+        if a.allow {
+            self.human(a.passphrase, "approve", None).await?;
+        }
+        let mut s = self.lock();
+        let p = s.pending.remove(&a.request).ok_or_else(|| {
+            RpcError::new(rpc::NOT_FOUND, format!("no pending request {}", a.request))
+        })?;
         let d = if a.allow {
             Decision::Allow
         } else {
             Decision::Deny
         };
         let outcome = if a.allow { "approved" } else { "denied" };
-        s.decide(
-            scope.event("approval", outcome, Some(&a.request)),
-            &scope,
-            d,
-        )?;
-        if let Some(p) = s.pending.remove(&a.request) {
-            let _ = p.tx.send(Some(d));
+        // A denial is remembered when the keys are at hand; without them it only answers now.
+        let key = s.keys.get(&p.context).map(keys::approval_key);
+        for scope in p.scopes() {
+            let ev = scope.event("approval", outcome, Some(&a.request));
+            let done = match &key {
+                Some(k) => s.decide(ev, &scope, d, &p.command.display, k),
+                None => s.audit.append(&ev).map_err(audit_err),
+            };
+            if let Err(e) = done {
+                let _ = p.tx.send(Some(Decision::Deny));
+                return Err(e);
+            }
         }
+        let _ = p.tx.send(Some(d));
         reply(
-            json!({"request": a.request, "decision": d, "scope": scope}),
+            json!({"request": a.request, "decision": d, "context": p.context,
+                   "secrets": p.secrets, "command": p.command.display}),
             vec![],
         )
     }
 
     fn pending(&self) -> Result<Reply, RpcError> {
         let s = self.lock();
-        let v: Vec<Value> = s
-            .pending
-            .iter()
-            .map(|(id, p)| json!({"request": id, "scope": p.scope}))
-            .collect();
-        let acts = s
-            .pending
-            .keys()
-            .map(|id| {
-                next(
-                    format!("guard vault approve {id}"),
-                    "approve this request (or --deny)",
-                )
-            })
-            .collect();
-        reply(json!({"pending": v}), acts)
+        let v: Vec<Value> = s.pending.iter().map(|(id, p)| p.info(id)).collect();
+        reply(json!({"pending": v}), vec![])
     }
 
-    fn grant(&self, g: GrantP) -> Result<Reply, RpcError> {
-        let mut s = self.lock();
-        {
-            let st = ContextStore::open(&s.paths, &g.context).map_err(store_err)?;
-            st.entry(&g.name).map_err(store_err)?;
+    async fn grant(&self, g: GrantP) -> Result<Reply, RpcError> {
+        if g.names.is_empty() || g.argv.is_empty() {
+            return Err(RpcError::new(
+                rpc::INVALID_PARAMS,
+                "grant needs secret names and a command",
+            ));
         }
-        let scope = Scope {
-            context: g.context.clone(),
-            secret: g.name.clone(),
-            client: g.client.clone(),
-            purpose: g.purpose.clone(),
-        };
-        let d = if g.deny {
-            Decision::Deny
+        self.human(g.passphrase, "grant", None).await?;
+        let mut s = self.lock();
+        let st = s.open_store(&g.context)?;
+        for n in &g.names {
+            st.entry(n).map_err(store_err)?;
+        }
+        let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env)?;
+        let (d, outcome) = if g.deny {
+            (Decision::Deny, "deny")
         } else {
-            Decision::Allow
+            (Decision::Allow, "allow")
         };
-        let outcome = if g.deny { "deny" } else { "allow" };
-        s.decide(scope.event("grant", outcome, None), &scope, d)?;
+        for n in &g.names {
+            let scope = Scope {
+                context: g.context.clone(),
+                secret: n.clone(),
+                command: cmd.fingerprint.clone(),
+            };
+            s.decide(
+                scope.event("grant", outcome, None),
+                &scope,
+                d,
+                &cmd.display,
+                &key,
+            )?;
+        }
         reply(
-            json!({"scope": scope, "decision": d}),
-            vec![next("guard exec -- CMD", "use the secret")],
+            json!({"context": g.context, "secrets": g.names, "command": cmd.display,
+                   "fingerprint": cmd.fingerprint, "decision": d}),
+            vec![],
         )
     }
 
-    fn resolve(&self, r: ResolveP) -> Result<Reply, RpcError> {
-        let mut s = self.lock();
-        let mut leases = Vec::new();
-        for id in &r.leases {
-            let l = s.leases.check(id).map_err(|e| {
-                RpcError::new(rpc::LEASE_INVALID, e.to_string())
-                    .with(next("guard vault lease NAME", "take a new lease"))
-            })?;
-            leases.push(l.clone());
-        }
-        let mut stores: HashMap<String, ContextStore> = HashMap::new();
-        let mut out = Vec::new();
-        for l in &leases {
-            if !stores.contains_key(&l.context) {
-                let st = ContextStore::open(&s.paths, &l.context).map_err(store_err)?;
-                stores.insert(l.context.clone(), st);
-            }
-            let st = stores.get(&l.context).expect("store was just inserted");
-            let (version, value) = st.value(&l.secret, l.version).map_err(store_err)?;
+    /// Write one value to the caller's stdout descriptor, after a passphrase check.
+    async fn print(&self, p: PrintP, conn: &mut FrameReader) -> Result<Reply, RpcError> {
+        let out = conn.take_fds(1).and_then(|mut v| v.pop()).ok_or_else(|| {
+            RpcError::new(
+                rpc::INVALID_PARAMS,
+                "print needs the caller's stdout passed with the request",
+            )
+        })?;
+        self.human(p.passphrase, "print", None).await?;
+        let (version, value) = {
+            let mut s = self.lock();
+            let st = s.open_store(&p.context)?;
+            let (version, value) = st.value(&p.name, p.version).map_err(store_err)?;
             s.audit
                 .append(&Event {
-                    op: "access",
+                    op: "print",
                     outcome: "ok",
-                    context: Some(&l.context),
-                    secret: Some(&l.secret),
-                    client: Some(&l.client),
-                    lease: Some(&l.id),
+                    context: Some(&p.context),
+                    secret: Some(&p.name),
                     version: Some(version),
-                    purpose: Some(&l.purpose),
                     ..Default::default()
                 })
                 .map_err(audit_err)?;
-            out.push(json!({"lease": l.id, "name": l.secret, "version": version, "value": value}));
+            (version, value.clone())
+        };
+        let written = tokio::task::spawn_blocking(move || write_value(out, &value)).await;
+        match written {
+            Ok(Ok(())) => reply(
+                json!({"context": p.context, "name": p.name, "version": version}),
+                vec![],
+            ),
+            _ => Err(RpcError::new(
+                rpc::FAILED,
+                "could not write to the caller's stdout",
+            )),
         }
-        reply(json!({"values": out}), vec![])
+    }
+
+    async fn unlock(&self, u: UnlockP) -> Result<Reply, RpcError> {
+        let ttl = match &u.ttl {
+            Some(t) => Some(
+                config::parse_duration(t)
+                    .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?
+                    .min(config::MAX_UNLOCK),
+            ),
+            None => None,
+        };
+        self.human(u.passphrase, "unlock", ttl).await?;
+        let mut s = self.lock();
+        let secs = s.keys.expires_in().map(|d| d.as_secs());
+        reply(
+            json!({"unlocked": true, "contexts": store::list_contexts(&s.paths),
+                   "unlocked_for_secs": secs}),
+            vec![next("guard vault lock", "forget the keys now")],
+        )
     }
 
     fn revoke(&self, r: RevokeP) -> Result<Reply, RpcError> {
@@ -647,19 +982,9 @@ impl Daemon {
             });
             n
         } else if let Some(id) = r.lease {
-            let l = s
-                .leases
-                .revoke(&id)
-                .map_err(|e| RpcError::new(rpc::NOT_FOUND, e.to_string()))?;
-            let _ = s.audit.append(&Event {
-                op: "revoke",
-                outcome: "ok",
-                lease: Some(&id),
-                context: Some(&l.context),
-                secret: Some(&l.secret),
-                client: Some(&l.client),
-                ..Default::default()
-            });
+            if revoke_leases(&mut s, std::slice::from_ref(&id)) == 0 {
+                return Err(RpcError::new(rpc::NOT_FOUND, format!("no live lease {id}")));
+            }
             1
         } else {
             return Err(RpcError::new(
@@ -672,11 +997,10 @@ impl Daemon {
             vec![next("guard vault status", "see remaining leases")],
         )
     }
-
     async fn rotate(&self, context: &str, name: &str, why: &str) -> Result<u32, RpcError> {
         let (cmd, shell) = {
-            let s = self.lock();
-            let st = ContextStore::open(&s.paths, context).map_err(store_err)?;
+            let mut s = self.lock();
+            let st = s.open_store(context)?;
             let e = st.entry(name).map_err(store_err)?;
             let cmd = e.rotate_via.clone().ok_or_else(|| {
                 RpcError::new(
@@ -709,7 +1033,7 @@ impl Daemon {
             }
         };
         let mut s = self.lock();
-        let mut st = ContextStore::open(&s.paths, context).map_err(store_err)?;
+        let mut st = s.open_store(context)?;
         let v = st.put(name, value, None, None, None).map_err(store_err)?;
         s.audit
             .append(&Event {
@@ -733,6 +1057,10 @@ impl Daemon {
             for (_, p) in s.pending.drain() {
                 let _ = p.tx.send(Some(Decision::Deny));
             }
+            // Running commands hold values already: stop them.
+            for pgid in s.running.values() {
+                kill_group(*pgid, libc::SIGTERM);
+            }
             let _ = s.audit.append(&Event {
                 op: "killswitch",
                 outcome: "revoked",
@@ -744,7 +1072,7 @@ impl Daemon {
         let mut rotated = Vec::new();
         let mut errors = Vec::new();
         if rotate_all {
-            let targets = secrets_where(&self.lock().paths, |e| e.rotate_via.is_some());
+            let targets = secrets_where(&mut self.lock(), |e| e.rotate_via.is_some());
             for (c, n) in targets {
                 match self.rotate(&c, &n, why).await {
                     Ok(v) => rotated.push(json!({"context": c, "name": n, "version": v})),
@@ -763,6 +1091,7 @@ impl Daemon {
             let dir = s.paths.contexts();
             wipe_dir(&dir);
             let _ = s.approvals.forget_all();
+            s.keys.lock();
         }
         json!({"revoked": revoked, "rotated": rotated, "rotate_errors": errors, "wiped": wipe})
     }
@@ -781,80 +1110,161 @@ fn wipe_dir(dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn approval_reply(id: &str, scope: &Scope) -> Result<Reply, RpcError> {
+/// Open (or join) a request for a human's approval of `cmd` using `secrets`.
+fn request_approval(
+    s: &mut State,
+    context: &str,
+    secrets: Vec<String>,
+    cmd: Resolved,
+) -> Result<Reply, RpcError> {
+    let existing = s.pending.iter().find(|(_, p)| {
+        p.context == context && p.secrets == secrets && p.command.fingerprint == cmd.fingerprint
+    });
+    let (id, info) = match existing {
+        Some((id, p)) => (id.clone(), p.info(id)),
+        None => {
+            let id = crate::vault::random_id("req");
+            let (tx, _rx) = watch::channel(None);
+            let p = Pending {
+                context: context.to_string(),
+                secrets,
+                command: cmd,
+                tx,
+            };
+            for scope in p.scopes() {
+                s.audit
+                    .append(&scope.event("approval", "requested", Some(&id)))
+                    .map_err(audit_err)?;
+            }
+            let info = p.info(&id);
+            s.pending.insert(id.clone(), p);
+            (id, info)
+        }
+    };
+    let mut data = info;
+    data["status"] = json!("approval_required");
+    data["request"] = json!(id);
     reply(
-        json!({"status": "approval_required", "request": id, "scope": scope}),
-        vec![
-            next(
-                format!("guard vault approve {id}"),
-                "the user approves this request (or --deny)",
-            ),
-            next(
-                format!(
-                    "guard vault grant {} --client {} --context {}{}",
-                    scope.secret,
-                    shell_word(&scope.client),
-                    scope.context,
-                    if scope.purpose == "print" {
-                        " --print"
-                    } else {
-                        ""
-                    }
-                ),
-                "the user pre-approves this scope",
-            ),
-        ],
+        data,
+        vec![next(
+            "guard vault pending",
+            "what waits for a human's approval (a human approves with the vault passphrase)",
+        )],
     )
 }
 
-fn shell_word(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_-./:@".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+/// Revoke the live leases among `ids`, auditing each; returns how many were revoked.
+fn revoke_leases(s: &mut State, ids: &[String]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        if s.leases.check(id).is_err() {
+            continue;
+        }
+        if let Ok(l) = s.leases.revoke(id) {
+            n += 1;
+            let _ = s.audit.append(&Event {
+                op: "revoke",
+                outcome: "ok",
+                lease: Some(id),
+                context: Some(&l.context),
+                secret: Some(&l.secret),
+                ..Default::default()
+            });
+        }
+    }
+    n
+}
+
+fn kill_group(pgid: u32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals the child's own process group only.
+        unsafe { libc::kill(-(pgid as i32), sig) };
     }
 }
 
-fn denied(context: &str, name: &str, client: &str, purpose: &str, why: &str) -> RpcError {
-    let print = if purpose == "print" { " --print" } else { "" };
-    let cmd = format!(
-        "guard vault grant {name} --client {} --context {context}{print}",
-        shell_word(client)
-    );
-    RpcError::new(rpc::DENIED, format!("access to secret {name:?} in context {context:?} for client {client:?} denied ({why}); to allow it, the user runs: {cmd}"))
-        .with(next(cmd, "pre-approve this client for this secret"))
-}
-
-/// Read one `\n`-terminated frame of at most `max` bytes.
-async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut buf = Vec::new();
-    let n = (&mut *r)
-        .take(max as u64 + 1)
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|_| FrameError::Io)?;
-    if n == 0 {
-        return Ok(None);
+/// Write a value to a descriptor the caller passed (a newline after it on a terminal).
+fn write_value(fd: OwnedFd, value: &SecretValue) -> std::io::Result<()> {
+    use std::io::Write;
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(fd.as_raw_fd()) } == 1;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(value.expose_secret().as_bytes())?;
+    if tty {
+        f.write_all(b"\n")?;
     }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-    } else if buf.len() > max {
-        return Err(FrameError::TooLarge);
-    }
-    if buf.len() > max {
-        return Err(FrameError::TooLarge);
-    }
-    Ok(Some(buf))
+    f.flush()
 }
 
 enum FrameError {
     TooLarge,
     Io,
+}
+
+/// Reads `\n`-terminated frames with `recvmsg`, queueing the descriptors that come with them.
+struct FrameReader {
+    r: tokio::net::unix::OwnedReadHalf,
+    buf: Zeroizing<Vec<u8>>,
+    fds: Vec<OwnedFd>,
+}
+
+impl FrameReader {
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        let mut tmp = Zeroizing::new([0u8; 16 * 1024]);
+        loop {
+            self.r.readable().await?;
+            let Self { r, fds, .. } = self;
+            let sock: &UnixStream = r.as_ref();
+            let got = sock.try_io(tokio::io::Interest::READABLE, || {
+                crate::vault::fdpass::recv_with_fds(sock.as_raw_fd(), &mut tmp[..], fds)
+            });
+            match got {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    if self.fds.len() > 4 * crate::vault::fdpass::MAX_FDS {
+                        return Err(std::io::Error::other("too many descriptors queued"));
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next frame (at most `max` bytes); `None` at end of stream.
+    async fn frame(&mut self, max: usize) -> Result<Option<Zeroizing<Vec<u8>>>, FrameError> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                if i > max {
+                    return Err(FrameError::TooLarge);
+                }
+                let rest = self.buf[i + 1..].to_vec();
+                let mut line = std::mem::replace(&mut *self.buf, rest);
+                line.truncate(i);
+                return Ok(Some(Zeroizing::new(line)));
+            }
+            if self.buf.len() > max {
+                return Err(FrameError::TooLarge);
+            }
+            let n = self.fill().await.map_err(|_| FrameError::Io)?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let line = std::mem::take(&mut *self.buf);
+                return Ok(Some(Zeroizing::new(line)));
+            }
+        }
+    }
+
+    /// Exactly `n` descriptors that came with the current frame, or none.
+    fn take_fds(&mut self, n: usize) -> Option<Vec<OwnedFd>> {
+        if self.fds.len() != n {
+            self.fds.clear();
+            return None;
+        }
+        Some(std::mem::take(&mut self.fds))
+    }
 }
 
 async fn write_frame(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
@@ -888,17 +1298,17 @@ async fn connection(d: Daemon, stream: UnixStream) {
         .await;
         return;
     }
-    let mut r = BufReader::new(r);
+    let mut r = FrameReader {
+        r,
+        buf: Zeroizing::new(Vec::new()),
+        fds: Vec::new(),
+    };
     let mut first = true;
     loop {
+        let max = d.limits.max_frame_bytes;
         let frame = if first {
             first = false;
-            match tokio::time::timeout(
-                d.limits.handshake_timeout,
-                read_frame(&mut r, d.limits.max_frame_bytes),
-            )
-            .await
-            {
+            match tokio::time::timeout(d.limits.handshake_timeout, r.frame(max)).await {
                 Ok(f) => f,
                 Err(_) => {
                     let e = RpcError::new(
@@ -910,7 +1320,7 @@ async fn connection(d: Daemon, stream: UnixStream) {
                 }
             }
         } else {
-            read_frame(&mut r, d.limits.max_frame_bytes).await
+            r.frame(max).await
         };
         let line = match frame {
             Ok(Some(l)) => l,
@@ -918,10 +1328,7 @@ async fn connection(d: Daemon, stream: UnixStream) {
             Err(FrameError::TooLarge) => {
                 let e = RpcError::new(
                     rpc::FRAME_TOO_LARGE,
-                    format!(
-                        "frame larger than {} bytes; closing",
-                        d.limits.max_frame_bytes
-                    ),
+                    format!("frame larger than {max} bytes; closing"),
                 );
                 let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &e)).await;
                 return;
@@ -944,12 +1351,14 @@ async fn connection(d: Daemon, stream: UnixStream) {
             ),
             Ok(req) => {
                 let id = req.id.clone();
-                match d.dispatch(req).await {
-                    Ok(r) => rpc::ok_frame(&id, r),
+                match d.dispatch(req, &mut r).await {
+                    Ok(rep) => rpc::ok_frame(&id, rep),
                     Err(e) => rpc::err_frame(&id, &e),
                 }
             }
         };
+        // Descriptors not claimed by the request they came with are closed.
+        r.fds.clear();
         if write_frame(&mut w, &resp).await.is_err() {
             return;
         }
@@ -978,6 +1387,13 @@ fn unsafe_getuid() -> u32 {
 
 /// Run the daemon in the foreground until SIGTERM/SIGINT or a `shutdown` request.
 pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
+    // The keys will live in this process: no core dumps, no same-user ptrace or /proc/PID/mem.
+    crate::vault::tty::set_non_dumpable();
+    for var in ["LD_PRELOAD", "LD_AUDIT"] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            return Err(ServerError::Injected { var: var.into() });
+        }
+    }
     let config = VaultConfig::load(&paths)?;
     let limits = config.limits()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -991,7 +1407,6 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
         })?;
     rt.block_on(serve(paths, limits, config.heartbeat))
 }
-
 async fn serve(
     paths: VaultPaths,
     limits: Limits,
@@ -1052,12 +1467,18 @@ async fn serve(
         leases: LeaseManager::new(limits.default_ttl, limits.max_ttl),
         approvals,
         pending: HashMap::new(),
+        keys: Keyring::default(),
+        attempts: Attempts::new(limits.passphrase_attempts, limits.passphrase_lockout),
+        hashes: HashCache::default(),
+        running: HashMap::new(),
+        next_exec: 0,
         started: now_unix(),
         heartbeat: heartbeat.as_ref().map(|_| "starting".to_string()),
     };
     let d = Daemon {
         state: Arc::new(Mutex::new(state)),
         shutdown: Arc::new(Notify::new()),
+        human: Arc::new(tokio::sync::Mutex::new(())),
         limits: limits.clone(),
     };
     d.lock().audit.append(&Event {
@@ -1110,15 +1531,16 @@ async fn serve(
     Ok(())
 }
 
-/// `(context, name)` of every stored secret whose entry satisfies `keep`, across all contexts.
+/// `(context, name)` of every stored secret whose entry satisfies `keep`, across the unlocked
+/// contexts.
 fn secrets_where(
-    paths: &VaultPaths,
+    s: &mut State,
     keep: impl Fn(&store::SecretEntry) -> bool,
 ) -> Vec<(String, String)> {
-    store::list_contexts(paths)
+    store::list_contexts(&s.paths)
         .into_iter()
         .flat_map(|c| {
-            ContextStore::open(paths, &c)
+            s.open_store(&c)
                 .map(|st| {
                     st.data
                         .secrets
@@ -1139,8 +1561,9 @@ async fn maintenance(d: Daemon) {
         let due: Vec<(String, String)> = {
             let mut s = d.lock();
             s.leases.prune();
+            s.keys.is_unlocked(); // forgets the identities once their time is over
             let now = now_unix();
-            secrets_where(&s.paths, |e| {
+            secrets_where(&mut s, |e| {
                 let due = || {
                     let every = config::parse_duration(e.rotate_every.as_deref()?).ok()?;
                     e.rotate_via.as_ref()?;

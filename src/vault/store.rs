@@ -1,9 +1,11 @@
 //! One age-encrypted store file per context, and the identity that opens it.
 //!
 //! Design decision: the store is a plain JSON document encrypted with age to the context's own
-//! X25519 identity, so `age -d -i contexts/<ctx>/identity.txt contexts/<ctx>/store.age` shows it
-//! and a file written by the `age` CLI loads (interop is tested both ways). Separate identities per
-//! context mean a process holding the `dev` key cannot open `prod`. Every write is temp file +
+//! X25519 identity, so `age -d -i contexts/<ctx>/identity.age contexts/<ctx>/store.age` shows it
+//! (the `age` CLI asks for the vault passphrase that protects the identity, see
+//! [`crate::vault::keys`]) and a file written by the `age` CLI loads (interop is tested both ways).
+//! Separate identities per context mean a process holding the `dev` key cannot open `prod`. The
+//! store never reads an identity from disk itself: the caller passes the unlocked one. Every write is temp file +
 //! fsync + rename + fsync(dir): a `kill -9` at any instant leaves either the old or the new store,
 //! never a torn one. Decrypted plaintext only lives in `Zeroizing` buffers.
 
@@ -126,24 +128,6 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Read an identity file as `age-keygen` writes it (comments, then `AGE-SECRET-KEY-1…`).
-pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io("read", path))?);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| StoreError::Identity {
-            path: path.into(),
-            reason: "no key line".into(),
-        })?;
-    line.parse::<age::x25519::Identity>()
-        .map_err(|e| StoreError::Identity {
-            path: path.into(),
-            reason: e.to_string(),
-        })
-}
-
 /// Create `dir` (and parents) with mode 0700, and force 0700 if it existed.
 pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::DirBuilder::new()
@@ -184,38 +168,27 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result
 }
 
-/// Create a context: 0700 dir, a fresh identity (0600), an empty store. Idempotent.
-pub fn init_context(paths: &VaultPaths, context: &str) -> Result<bool, StoreError> {
+/// Create a context's 0700 directory and an empty store for `identity`. The caller has written
+/// the (passphrase-encrypted) identity file.
+pub fn init_context(
+    paths: &VaultPaths,
+    context: &str,
+    identity: &age::x25519::Identity,
+) -> Result<(), StoreError> {
     check_name("context", context)?;
     private_dir(paths.root())?;
     private_dir(&paths.contexts())?;
-    let dir = paths.context_dir(context);
-    private_dir(&dir)?;
-    let id_path = paths.identity(context);
-    if id_path.exists() {
-        return Ok(false);
-    }
-    let identity = age::x25519::Identity::generate();
-    let text = {
-        use age::secrecy::ExposeSecret;
-        Zeroizing::new(format!(
-            "# created by guard vault init\n# public key: {}\n{}\n",
-            identity.to_public(),
-            identity.to_string().expose_secret()
-        ))
-    };
-    atomic_write(&id_path, text.as_bytes())?;
+    private_dir(&paths.context_dir(context))?;
     let store = ContextStore {
         context: context.to_string(),
         path: paths.store(context),
-        identity,
+        identity: identity.clone(),
         data: StoreData {
             format: 1,
             secrets: BTreeMap::new(),
         },
     };
-    store.save()?;
-    Ok(true)
+    store.save()
 }
 
 /// Names of the initialised contexts.
@@ -224,7 +197,9 @@ pub fn list_contexts(paths: &VaultPaths) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("identity.txt").exists())
+        .filter(|e| {
+            e.path().join("identity.age").exists() || e.path().join("identity.txt").exists()
+        })
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     out.sort();
@@ -232,15 +207,19 @@ pub fn list_contexts(paths: &VaultPaths) -> Vec<String> {
 }
 
 impl ContextStore {
-    pub fn open(paths: &VaultPaths, context: &str) -> Result<Self, StoreError> {
+    /// Decrypt the context's store with its (unlocked) identity.
+    pub fn open(
+        paths: &VaultPaths,
+        context: &str,
+        identity: &age::x25519::Identity,
+    ) -> Result<Self, StoreError> {
         check_name("context", context)?;
-        let id_path = paths.identity(context);
-        if !id_path.exists() {
+        if !paths.context_dir(context).is_dir() {
             return Err(StoreError::NoContext {
                 context: context.to_string(),
             });
         }
-        let identity = read_identity(&id_path)?;
+        let identity = identity.clone();
         let path = paths.store(context);
         let data = match std::fs::File::open(&path) {
             Ok(f) => decrypt_store(&path, f, &identity)?,
@@ -437,9 +416,13 @@ mod tests {
     fn roundtrip_versions_and_isolation() {
         let dir = tempfile::tempdir().unwrap();
         let paths = VaultPaths::new(dir.path().join("v"));
-        init_context(&paths, "dev").unwrap();
-        init_context(&paths, "prod").unwrap();
-        let mut s = ContextStore::open(&paths, "dev").unwrap();
+        let (dev, prod) = (
+            age::x25519::Identity::generate(),
+            age::x25519::Identity::generate(),
+        );
+        init_context(&paths, "dev", &dev).unwrap();
+        init_context(&paths, "prod", &prod).unwrap();
+        let mut s = ContextStore::open(&paths, "dev", &dev).unwrap();
         assert_eq!(
             s.put(
                 "tok",
@@ -463,7 +446,7 @@ mod tests {
             2
         );
         s.save().unwrap();
-        let s = ContextStore::open(&paths, "dev").unwrap();
+        let s = ContextStore::open(&paths, "dev", &dev).unwrap();
         assert_eq!(
             s.value("tok", None).unwrap().1.expose_secret(),
             "fake-dev-2"
@@ -472,15 +455,13 @@ mod tests {
             s.value("tok", Some(1)).unwrap().1.expose_secret(),
             "fake-dev-1"
         );
-        let p = ContextStore::open(&paths, "prod").unwrap();
+        let p = ContextStore::open(&paths, "prod", &prod).unwrap();
         assert!(matches!(
             p.value("tok", None),
             Err(StoreError::NotFound { .. })
         ));
         // the prod identity cannot open the dev store
-        let prod_id = read_identity(&paths.identity("prod")).unwrap();
-        let f = std::fs::File::open(paths.store("dev")).unwrap();
-        assert!(decrypt_store(&paths.store("dev"), f, &prod_id).is_err());
+        assert!(ContextStore::open(&paths, "dev", &prod).is_err());
     }
 
     #[test]
@@ -488,7 +469,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let paths = VaultPaths::new(dir.path().join("v"));
-        init_context(&paths, "default").unwrap();
+        let id = age::x25519::Identity::generate();
+        init_context(&paths, "default", &id).unwrap();
+        let pass = age::secrecy::SecretString::from("fake passphrase".to_string());
+        crate::vault::keys::write_identity(&paths.identity("default"), &id, &pass, 10).unwrap();
         let m = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(m(paths.root()), 0o700);
         assert_eq!(m(&paths.context_dir("default")), 0o700);

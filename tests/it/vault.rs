@@ -1,10 +1,21 @@
 //! Integration tests of the vault: the real `guard` binary, a real daemon per test (temp vault
 //! dir, stopped by a Drop guard), the real `age` CLI for interop.
+//!
+//! Two kinds of caller appear below, as in THREAT_MODEL.md:
+//! - **the human**: `guard` run with a pseudo-terminal the test controls as its controlling
+//!   terminal ([`run_on_pty`]); the test types the vault passphrase there, as a person would;
+//! - **the agent**: `guard` (or `age`, or a raw socket client) started in a new session with
+//!   stdin from /dev/null ([`Vault::agent`]): same user, any command, any file, the socket — and
+//!   no terminal. The self-approval suite (`agent_*` tests) tries every bypass the issue lists.
+//!
+//! Vaults are created with `kdf_log_n = 10` (scrypt N = 2^10) so a passphrase check takes a
+//! millisecond instead of a second; the work factor is recorded in each identity file.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +31,11 @@ fn fake_value(tag: &str) -> String {
     format!("fake-{tag}-{}", hex::encode(b))
 }
 
+/// The vault passphrase the test's "human" types.
+const PASS: &str = "fake vault passphrase";
+const PASS_PROMPT: &str = "passphrase: ";
+const TTY_QUESTION: &str = "guard: allow this command to use them? [y/N] ";
+
 struct Vault {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -27,25 +43,36 @@ struct Vault {
 }
 
 impl Vault {
+    /// An initialised, unlocked vault with a running daemon.
     fn new() -> Self {
         Self::with_config("")
     }
     fn with_config(config: &str) -> Self {
+        let v = Self::locked(config);
+        v.unlock();
+        v
+    }
+    /// Initialised (passphrase set by the human at the terminal), daemon not started.
+    fn locked(config: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("vault");
         let work = tmp.path().join("project");
         std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), format!("kdf_log_n = 10\n{config}")).unwrap();
         let v = Self {
             _tmp: tmp,
             dir,
             work,
         };
-        v.ok(&["vault", "init"]);
-        if !config.is_empty() {
-            std::fs::write(v.dir.join("config.toml"), config).unwrap();
-        }
+        let r = v.human(
+            &["vault", "init"],
+            &[("new vault passphrase: ", PASS), ("again: ", PASS)],
+        );
+        assert!(r.status.success(), "init: {} / tty {:?}", r.stderr, r.tty);
         v
     }
+    /// `guard …` with no terminal (`GUARD_NO_TTY`), stdin from /dev/null.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(guard_bin());
         c.args(args)
@@ -55,6 +82,63 @@ impl Vault {
             .env_remove("GUARD_NO_AUTOSTART")
             .stdin(Stdio::null());
         c
+    }
+    /// `prog …` as the agent runs it: a new session (no controlling terminal), stdin /dev/null,
+    /// and nothing that would make guard stricter than it is on its own.
+    fn agent_prog(&self, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut c = Command::new(prog);
+        c.args(args)
+            .current_dir(&self.work)
+            .env("GUARD_VAULT_DIR", &self.dir)
+            .env_remove("GUARD_NO_TTY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        c
+    }
+    fn agent(&self, args: &[&str]) -> Output {
+        self.agent_prog(guard_bin(), args).output().unwrap()
+    }
+    /// `guard …` with the test's pty as controlling terminal; `steps` answer its prompts.
+    fn human(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
+        let steps: Vec<(&str, String)> =
+            steps.iter().map(|(p, a)| (*p, format!("{a}\n"))).collect();
+        let steps: Vec<(&str, &str)> = steps.iter().map(|(p, a)| (*p, a.as_str())).collect();
+        run_on_pty(self.cmd(args), PtyStdio::Pipes(b""), &steps)
+    }
+    fn human_ok(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
+        let r = self.human(args, steps);
+        assert!(
+            r.status.success(),
+            "{args:?}: {} / tty {:?}",
+            r.stderr,
+            r.tty
+        );
+        r
+    }
+    fn unlock(&self) {
+        self.human_ok(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
+    }
+    /// The human pre-approves `argv` (run in the project dir) for `names`.
+    fn grant(&self, names: &[&str], argv: &[&str]) {
+        let mut args = vec!["vault", "grant"];
+        args.extend_from_slice(names);
+        args.push("--");
+        args.extend_from_slice(argv);
+        self.human_ok(&args, &[(PASS_PROMPT, PASS)]);
+    }
+    /// The human prints a value (passphrase typed on the terminal).
+    fn print(&self, args: &[&str]) -> String {
+        let mut a = vec!["vault", "print"];
+        a.extend_from_slice(args);
+        self.human_ok(&a, &[(PASS_PROMPT, PASS)]).stdout
     }
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
@@ -99,9 +183,6 @@ impl Vault {
         std::fs::create_dir_all(self.work.join(".guard")).unwrap();
         std::fs::write(self.work.join(".guard/secrets.toml"), toml).unwrap();
     }
-    fn client(&self) -> String {
-        self.work.display().to_string()
-    }
     fn socket(&self) -> PathBuf {
         self.dir.join("run/daemon.sock")
     }
@@ -121,6 +202,20 @@ impl Vault {
             .trim()
             .parse()
             .ok()
+    }
+    /// Wait until `f(status)` holds (the daemon is asked every 20 ms, for up to 10 s).
+    fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let t = Instant::now();
+        loop {
+            if self.socket().exists() {
+                let s = self.status();
+                if f(&s) {
+                    return s;
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "never saw {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -164,39 +259,129 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `age -d -i identity.age store.age` run by the human: age asks for the passphrase on the tty.
 fn age_decrypt(v: &Vault, ctx: &str) -> String {
-    let o = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(v.dir.join(format!("contexts/{ctx}/identity.txt")))
-        .arg(v.dir.join(format!("contexts/{ctx}/store.age")))
-        .output()
-        .expect("the age CLI should be installed (apt-get install age)");
-    assert!(o.status.success(), "age -d failed: {}", stderr(&o));
-    String::from_utf8(o.stdout).unwrap()
+    let mut c = Command::new("age");
+    c.args(["-d", "-i"])
+        .arg(v.dir.join(format!("contexts/{ctx}/identity.age")))
+        .arg(v.dir.join(format!("contexts/{ctx}/store.age")));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    assert!(
+        r.status.success(),
+        "age -d failed: {} / {:?}",
+        r.stderr,
+        r.tty
+    );
+    r.stdout
+}
+
+/// No message or next action shown to a caller names a command that approves or grants.
+fn assert_no_self_approval_hint(text: &str) {
+    for bad in ["vault grant", "vault approve", "--print"] {
+        assert!(!text.contains(bad), "suggests {bad:?} to the agent: {text}");
+    }
+}
+
+/// Audit records with this op and outcome.
+fn audit_count(v: &Vault, op: &str, outcome: &str) -> usize {
+    v.audit_text()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["op"] == op && r["outcome"] == outcome)
+        .count()
+}
+
+/// The agent runs `sh -c script` under `guard exec` in the background; returns it and the id of
+/// the approval request it waits on.
+fn agent_exec_waiting(v: &Vault, script: &str) -> (std::process::Child, String) {
+    let child = v
+        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", script])
+        .spawn()
+        .unwrap();
+    (child, pending_request(v))
+}
+
+/// The id of the (first) request waiting for a human's approval, once there is one.
+fn pending_request(v: &Vault) -> String {
+    let st = v.wait_status("a pending request", |s| {
+        s["pending_approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    st["pending_approvals"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A vault with one secret `tok` wired to `$TOK` in the project.
+fn tok_vault(tag: &str, config: &str) -> (Vault, String) {
+    let v = Vault::with_config(config);
+    let val = fake_value(tag);
+    v.add("tok", &val, &[]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    (v, val)
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn store_interops_with_the_age_cli_both_ways() {
+fn store_and_identity_interop_with_the_age_cli_both_ways() {
     let v = Vault::new();
     let val = fake_value("interop");
     v.add("api_token", &val, &[]);
-    // guard → age
+    // guard → age: with the passphrase (typed on the terminal) age decrypts the store.
     let plain: Value = serde_json::from_str(&age_decrypt(&v, "default")).unwrap();
     assert_eq!(
         plain["secrets"]["api_token"]["versions"][0]["value"],
         val.as_str()
     );
-    // age → guard: a store written by hand and encrypted by the CLI loads
-    v.ok(&["vault", "init", "--context", "handmade"]);
-    let id = v.dir.join("contexts/handmade/identity.txt");
-    let pubkey = Command::new("age-keygen")
+    // The identity file itself is a passphrase-encrypted age file.
+    let mut c = Command::new("age");
+    c.arg("-d").arg(v.dir.join("contexts/default/identity.age"));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(r.stdout.contains("AGE-SECRET-KEY-1"));
+    // age → guard: a store written by hand and encrypted by the CLI loads.
+    v.human_ok(
+        &["vault", "init", "--context", "handmade"],
+        &[(PASS_PROMPT, PASS)],
+    );
+    let mut c = Command::new("age");
+    c.arg("-d")
+        .arg(v.dir.join("contexts/handmade/identity.age"));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    let mut keygen = Command::new("age-keygen")
         .arg("-y")
-        .arg(&id)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let pubkey = String::from_utf8(pubkey.stdout).unwrap();
+    keygen
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(r.stdout.as_bytes())
+        .unwrap();
+    let pubkey = String::from_utf8(keygen.wait_with_output().unwrap().stdout).unwrap();
+    assert!(pubkey.starts_with("age1"), "{pubkey}");
     let hand = fake_value("handmade");
     let doc =
         json!({"secrets": {"hand_tok": {"versions": [{"id": 1, "value": hand}]}}}).to_string();
@@ -213,27 +398,7 @@ fn store_interops_with_the_age_cli_both_ways() {
         list["data"]["contexts"][0]["secrets"][0]["name"],
         "hand_tok"
     );
-    v.ok(&[
-        "vault",
-        "grant",
-        "hand_tok",
-        "--context",
-        "handmade",
-        "--client",
-        "t",
-        "--print",
-    ]);
-    let printed = v.ok(&[
-        "vault",
-        "lease",
-        "hand_tok",
-        "--context",
-        "handmade",
-        "--client-id",
-        "t",
-        "--print",
-    ]);
-    assert_eq!(printed, hand);
+    assert_eq!(v.print(&["hand_tok", "--context", "handmade"]), hand);
 }
 
 #[test]
@@ -243,14 +408,13 @@ fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
     v.add("alpha", &a, &[]);
     v.add("beta", &b, &[]);
     v.project("[[secret]]\nname = \"alpha\"\nenv = \"ALPHA\"\n[[secret]]\nname = \"beta\"\nenv = \"BETA_TOKEN\"\nttl = \"5m\"\n");
-    v.ok(&["vault", "grant", "alpha", "--client", &v.client()]);
-    v.ok(&["vault", "grant", "beta", "--client", &v.client()]);
     let envfile = v.work.join("seen-env");
     // Values printed whole, on stderr, and split across two writes with a pause between them.
     let script = format!(
         "echo \"a=$ALPHA b=$BETA_TOKEN\"; echo \"err $BETA_TOKEN\" >&2; printf '%.9s' \"$ALPHA\"; sleep 0.3; printf '%s\\n' \"${{ALPHA#?????????}}\"; printf '%s' \"$ALPHA\" > {}; exit 7",
         envfile.display()
     );
+    v.grant(&["alpha", "beta"], &["sh", "-c", &script]);
     let o = v.run(&["exec", "--", "sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
@@ -268,149 +432,723 @@ fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
     let audit = v.audit_text();
     assert_eq!(audit.matches("\"op\":\"access\"").count(), 2);
     assert_eq!(audit.matches("\"op\":\"revoke\"").count(), 2);
-    // agent-secrets' .secrets.json works too
+    // agent-secrets' .secrets.json works too (its client_id means nothing)
     std::fs::remove_dir_all(v.work.join(".guard")).unwrap();
     std::fs::write(
         v.work.join(".secrets.json"),
         r#"{"secrets":[{"name":"alpha","env_var":"GH"}],"client_id":"my-project"}"#,
     )
     .unwrap();
-    v.ok(&["vault", "grant", "alpha", "--client", "my-project"]);
+    v.grant(&["alpha"], &["sh", "-c", "echo $GH"]);
     let o = v.run(&["exec", "--", "sh", "-c", "echo $GH"]);
     assert_eq!(stdout(&o), "[REDACTED:alpha]\n");
+    // stdin reaches the child; a missing command is an error, not a hang
+    v.grant(&["alpha"], &["cat"]);
+    let mut c = v.cmd(&["exec", "--", "cat"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    assert_eq!(stdout(&child.wait_with_output().unwrap()), "piped in\n");
+    let o = v.run(&["exec", "--", "/nonexistent/cmd"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]
 fn contexts_are_isolated() {
-    let v = Vault::new();
-    v.ok(&["vault", "init", "--context", "dev"]);
-    v.ok(&["vault", "init", "--context", "prod"]);
+    let v = Vault::with_config("approval_timeout = \"300ms\"\n");
+    for ctx in ["dev", "prod"] {
+        v.human_ok(&["vault", "init", "--context", ctx], &[(PASS_PROMPT, PASS)]);
+    }
     let (dev, prod) = (fake_value("dev"), fake_value("prod"));
     v.add("tok", &dev, &["--context", "dev"]);
     v.add("tok", &prod, &["--context", "prod"]);
     v.add("prod_only", &fake_value("p"), &["--context", "prod"]);
     v.project("context = \"dev\"\n[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
-    v.ok(&[
-        "vault",
-        "grant",
-        "tok",
-        "--context",
-        "dev",
-        "--client",
-        &v.client(),
-    ]);
     let f = v.work.join("seen");
-    let o = v.run(&[
-        "exec",
-        "--",
-        "sh",
-        "-c",
-        &format!("printf %s \"$TOK\" > {}", f.display()),
-    ]);
+    let script = format!("printf %s \"$TOK\" > {}", f.display());
+    v.human_ok(
+        &[
+            "vault",
+            "grant",
+            "tok",
+            "--context",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[(PASS_PROMPT, PASS)],
+    );
+    let o = v.run(&["exec", "--", "sh", "-c", &script]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), dev);
-    // a dev lease cannot name a prod-only secret, and a dev grant is no prod grant
-    let e = v.rpc(
-        "lease",
-        json!({"context": "dev", "name": "prod_only", "client": "c"}),
-    );
-    assert_eq!(e["error"]["code"], -32002);
-    let r = v.rpc(
-        "lease",
-        json!({"context": "prod", "name": "tok", "client": v.client()}),
-    );
-    assert_eq!(r["result"]["data"]["status"], "approval_required");
-    // the dev identity cannot decrypt the prod store
-    let o = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(v.dir.join("contexts/dev/identity.txt"))
-        .arg(v.dir.join("contexts/prod/store.age"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-}
-
-#[test]
-fn unapproved_use_is_denied_after_the_timeout_with_a_grant_hint() {
-    let v = Vault::with_config("approval_timeout = \"300ms\"\n");
-    v.add("tok", &fake_value("deny"), &[]);
-    v.project("[[secret]]\nname = \"tok\"\n");
-    let t = Instant::now();
-    let o = v.run(&["exec", "--", "true"]);
+    // a dev approval is no prod approval
+    v.project("context = \"prod\"\n[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let o = v.agent(&["exec", "--", "sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(t.elapsed() < Duration::from_secs(5));
-    let err = stderr(&o);
-    assert!(err.contains("guard vault grant tok --client"), "{err}");
-    assert!(v.audit_text().contains("timeout-denied"));
-    // lease --print is its own scope: approving use does not approve printing
-    v.ok(&["vault", "grant", "tok", "--client", "agent"]);
-    let o = v.run(&["vault", "lease", "tok", "--client-id", "agent", "--print"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).is_empty());
-    let id = v.ok(&["vault", "lease", "tok", "--client-id", "agent"]);
-    assert!(id.starts_with("lease_"), "{id}");
+    // a dev project cannot name a prod-only secret
+    v.project("context = \"dev\"\n[[secret]]\nname = \"prod_only\"\n");
+    let o = v.run(&["exec", "--", "true"]);
+    assert!(
+        stderr(&o).contains("no secret \"prod_only\""),
+        "{}",
+        stderr(&o)
+    );
+    // the dev identity cannot decrypt the prod store, passphrase or not
+    let mut c = Command::new("age");
+    c.args(["-d", "-i"])
+        .arg(v.dir.join("contexts/dev/identity.age"))
+        .arg(v.dir.join("contexts/prod/store.age"));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    assert!(!r.status.success());
 }
 
 #[test]
-fn approve_command_unblocks_a_waiting_exec_and_is_remembered() {
-    let v = Vault::with_config("approval_timeout = \"20s\"\n");
-    v.add("tok", &fake_value("approve"), &[]);
-    v.project("[[secret]]\nname = \"tok\"\n");
-    let child = v
-        .cmd(&["exec", "--", "sh", "-c", "echo ran $TOK"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let req = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no pending request appeared"
-        );
-        if v.socket().exists() {
-            let p = v.json(&["vault", "pending"]);
-            if let Some(r) = p["data"]["pending"][0]["request"].as_str() {
-                break r.to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    v.ok(&["vault", "approve", &req]);
+fn approve_from_another_terminal_unblocks_a_waiting_exec_and_is_remembered() {
+    let (v, _val) = tok_vault("approve", "approval_timeout = \"20s\"\n");
+    let (child, req) = agent_exec_waiting(&v, "echo ran $TOK");
+    // The human sees what they approve, then types the passphrase.
+    let r = v.human_ok(&["vault", "approve", &req], &[(PASS_PROMPT, PASS)]);
+    assert!(r.tty.contains("echo ran $TOK"), "{:?}", r.tty);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "ran [REDACTED:tok]\n");
+    assert_no_self_approval_hint(&stderr(&o));
     // remembered: no approval the second time
-    let o = v.run(&["exec", "--", "true"]);
-    assert!(o.status.success());
+    let o = v.agent(&["exec", "--", "sh", "-c", "echo ran $TOK"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("approval required"));
-    // a denial is remembered too
-    let e = v.rpc("lease", json!({"name": "tok", "client": "other"}));
-    let req = e["result"]["data"]["request"].as_str().unwrap().to_string();
+    // a denial (needs no passphrase) is remembered too
+    let (child, req) = agent_exec_waiting(&v, "echo other $TOK");
     v.ok(&["vault", "approve", &req, "--deny"]);
-    let e = v.rpc("lease", json!({"name": "tok", "client": "other"}));
-    assert_eq!(e["error"]["code"], -32001);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).is_empty());
+    let o = v.agent(&["exec", "--", "sh", "-c", "echo other $TOK"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("a human denied it"), "{}", stderr(&o));
     assert!(v.audit_text().contains("\"outcome\":\"denied\""));
 }
 
+// ---------------------------------------------------------------------------------------------
+// The self-approval suite: the agent (new session, stdin /dev/null, same user) tries each bypass
+// the issue lists. Each must yield neither a value nor an approval.
+
+/// Bypass 1: `vault grant … --print` then `lease --print`; and every other human-only command
+/// run without a terminal — with the passphrase on stdin for good measure.
 #[test]
-fn revoked_lease_resolves_nothing() {
-    let v = Vault::new();
-    v.add("tok", &fake_value("rev"), &[]);
-    v.ok(&["vault", "grant", "tok", "--client", "c"]);
-    let id = v.ok(&["vault", "lease", "tok", "--client-id", "c", "--ttl", "10m"]);
-    let id = id.trim();
-    let r = v.rpc("resolve", json!({"leases": [id]}));
-    assert!(r["result"]["data"]["values"][0]["value"].is_string());
-    v.ok(&["vault", "revoke", id]);
-    let r = v.rpc("resolve", json!({"leases": [id]}));
-    assert_eq!(r["error"]["code"], -32005, "{r}");
-    let o = v.run(&["vault", "lease", "tok", "--client-id", "c", "--ttl", "25h"]);
-    assert_eq!(o.status.code(), Some(2), "ttl above the 24h max is refused");
-    v.ok(&["vault", "lease", "tok", "--client-id", "c"]);
-    v.ok(&["vault", "revoke", "--all"]);
-    assert_eq!(v.status()["active_leases"], 0);
+fn agent_cannot_grant_approve_print_unlock_or_init_without_a_terminal() {
+    let (v, val) = tok_vault("cli", "approval_timeout = \"3s\"\n");
+    // A real request of the agent's own, waiting in the background.
+    let (waiting, req) = agent_exec_waiting(&v, "echo $TOK");
+    let tries: &[&[&str]] = &[
+        &["vault", "grant", "tok", "--", "sh", "-c", "echo $TOK"],
+        &["vault", "print", "tok"],
+        &["vault", "unlock"],
+        &["vault", "approve", &req],
+        &["vault", "init", "--context", "agentctx"],
+        &["vault", "lease", "tok", "--client-id", "me", "--print"],
+        &["vault", "grant", "tok", "--client", "me", "--print"],
+    ];
+    for args in tries {
+        let mut c = v.agent_prog(guard_bin(), args);
+        c.stdin(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASS}\n{PASS}\ny\n").as_bytes());
+        let o = child.wait_with_output().unwrap();
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{args:?} succeeded: {}",
+            stderr(&o)
+        );
+        assert!(!stdout(&o).contains(&val) && !stderr(&o).contains(&val));
+        if o.status.code() == Some(2) {
+            // clap's usage error for a flag that no longer exists echoes the command typed
+            let e = stderr(&o);
+            assert!(
+                e.contains("unexpected argument") || e.contains("unrecognized subcommand"),
+                "{e}"
+            );
+            continue;
+        }
+        assert!(
+            stderr(&o).contains("needs a human"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert_no_self_approval_hint(&stdout(&o));
+        assert_no_self_approval_hint(&stderr(&o));
+    }
+    assert!(!v.dir.join("contexts/agentctx").exists());
+    assert_eq!(audit_count(&v, "grant", "allow"), 0);
+    assert_eq!(audit_count(&v, "print", "ok"), 0);
+    // …and the command it tried to grant and approve still has no approval.
+    let o = waiting.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("REDACTED"), "the command never ran");
+    assert_eq!(audit_count(&v, "approval", "timeout-denied"), 1);
 }
+
+/// Bypass 2: start an exec in the background, read its request from `pending`, approve it — by
+/// the CLI and by raw requests, with no passphrase and with guesses.
+#[test]
+fn agent_cannot_approve_its_own_pending_request() {
+    let (v, val) = tok_vault(
+        "selfapprove",
+        "approval_timeout = \"5s\"\npassphrase_attempts = 3\n",
+    );
+    let marker = v.work.join("ran");
+    let script = format!("touch {}; echo $TOK", marker.display());
+    let child = v
+        .agent_prog(guard_bin(), &["exec", "--json", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let p = loop {
+        let o = v.agent(&["vault", "pending", "--json"]);
+        let p: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        if p["data"]["pending"][0]["request"].is_string() {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_no_self_approval_hint(&p.to_string());
+    let req = p["data"]["pending"][0]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = v.agent(&["vault", "approve", &req]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("needs a human"), "{}", stderr(&o));
+    let r = v.rpc("approve", json!({"request": req, "allow": true}));
+    assert_eq!(r["error"]["code"], -32010, "{r}");
+    let r = v.rpc(
+        "approve",
+        json!({"request": req, "allow": true, "passphrase": ""}),
+    );
+    assert_eq!(r["error"]["code"], -32010, "{r}");
+    for guess in ["password", "fake vault passphrase!"] {
+        let r = v.rpc(
+            "approve",
+            json!({"request": req, "allow": true, "passphrase": guess}),
+        );
+        assert_eq!(r["error"]["code"], -32001, "{r}");
+        assert!(r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong passphrase"));
+    }
+    let r = v.rpc(
+        "grant",
+        json!({"names": ["tok"], "argv": ["sh", "-c", &script],
+        "cwd": v.work, "passphrase": "guess"}),
+    );
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    // Three wrong guesses: locked out now, even the right passphrase is refused.
+    let r = v.rpc(
+        "approve",
+        json!({"request": req, "allow": true, "passphrase": PASS}),
+    );
+    assert_eq!(r["error"]["code"], -32009, "{r}");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!marker.exists(), "the command never ran");
+    let err = stderr(&o);
+    assert!(err.contains("a human must approve"), "{err}");
+    assert_no_self_approval_hint(&err);
+    assert!(!err.contains(&val) && stdout(&o).is_empty());
+    assert_eq!(audit_count(&v, "passphrase", "lockout"), 1);
+    assert_eq!(audit_count(&v, "approval", "approved"), 0);
+}
+
+/// Bypass 3: `status` listed every lease id and `resolve` returned the value for any of them —
+/// including the user's own running `guard exec`. Every method, with every id the agent can find.
+#[test]
+fn agent_gets_no_value_from_any_raw_request_with_any_lease_id() {
+    let (v, val) = tok_vault("raw", "approval_timeout = \"300ms\"\n");
+    let script = "sleep 3; echo done $TOK";
+    v.grant(&["tok"], &["sh", "-c", script]);
+    // The user's own command, holding a lease.
+    let user = v
+        .cmd(&["exec", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = v.wait_status("the user's lease", |s| s["active_leases"] == 1);
+    let st_text = st.to_string();
+    assert!(
+        !st_text.contains("lease_"),
+        "status lists a lease id: {st_text}"
+    );
+    // Every id-looking token the agent can read anywhere: status, audit, daemon log, files.
+    let mut seen = st_text.clone();
+    for f in ["audit.jsonl", "daemon.log", "approvals.json"] {
+        seen.push_str(&std::fs::read_to_string(v.dir.join(f)).unwrap_or_default());
+    }
+    let mut ids: Vec<String> = seen
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lease_") || w.starts_with("req_"))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(
+        ids.iter().any(|i| i.starts_with("lease_")),
+        "the audit names the lease: {ids:?}"
+    );
+    let methods = [
+        "hello",
+        "status",
+        "list",
+        "pending",
+        "resolve",
+        "lease",
+        "exec",
+        "await_approval",
+        "approve",
+        "grant",
+        "print",
+        "unlock",
+        "rotate",
+        "revoke",
+        "signal",
+        "get",
+        "read",
+    ];
+    let mut answers = String::new();
+    for m in methods {
+        for id in &ids {
+            let params = json!({"leases": [id], "lease": id, "request": id, "name": "tok",
+                "names": ["tok"], "client": "me", "client_id": v.work, "purpose": "print",
+                "allow": true, "argv": ["sh", "-c", script], "cwd": v.work,
+                "secrets": [{"name": "tok", "env": "TOK"}]});
+            let mut s = UnixStream::connect(v.socket()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let r = rpc_on(&mut s, m, params);
+            answers.push_str(&r.to_string());
+        }
+    }
+    assert!(!answers.contains(&val), "a raw request returned the value");
+    assert!(
+        answers.contains("unknown method \\\"resolve\\\""),
+        "resolve is gone"
+    );
+    assert_no_self_approval_hint(&answers);
+    let o = user.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "done [REDACTED:tok]\n");
+    assert_eq!(audit_count(&v, "print", "ok"), 0);
+}
+
+/// Bypass 4: `age -d -i <vault>/…/identity.txt store.age` — the identity sat in plaintext.
+#[test]
+fn agent_learns_nothing_from_the_vault_directory_with_the_age_cli() {
+    let (v, val) = tok_vault("agefiles", "");
+    let store = v.dir.join("contexts/default/store.age");
+    let mut files = Vec::new();
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if !p.to_string_lossy().ends_with(".sock") {
+                out.push(p);
+            }
+        }
+    }
+    walk(&v.dir, &mut files);
+    assert!(!v.dir.join("contexts/default/identity.txt").exists());
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&val), "value in {}", f.display());
+        assert!(!text.contains("AGE-SECRET-KEY"), "a key in {}", f.display());
+        let o = v
+            .agent_prog(
+                "age",
+                &["-d", "-i", &f.to_string_lossy(), &store.to_string_lossy()],
+            )
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "age -d -i {} worked", f.display());
+        assert!(!stdout(&o).contains(&val));
+    }
+    // The identity file asks for a passphrase the agent cannot type (no terminal).
+    let o = v
+        .agent_prog(
+            "age",
+            &[
+                "-d",
+                &v.dir
+                    .join("contexts/default/identity.age")
+                    .to_string_lossy(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !stdout(&o).contains("AGE-SECRET-KEY"));
+    assert!(stderr(&o).contains("passphrase"), "{}", stderr(&o));
+}
+
+/// Bypass 5: `guard exec --client-id <the user's project> --file <its secrets.toml>` from another
+/// directory reused the user's approval. Approvals name the command, its content and directory.
+#[test]
+fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment() {
+    let (v, val) = tok_vault("replay", "approval_timeout = \"300ms\"\n");
+    let out = v.work.join("out");
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}", out.display()),
+    );
+    v.grant(&["tok"], &["./deploy.sh"]);
+    let o = v.agent(&["exec", "--", "./deploy.sh"]);
+    assert!(
+        o.status.success(),
+        "the approved command runs: {}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), val);
+    std::fs::remove_file(&out).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let loot = elsewhere.path().join("loot");
+    write_script(
+        &elsewhere.path().join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}", loot.display()),
+    );
+    let file = v.work.join(".guard/secrets.toml");
+    let work = v.work.display().to_string();
+    let abs_script = format!("{work}/deploy.sh");
+    type Attempt<'a> = (Vec<&'a str>, &'a Path, Vec<(&'a str, &'a str)>);
+    let attempts: Vec<Attempt> = vec![
+        // the old flag is gone
+        (
+            vec![
+                "exec",
+                "--client-id",
+                &work,
+                "--file",
+                file.to_str().unwrap(),
+                "--",
+                "./deploy.sh",
+            ],
+            elsewhere.path(),
+            vec![],
+        ),
+        // the user's project file from another directory, a copy of the script there
+        (
+            vec![
+                "exec",
+                "--file",
+                file.to_str().unwrap(),
+                "--",
+                "./deploy.sh",
+            ],
+            elsewhere.path(),
+            vec![],
+        ),
+        // the approved script by absolute path, run from elsewhere
+        (
+            vec!["exec", "--file", file.to_str().unwrap(), "--", &abs_script],
+            elsewhere.path(),
+            vec![],
+        ),
+        // the approved command in the approved directory, with a library injected
+        (
+            vec!["exec", "--", "./deploy.sh"],
+            &v.work,
+            vec![("LD_PRELOAD", "/nonexistent/agent.so")],
+        ),
+        (
+            vec!["exec", "--", "./deploy.sh"],
+            &v.work,
+            vec![("BASH_ENV", "/tmp/agent.sh")],
+        ),
+    ];
+    for (args, dir, env) in &attempts {
+        let mut c = v.agent_prog(guard_bin(), args);
+        c.current_dir(dir).envs(env.iter().copied());
+        let o = c.output().unwrap();
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{args:?} in {dir:?} ran: {}",
+            stderr(&o)
+        );
+        assert_no_self_approval_hint(&stderr(&o));
+    }
+    assert!(
+        !out.exists() && !loot.exists(),
+        "no attempt ran with the value"
+    );
+    // A changed script is another command: the approval no longer applies.
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("printf %s \"$TOK\" > {}; echo changed", out.display()),
+    );
+    let o = v.agent(&["exec", "--", "./deploy.sh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!out.exists());
+    // A forged approvals.json entry for the agent's own command does not verify.
+    let argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("printf %s \"$TOK\" > {}", loot.display()),
+    ];
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let forged_fp = guard::vault::command::resolve(
+        &guard::vault::command::CommandSpec {
+            argv: &argv,
+            cwd: &v.work,
+            env: &env,
+        },
+        &mut Default::default(),
+    )
+    .unwrap()
+    .fingerprint;
+    let path = v.dir.join("approvals.json");
+    let mut a: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut entry = a["decisions"][0].clone();
+    entry["scope"]["command"] = json!(forged_fp);
+    a["decisions"].as_array_mut().unwrap().push(entry);
+    std::fs::write(&path, a.to_string()).unwrap();
+    // The daemon reads the file when it starts: restart it (the human unlocks it again).
+    v.ok(&["vault", "daemon", "--stop"]);
+    v.unlock();
+    let o = v.agent(&["exec", "--", &argv[0], &argv[1], &argv[2]]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("approval required"), "{}", stderr(&o));
+    assert!(!loot.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The human paths, on a real pseudo-terminal.
+
+#[test]
+fn human_approves_a_command_at_the_terminal_and_a_changed_script_asks_again() {
+    let (v, val) = tok_vault("human", "approval_timeout = \"300ms\"\n");
+    let seen = v.work.join("seen");
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!(
+            "echo deploying $TOK; printf %s \"$TOK\" > {}",
+            seen.display()
+        ),
+    );
+    let r = v.human(
+        &["exec", "--", "./deploy.sh"],
+        &[("[y/N] ", "y"), (PASS_PROMPT, PASS)],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(
+        r.tty.contains("deploy.sh"),
+        "the human sees what runs: {:?}",
+        r.tty
+    );
+    assert!(r.tty.contains("wants secret(s) [\"tok\"]"), "{:?}", r.tty);
+    assert!(
+        !r.tty.contains(PASS),
+        "the passphrase was echoed: {:?}",
+        r.tty
+    );
+    assert_eq!(r.stdout, "deploying [REDACTED:tok]\n");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
+    assert!(r.echo_after, "echo restored");
+    assert_eq!(audit_count(&v, "approval", "approved"), 1);
+    // Remembered for the agent too: same command, same directory, same content.
+    std::fs::remove_file(&seen).unwrap();
+    let o = v.agent(&["exec", "--", "./deploy.sh"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
+    // The script changes: the approval no longer applies; the agent waits, then is denied…
+    std::fs::remove_file(&seen).unwrap();
+    write_script(
+        &v.work.join("deploy.sh"),
+        &format!("echo changed; printf %s \"$TOK\" > {}", seen.display()),
+    );
+    let o = v.agent(&["exec", "--", "./deploy.sh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!seen.exists());
+    // …and the human is asked again; "no" is remembered, without a passphrase.
+    let r = v.human(&["exec", "--", "./deploy.sh"], &[("[y/N] ", "n")]);
+    assert_eq!(r.status.code(), Some(1), "{} / {:?}", r.stderr, r.tty);
+    assert!(!seen.exists());
+    let r = v.human(&["exec", "--", "./deploy.sh"], &[]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(!r.tty.contains(TTY_QUESTION), "asked again: {:?}", r.tty);
+    v.ok(&["vault", "audit", "verify"]);
+}
+
+#[test]
+fn human_terminal_answer_counts_not_stdin() {
+    let (v, _val) = tok_vault("ttyno", "");
+    let marker = v.work.join("child-ran");
+    let script = format!("touch {}; echo leaked $TOK", marker.display());
+    // The agent side (stdin) says yes and types the passphrase; only the terminal counts.
+    let r = run_on_pty(
+        v.cmd(&["exec", "--", "sh", "-c", &script]),
+        PtyStdio::Pipes(format!("y\n{PASS}\n").as_bytes()),
+        &[("[y/N] ", "n\n")],
+    );
+    assert_eq!(r.status.code(), Some(1), "{} / tty {:?}", r.stderr, r.tty);
+    assert!(!marker.exists(), "the child must not run");
+    assert!(r.stdout.is_empty(), "{:?}", r.stdout);
+    assert!(r.stderr.contains("denied"), "{}", r.stderr);
+    assert_eq!(audit_count(&v, "approval", "denied"), 1);
+    assert_eq!(audit_count(&v, "access", "ok"), 0, "{}", v.audit_text());
+}
+
+#[test]
+fn human_unlock_lock_expiry_and_lockout_after_wrong_passphrases() {
+    let (v, _val) = tok_vault(
+        "lockout",
+        "passphrase_attempts = 3\npassphrase_lockout = \"1h\"\nunlock_ttl = \"2s\"\n",
+    );
+    v.grant(&["tok"], &["sh", "-c", "echo $TOK"]);
+    let st = v.status();
+    assert_eq!(st["unlocked"], true);
+    // The daemon that holds the keys is not dumpable (no core, no same-user ptrace).
+    assert_eq!(st["dumpable"], false, "{st}");
+    // Locked: nothing can be decrypted; the agent is told a human must unlock.
+    v.ok(&["vault", "lock"]);
+    let o = v.agent(&["exec", "--", "sh", "-c", "echo $TOK"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    assert!(v.agent(&["vault", "list"]).status.code() == Some(1));
+    // At a terminal, exec offers to unlock, then runs (approval remembered).
+    let r = v.human(
+        &["exec", "--", "sh", "-c", "echo $TOK"],
+        &[(PASS_PROMPT, PASS)],
+    );
+    assert!(r.status.success(), "{} / {:?}", r.stderr, r.tty);
+    assert_eq!(r.stdout, "[REDACTED:tok]\n");
+    // The keys are forgotten after unlock_ttl.
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_eq!(v.status()["unlocked"], false);
+    // Wrong passphrases: the third triggers the lockout; then even the right one is refused.
+    for i in 0..3 {
+        let r = v.human(&["vault", "unlock"], &[(PASS_PROMPT, "not the passphrase")]);
+        assert_eq!(r.status.code(), Some(1), "attempt {i}: {}", r.stderr);
+        assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
+    }
+    let r = v.human(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("too many wrong passphrases"),
+        "{}",
+        r.stderr
+    );
+    assert!(v.status()["passphrase_lockout_secs"].as_u64().unwrap() > 3000);
+    assert_eq!(v.status()["unlocked"], false);
+    assert_eq!(audit_count(&v, "passphrase", "wrong"), 2);
+    assert_eq!(audit_count(&v, "passphrase", "lockout"), 1);
+    assert_eq!(audit_count(&v, "passphrase", "locked-out"), 1);
+}
+
+#[test]
+fn human_print_asks_every_time_and_writes_only_the_value() {
+    let (v, val) = tok_vault("print", "");
+    let r = v.human_ok(&["vault", "print", "tok"], &[(PASS_PROMPT, PASS)]);
+    assert_eq!(r.stdout, val, "only the value on stdout");
+    assert!(r.tty.contains("print secret \"tok\""), "{:?}", r.tty);
+    assert!(!r.tty.contains(&val) && !r.stderr.contains(&val));
+    assert_eq!(audit_count(&v, "print", "ok"), 1);
+    // No remembered "print" scope: the next print asks again.
+    let r = v.human(&["vault", "print", "tok"], &[(PASS_PROMPT, "wrong one")]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn vault_add_prompts_on_the_tty_without_echo() {
+    let v = Vault::new();
+    let val = fake_value("typed");
+    let r = run_on_pty(
+        v.cmd(&["vault", "add", "typed_tok"]),
+        PtyStdio::Tty,
+        &[("value for typed_tok: ", &format!("{val}\n"))],
+    );
+    assert!(r.status.success(), "tty {:?}", r.tty);
+    assert!(
+        !r.tty.contains(&val) && !r.tty.contains(&val[..12]),
+        "the typed value was echoed: {:?}",
+        r.tty
+    );
+    assert!(r.echo_after, "echo restored on the terminal");
+    assert_eq!(v.print(&["typed_tok"]), val);
+}
+
+#[test]
+fn tty_prompt_goes_to_the_terminal_not_to_stdout_or_stdin() {
+    let (v, _val) = tok_vault("ttyout", "");
+    // The child echoes its stdin: the agent's bytes reach it untouched (the prompt read none).
+    let r = run_on_pty(
+        v.cmd(&[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo out $TOK; echo err $TOK >&2; cat",
+        ]),
+        PtyStdio::Pipes(b"agent-input\n"),
+        &[("[y/N] ", "y\n"), (PASS_PROMPT, &format!("{PASS}\n"))],
+    );
+    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
+    assert_eq!(r.stdout, "out [REDACTED:tok]\nagent-input\n");
+    assert_eq!(r.stderr, "err [REDACTED:tok]\n");
+    assert!(r.tty.contains(TTY_QUESTION), "{:?}", r.tty);
+    assert!(!r.tty.contains("REDACTED") && !r.tty.contains("agent-input"));
+}
+
+#[test]
+fn init_refuses_a_second_passphrase_and_migrates_a_plaintext_identity() {
+    let v = Vault::new();
+    // Re-running init on an existing vault changes nothing and asks nothing.
+    let o = v.agent(&["vault", "init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A new context needs the existing passphrase.
+    let r = v.human(
+        &["vault", "init", "--context", "x"],
+        &[(PASS_PROMPT, "another one")],
+    );
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(!v.dir.join("contexts/x").exists());
+    // A vault from before the passphrase: its plaintext identity gets encrypted and wiped.
+    let id = Command::new("age-keygen").output().unwrap();
+    let legacy_dir = v.dir.join("contexts/old");
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    std::fs::write(legacy_dir.join("identity.txt"), &id.stdout).unwrap();
+    v.human_ok(&["vault", "init"], &[(PASS_PROMPT, PASS)]);
+    assert!(!legacy_dir.join("identity.txt").exists());
+    let mut c = Command::new("age");
+    c.arg("-d").arg(legacy_dir.join("identity.age"));
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("passphrase", &format!("{PASS}\n"))],
+    );
+    let key = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY"))
+            .map(str::to_string)
+    };
+    assert_eq!(key(&r.stdout), key(&String::from_utf8_lossy(&id.stdout)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon itself.
 
 #[test]
 fn audit_verify_detects_tampering_and_a_failed_audit_write_refuses_the_operation() {
@@ -569,7 +1307,7 @@ fn five_hundred_concurrent_clients_are_served() {
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let v = Vault::new();
+    let v = Vault::locked("");
     let mut d = v
         .cmd(&["vault", "daemon"])
         .stderr(Stdio::piped())
@@ -589,8 +1327,22 @@ fn sigterm_shuts_down_cleanly() {
 }
 
 #[test]
+fn daemon_refuses_an_injected_library() {
+    let v = Vault::locked("");
+    let o = v
+        .cmd(&["vault", "daemon"])
+        .env("LD_PRELOAD", "")
+        .env("LD_AUDIT", "/nonexistent/agent.so")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LD_AUDIT"), "{}", stderr(&o));
+    assert!(!v.socket().exists());
+}
+
+#[test]
 fn kill_9_during_adds_never_corrupts_the_store() {
-    let v = Vault::new();
+    let v = Vault::locked("");
     let mut d = v
         .cmd(&["vault", "daemon"])
         .stderr(Stdio::null())
@@ -601,6 +1353,7 @@ fn kill_9_during_adds_never_corrupts_the_store() {
         assert!(t.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(10));
     }
+    v.unlock();
     let sock = v.socket();
     let adder = std::thread::spawn(move || {
         let mut acked = Vec::new();
@@ -640,12 +1393,25 @@ fn kill_9_during_adds_never_corrupts_the_store() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.len() <= 1, "at most the one in-flight temp file");
-    // the autostarted daemon loads the store again
+    // the autostarted daemon loads the store again (once a human unlocks it)
+    v.unlock();
     assert!(v.ok(&["vault", "list"]).contains("k0"));
 }
 
+/// Start an approved long-running command as the agent would, and wait until it holds a lease.
+fn running_exec(v: &Vault, secs: u32) -> std::process::Child {
+    let script = format!("sleep {secs}; echo $TOK");
+    v.grant(&["tok"], &["sh", "-c", &script]);
+    let child = v
+        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    v.wait_status("a running command", |s| s["active_leases"] == 1);
+    child
+}
+
 #[test]
-fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
+fn heartbeat_failure_revokes_stops_and_rotates_within_the_interval() {
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -676,8 +1442,8 @@ fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
         &fake_value("hb"),
         &["--rotate-via", "printf %s fake-rotated-by-heartbeat"],
     );
-    v.ok(&["vault", "grant", "tok", "--client", "c"]);
-    v.ok(&["vault", "lease", "tok", "--client-id", "c"]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let child = running_exec(&v, 30);
     std::thread::sleep(Duration::from_millis(700));
     let st = v.status();
     assert_eq!(st["heartbeat"], "alive", "{st}");
@@ -695,6 +1461,8 @@ fn heartbeat_failure_revokes_and_rotates_within_the_interval() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "the running command was stopped");
     let t = Instant::now();
     while !v.audit_text().contains("\"op\":\"rotate\"") {
         assert!(t.elapsed() < Duration::from_secs(3));
@@ -714,20 +1482,16 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     let old = fake_value("old");
     v.add("tok", &old, &["--rotate-via", "printf %s fake-new-$HOME"]);
     v.ok(&["vault", "rotate", "tok"]);
-    v.ok(&["vault", "grant", "tok", "--client", "c", "--print"]);
-    let new = v.ok(&["vault", "lease", "tok", "--client-id", "c", "--print"]);
-    assert_eq!(new, "fake-new-$HOME", "argv, no shell expansion");
-    let v1 = v.ok(&[
-        "vault",
-        "lease",
-        "tok",
-        "--client-id",
-        "c",
-        "--print",
-        "--version-id",
-        "1",
-    ]);
-    assert_eq!(v1, old, "old version readable by id");
+    assert_eq!(
+        v.print(&["tok"]),
+        "fake-new-$HOME",
+        "argv, no shell expansion"
+    );
+    assert_eq!(
+        v.print(&["tok", "--version-id", "1"]),
+        old,
+        "old version by id"
+    );
     v.add("slow", &fake_value("slow"), &["--rotate-via", "sleep 5"]);
     let t = Instant::now();
     let o = v.run(&["vault", "rotate", "slow"]);
@@ -740,11 +1504,7 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
         &["--rotate-via", "printf fake-%s $((40+2))", "--rotate-shell"],
     );
     v.ok(&["vault", "rotate", "sh"]);
-    v.ok(&["vault", "grant", "sh", "--client", "c", "--print"]);
-    assert_eq!(
-        v.ok(&["vault", "lease", "sh", "--client-id", "c", "--print"]),
-        "fake-42"
-    );
+    assert_eq!(v.print(&["sh"]), "fake-42");
     let list = v.json(&["vault", "list"]);
     let slow = list["data"]["contexts"][0]["secrets"]
         .as_array()
@@ -778,7 +1538,9 @@ fn json_envelopes_and_help_examples() {
         "status",
         "audit",
         "rotate",
-        "lease",
+        "print",
+        "unlock",
+        "lock",
         "revoke",
         "killswitch",
         "approve",
@@ -803,59 +1565,53 @@ fn json_envelopes_and_help_examples() {
 }
 
 #[test]
-fn killswitch_revokes_rotates_and_wipes() {
+fn killswitch_revokes_stops_rotates_and_wipes() {
     let v = Vault::new();
     v.add(
         "tok",
         &fake_value("ks"),
         &["--rotate-via", "printf %s fake-after-kill"],
     );
-    v.ok(&["vault", "grant", "tok", "--client", "c"]);
-    v.ok(&["vault", "lease", "tok", "--client-id", "c"]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let child = running_exec(&v, 30);
     let r = v.json(&["vault", "killswitch", "--rotate"]);
     assert_eq!(r["data"]["revoked"], 1);
     assert_eq!(r["data"]["rotated"][0]["version"], 2);
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(!stdout(&o).contains("REDACTED"), "the command was stopped");
     v.json(&["vault", "killswitch", "--wipe"]);
     assert!(!v.dir.join("contexts/default/store.age").exists());
-    assert!(!v.dir.join("contexts/default/identity.txt").exists());
+    assert!(!v.dir.join("contexts/default/identity.age").exists());
+    assert_eq!(v.status()["unlocked"], false);
 }
 
 /// After an end-to-end run with a known value, the value is nowhere: not in any output, log,
 /// audit record, approvals file, or (in plaintext) in the store.
 #[test]
 fn no_value_in_any_output_log_or_audit() {
-    let v = Vault::with_config("approval_timeout = \"200ms\"\n");
-    let val = fake_value("needle");
+    let (v, val) = tok_vault("needle", "approval_timeout = \"200ms\"\n");
     let mut outputs = String::new();
     let mut run = |args: &[&str]| {
         let o = v.run(args);
         outputs.push_str(&stdout(&o));
         outputs.push_str(&stderr(&o));
     };
-    v.add(
-        "tok",
-        &val,
-        &["--rotate-via", "printf %s fake-rotated-needle"],
-    );
-    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
-    run(&["exec", "--", "sh", "-c", "echo $TOK"]); // denied (no grant)
+    run(&["exec", "--", "sh", "-c", "echo $TOK"]); // denied (no approval)
     run(&["exec", "--json", "--", "true"]);
-    run(&["vault", "grant", "tok", "--client", &v.client()]);
-    run(&["exec", "--", "sh", "-c", "echo $TOK; echo $TOK >&2; exit 3"]);
-    run(&[
-        "exec",
-        "--",
-        "sh",
-        "-c",
-        "printf '%s' \"$TOK\" | base64 >/dev/null; echo \"$TOK\" | rev",
-    ]);
+    let script = "echo $TOK; echo $TOK >&2; exit 3";
+    let transform = "printf '%s' \"$TOK\" | base64 >/dev/null; echo \"$TOK\" | rev";
+    v.grant(&["tok"], &["sh", "-c", script]);
+    v.grant(&["tok"], &["sh", "-c", transform]);
+    run(&["exec", "--", "sh", "-c", script]);
+    run(&["exec", "--", "sh", "-c", transform]);
     run(&["exec", "--", "/nonexistent/cmd"]);
     run(&["vault", "list"]);
     run(&["vault", "list", "--json"]);
     run(&["vault", "status", "--json"]);
-    run(&["vault", "lease", "tok", "--client-id", "x"]);
-    run(&["vault", "lease", "tok", "--client-id", "x", "--print"]);
-    run(&["vault", "rotate", "tok"]);
+    run(&["vault", "pending", "--json"]);
+    run(&["vault", "print", "tok"]);
     run(&["vault", "audit", "--json"]);
     run(&["vault", "audit"]);
     run(&["vault", "audit", "verify"]);
@@ -1053,163 +1809,4 @@ fn run_on_pty(mut cmd: Command, stdio: PtyStdio, steps: &[(&str, &str)]) -> PtyR
         tty: transcript(&shown),
         echo_after,
     }
-}
-
-/// Audit records with this op and outcome.
-fn audit_count(v: &Vault, op: &str, outcome: &str) -> usize {
-    v.audit_text()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["op"] == op && r["outcome"] == outcome)
-        .count()
-}
-
-const TTY_QUESTION: &str = "guard: allow client";
-
-/// A vault with one secret `tok` wired to `$TOK` in the project, and the daemon already running
-/// (started without the pty, so nothing but `guard` itself ever holds the test terminal).
-fn tty_vault(tag: &str) -> (Vault, String) {
-    let v = Vault::new();
-    let val = fake_value(tag);
-    v.add("tok", &val, &[]);
-    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
-    v.ok(&["vault", "daemon", "--detach"]);
-    (v, val)
-}
-
-#[test]
-fn tty_yes_approves_exec_injects_and_is_remembered_and_audited() {
-    let (v, val) = tty_vault("ttyyes");
-    let seen = v.work.join("seen");
-    let script = format!("echo ran $TOK; printf %s \"$TOK\" > {}", seen.display());
-    let r = run_on_pty(
-        v.cmd(&["exec", "--", "sh", "-c", &script]),
-        PtyStdio::Pipes(b""),
-        &[("[y/N] ", "y\n")],
-    );
-    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
-    assert!(
-        r.tty.contains(&format!(
-            "{TTY_QUESTION} \"{}\" to use secret \"tok\" (context \"default\")? [y/N]",
-            v.client()
-        )),
-        "{:?}",
-        r.tty
-    );
-    assert_eq!(r.stdout, "ran [REDACTED:tok]\n", "the child ran, masked");
-    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val, "injected");
-    assert!(!r.tty.contains(&val) && !r.stderr.contains(&val));
-    assert_eq!(audit_count(&v, "approval", "approved"), 1);
-    assert_eq!(audit_count(&v, "approval", "denied"), 0);
-    // Remembered: the second run, with a terminal but nobody typing, neither asks nor waits.
-    std::fs::remove_file(&seen).unwrap();
-    let t = Instant::now();
-    let r = run_on_pty(
-        v.cmd(&["exec", "--", "sh", "-c", &script]),
-        PtyStdio::Pipes(b""),
-        &[],
-    );
-    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
-    assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(!r.tty.contains(TTY_QUESTION), "asked again: {:?}", r.tty);
-    assert_eq!(r.stdout, "ran [REDACTED:tok]\n");
-    assert_eq!(std::fs::read_to_string(&seen).unwrap(), val);
-    assert_eq!(
-        audit_count(&v, "approval", "approved"),
-        1,
-        "no new decision"
-    );
-    assert_eq!(
-        audit_count(&v, "access", "ok"),
-        2,
-        "both runs resolved the value"
-    );
-    v.ok(&["vault", "audit", "verify"]);
-}
-
-#[test]
-fn tty_no_denies_exec_even_when_stdin_says_yes_and_is_remembered() {
-    let (v, _val) = tty_vault("ttyno");
-    let marker = v.work.join("child-ran");
-    let script = format!("touch {}; echo leaked $TOK", marker.display());
-    // The agent side (stdin) says yes; only the terminal's answer counts.
-    let r = run_on_pty(
-        v.cmd(&["exec", "--", "sh", "-c", &script]),
-        PtyStdio::Pipes(b"y\ny\n"),
-        &[("[y/N] ", "n\n")],
-    );
-    assert_eq!(r.status.code(), Some(1), "{} / tty {:?}", r.stderr, r.tty);
-    assert!(!marker.exists(), "the child must not run");
-    assert!(r.stdout.is_empty(), "{:?}", r.stdout);
-    assert!(r.stderr.contains("denied"), "{}", r.stderr);
-    assert_eq!(audit_count(&v, "approval", "denied"), 1);
-    assert_eq!(audit_count(&v, "approval", "approved"), 0);
-    assert_eq!(audit_count(&v, "access", "ok"), 0, "{}", v.audit_text());
-    assert_eq!(v.status()["active_leases"], 0);
-    // The denial is remembered: refused at once, no question.
-    let r = run_on_pty(
-        v.cmd(&["exec", "--", "sh", "-c", &script]),
-        PtyStdio::Pipes(b""),
-        &[],
-    );
-    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
-    assert!(!r.tty.contains(TTY_QUESTION), "{:?}", r.tty);
-    assert!(!marker.exists());
-}
-
-#[test]
-fn vault_add_prompts_on_the_tty_without_echo() {
-    let v = Vault::new();
-    v.ok(&["vault", "daemon", "--detach"]);
-    let val = fake_value("typed");
-    let r = run_on_pty(
-        v.cmd(&["vault", "add", "typed_tok"]),
-        PtyStdio::Tty,
-        &[("value for typed_tok: ", &format!("{val}\n"))],
-    );
-    assert!(r.status.success(), "tty {:?}", r.tty);
-    assert!(
-        !r.tty.contains(&val) && !r.tty.contains(&val[..12]),
-        "the typed value was echoed: {:?}",
-        r.tty
-    );
-    assert!(r.echo_after, "echo restored on the terminal");
-    // What was stored is what was typed (newline cut).
-    v.ok(&["vault", "grant", "typed_tok", "--client", "c", "--print"]);
-    assert_eq!(
-        v.ok(&["vault", "lease", "typed_tok", "--client-id", "c", "--print"]),
-        val
-    );
-}
-
-#[test]
-fn tty_prompt_goes_to_the_terminal_not_to_stdout_or_stdin() {
-    let (v, val) = tty_vault("ttyout");
-    // The child echoes its stdin: the agent's bytes reach it untouched (the prompt read none).
-    let r = run_on_pty(
-        v.cmd(&[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "echo out $TOK; echo err $TOK >&2; cat",
-        ]),
-        PtyStdio::Pipes(b"agent-input\n"),
-        &[("[y/N] ", "y\n")],
-    );
-    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
-    assert_eq!(r.stdout, "out [REDACTED:tok]\nagent-input\n");
-    assert_eq!(r.stderr, "err [REDACTED:tok]\n");
-    assert!(r.tty.contains(TTY_QUESTION), "{:?}", r.tty);
-    assert!(!r.tty.contains("REDACTED") && !r.tty.contains("agent-input"));
-    // The same for `lease --print`: question on the terminal, only the value on stdout.
-    let r = run_on_pty(
-        v.cmd(&["vault", "lease", "tok", "--client-id", "c", "--print"]),
-        PtyStdio::Pipes(b""),
-        &[("[y/N] ", "y\n")],
-    );
-    assert!(r.status.success(), "{} / tty {:?}", r.stderr, r.tty);
-    assert!(r.tty.contains("to PRINT secret \"tok\""), "{:?}", r.tty);
-    assert_eq!(r.stdout, val);
-    assert!(!r.stderr.contains(TTY_QUESTION) && !r.tty.contains(&val));
 }
