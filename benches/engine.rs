@@ -193,7 +193,10 @@ fn bench_scan(c: &mut Criterion) {
     for (name, hay) in &inputs {
         // Say what the input holds, so a reader can tell "sparse" really is hit-free.
         let (_, e) = &engines[0];
-        let hits = e.scan_block(&mut e.scratch().expect("scratch"), hay).expect("scan").len();
+        let hits = e
+            .scan_block(&mut e.scratch().expect("scratch"), hay)
+            .expect("scan")
+            .len();
         eprintln!(
             "engine bench input {name}: {} bytes, {hits} matches ({} backend)",
             hay.len(),
@@ -207,7 +210,13 @@ fn bench_scan(c: &mut Criterion) {
         for (bname, e) in &engines {
             let mut scratch = e.scratch().expect("scratch");
             g.bench_function(BenchmarkId::new("block", bname), |b| {
-                b.iter(|| black_box(e.scan_block(&mut scratch, black_box(hay)).expect("scan").len()))
+                b.iter(|| {
+                    black_box(
+                        e.scan_block(&mut scratch, black_box(hay))
+                            .expect("scan")
+                            .len(),
+                    )
+                })
             });
             g.bench_function(BenchmarkId::new("stream", bname), |b| {
                 b.iter(|| black_box(stream_scan(e, black_box(hay))))
@@ -229,7 +238,7 @@ fn bench_build(c: &mut Criterion) {
             b.iter(|| {
                 Engine::builder(black_box(rules.clone()))
                     .backend(backend)
-                                .build()
+                    .build()
                     .expect("builtin rules should compile")
             })
         });

@@ -5,9 +5,7 @@ fn main() {
     let data = std::fs::read(path).expect("readable file");
     let all = guard::rules::Ruleset::builtin().expect("builtin rules");
     let time = |set: guard::rules::Ruleset| {
-        let e = guard::engine::Engine::builder(set)
-            .build()
-            .expect("engine");
+        let e = guard::engine::Engine::builder(set).build().expect("engine");
         let mut s = e.scratch().expect("scratch");
         let t = std::time::Instant::now();
         let _ = e.window_stats(&mut s, &data);
