@@ -85,12 +85,14 @@ pub enum Origin {
     Stdin,
     /// A FIFO, device or other stream named on the command line.
     Stream { path: String },
-    /// A blob in git history, with the commit that introduced it when known.
+    /// A blob in git history: the path and commit that first introduced it (when known), and
+    /// how many commits contain it.
     GitBlob {
         blob: String,
         path: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         commit: Option<Commit>,
+        commits: u64,
     },
     /// A file as staged in the git index.
     Staged { path: String },
@@ -131,13 +133,19 @@ impl Origin {
             Origin::File { path } => Origin::File { path: fix(path) },
             Origin::Stdin => Origin::Stdin,
             Origin::Stream { path } => Origin::Stream { path: fix(path) },
-            Origin::GitBlob { blob, path, commit } => Origin::GitBlob {
+            Origin::GitBlob {
+                blob,
+                path,
+                commit,
+                commits,
+            } => Origin::GitBlob {
                 blob: blob.clone(),
                 path: fix(path),
                 commit: commit.clone().map(|c| Commit {
                     subject: fix(&c.subject),
                     ..c
                 }),
+                commits: *commits,
             },
             Origin::Staged { path } => Origin::Staged { path: fix(path) },
             Origin::LogRecord { source, record } => Origin::LogRecord {
@@ -157,7 +165,9 @@ impl fmt::Display for Origin {
         match self {
             Origin::File { path } | Origin::Stream { path } => f.write_str(path),
             Origin::Stdin => f.write_str("<stdin>"),
-            Origin::GitBlob { path, commit, blob } => match commit {
+            Origin::GitBlob {
+                path, commit, blob, ..
+            } => match commit {
                 Some(c) => write!(f, "{path} @ {}", &c.id[..c.id.len().min(12)]),
                 None => write!(f, "{path} (blob {})", &blob[..blob.len().min(12)]),
             },

@@ -45,6 +45,8 @@ pub enum BackendArg {
   guard scan --exclude 'testdata/**' .   skip paths matching a glob
   guard scan --format sarif -o out.sarif src/
   tail -f app.log | guard scan -         scan stdin; each finding is printed as its line arrives
+  guard scan --git .                     every blob in the repository's history, each once
+  guard scan --git --commits main..HEAD  only what this branch adds
   guard scan --write-baseline .guard-baseline.json .
   guard scan --baseline .guard-baseline.json .   report only new findings
 
@@ -74,6 +76,19 @@ pub struct ScanArgs {
     /// Record the current findings (ids only, never secrets) into FILE and exit 0
     #[arg(long, value_name = "FILE")]
     write_baseline: Option<PathBuf>,
+    /// Scan git history instead of the working tree: every blob reachable from every ref (or
+    /// --branch / --commits / --since), each once, with the commit that introduced it
+    #[arg(long, visible_alias = "history")]
+    git: bool,
+    /// With --git: start from this branch or revision instead of every ref (repeatable)
+    #[arg(long, value_name = "REV", requires = "git")]
+    branch: Vec<String>,
+    /// With --git: only commits in the range A..B (reachable from B, not from A)
+    #[arg(long, value_name = "A..B", requires = "git")]
+    commits: Option<String>,
+    /// With --git: only commits made on or after DATE (YYYY-MM-DD, UTC)
+    #[arg(long, value_name = "DATE", requires = "git")]
+    since: Option<String>,
     /// Do not honour .gitignore files
     #[arg(long)]
     no_ignore: bool,
@@ -129,6 +144,46 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some(v) => Ok(v),
         None => Err(format!("{s:?} is too large (the limit is 16E bytes)")),
     }
+}
+
+/// One history source per repository named (`--git`).
+#[cfg(feature = "git")]
+fn history_sources(a: &ScanArgs) -> anyhow::Result<Vec<Box<dyn Source>>> {
+    use crate::source::git::{parse_since, HistoryOptions, HistorySource};
+    let opts = HistoryOptions {
+        branches: a.branch.clone(),
+        range: a.commits.clone(),
+        since: a
+            .since
+            .as_deref()
+            .map(parse_since)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let mut out: Vec<Box<dyn Source>> = Vec::new();
+    for p in &a.paths {
+        anyhow::ensure!(p.as_os_str() != "-", "--git reads repositories, not stdin");
+        let src = HistorySource::open(p, &opts)?;
+        let (commits, blobs, submodules) = src.stats();
+        if !a.quiet {
+            let sub = if submodules > 0 {
+                format!("; {submodules} submodule entr(ies) skipped: scan them on their own")
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "guard: {}: {commits} commit(s), {blobs} distinct blob(s){sub}",
+                p.display()
+            );
+        }
+        out.push(Box::new(src));
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "git"))]
+fn history_sources(_: &ScanArgs) -> anyhow::Result<Vec<Box<dyn Source>>> {
+    anyhow::bail!("this guard was built without the `git` feature")
 }
 
 /// Jobs beyond this multiple of the cores only cost memory and scheduling.
@@ -223,26 +278,30 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
 
     // Sources in command-line order; consecutive paths share one walk.
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    let mut paths = Vec::new();
-    let fs_opts = FsOptions {
-        no_ignore: a.no_ignore,
-        exclude: a.exclude.clone(),
-    };
-    for p in &a.paths {
-        if p.as_os_str() == "-" {
-            if !paths.is_empty() {
-                sources.push(Box::new(FsSource::new(
-                    std::mem::take(&mut paths),
-                    fs_opts.clone(),
-                )));
+    if a.git {
+        sources.extend(history_sources(&a)?);
+    } else {
+        let mut paths = Vec::new();
+        let fs_opts = FsOptions {
+            no_ignore: a.no_ignore,
+            exclude: a.exclude.clone(),
+        };
+        for p in &a.paths {
+            if p.as_os_str() == "-" {
+                if !paths.is_empty() {
+                    sources.push(Box::new(FsSource::new(
+                        std::mem::take(&mut paths),
+                        fs_opts.clone(),
+                    )));
+                }
+                sources.push(Box::new(ReaderSource::stdin()));
+            } else {
+                paths.push(p.clone());
             }
-            sources.push(Box::new(ReaderSource::stdin()));
-        } else {
-            paths.push(p.clone());
         }
-    }
-    if !paths.is_empty() {
-        sources.push(Box::new(FsSource::new(paths, fs_opts)));
+        if !paths.is_empty() {
+            sources.push(Box::new(FsSource::new(paths, fs_opts)));
+        }
     }
 
     let (out, is_tty): (Box<dyn Write>, bool) = match (&a.output, &a.write_baseline) {

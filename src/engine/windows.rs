@@ -3,6 +3,7 @@
 //! are merged where they overlap, so the confirm stage resumes one leftmost-first search across
 //! them instead of re-searching shared bytes.
 
+#[cfg(feature = "hyperscan")]
 use crate::rules::Rule;
 
 /// The Hyperscan match callback of every scan: records each hit whose absolute end

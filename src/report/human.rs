@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{secret_field, FindingSink, Totals};
-use crate::finding::{Finding, Reveal};
+use crate::finding::{Finding, Origin, Reveal};
 use crate::rules::Confidence;
 
 pub struct Human<'a> {
@@ -45,6 +45,23 @@ impl FindingSink for Human<'_> {
         );
         self.out.write_all(head.as_bytes())?;
         writeln!(self.out, "    {}", f.rule_name)?;
+        if let Origin::GitBlob {
+            commit: Some(c),
+            commits,
+            blob,
+            ..
+        } = &f.origin
+        {
+            writeln!(
+                self.out,
+                "    introduced in {} by {} on {}: {} (blob {}, in {commits} commit(s))",
+                &c.id[..c.id.len().min(12)],
+                c.author,
+                c.date,
+                c.subject,
+                &blob[..blob.len().min(12)]
+            )?;
+        }
         writeln!(self.out, "    secret: {}", secret_field(f, self.reveal))?;
         writeln!(self.out, "    {}", f.snippet.trim())?;
         writeln!(self.out)?;

@@ -12,6 +12,8 @@
 //! core — a 1 GiB file costs one round of memory, not 1 GiB of resident pages.
 
 pub mod fs;
+#[cfg(feature = "git")]
+pub mod git;
 pub mod reader;
 
 use std::fs::File;
@@ -43,8 +45,11 @@ pub struct Unit {
 pub enum Content {
     /// A regular file of (roughly) this length; read by size tier.
     Path { path: PathBuf, len: u64 },
-    /// Bytes already in memory (a git blob, a staged file).
+    /// Bytes already in memory (a staged file).
     Bytes(Vec<u8>),
+    /// Bytes produced on the worker that scans the unit (a git blob decoded there, so
+    /// decompression runs on every core).
+    Load(Box<dyn FnOnce() -> io::Result<Vec<u8>> + Send>),
     /// A stream read to its end (stdin, a FIFO, a command's output). `named` streams (FIFOs and
     /// devices on the command line) get the binary probe and the stream cap; stdin does not.
     Reader {
@@ -132,7 +137,12 @@ pub fn scan_unit(
         path: o.to_string(),
         source,
     };
+    let content = match content {
+        Content::Load(load) => Content::Bytes(load().map_err(|e| ScanError::io(&origin, e))?),
+        other => other,
+    };
     match content {
+        Content::Load(_) => unreachable!("loaded just above"),
         Content::Bytes(data) => {
             if limits.max_size.is_some_and(|m| data.len() as u64 > m) {
                 return Ok(Outcome::TooLarge);
