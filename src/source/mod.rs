@@ -13,6 +13,7 @@
 
 pub mod fs;
 pub mod reader;
+pub mod staged;
 
 use std::fs::File;
 use std::io::{self, Read};
