@@ -25,11 +25,13 @@ use crate::source::staged::{self, AddedOnly, BlobSource, Change, Changes, Git};
 use crate::source::{Content, Limits, ScanError, Source, Unit};
 
 #[derive(Subcommand)]
-#[command(after_help = "Exit status: 0 pass, 1 blocked (findings), 2 error (the hook could not read \
+#[command(
+    after_help = "Exit status: 0 pass, 1 blocked (findings), 2 error (the hook could not read \
 what it had to scan: the commit or push is refused).
 
 Install in the current repository:  guard hook install [--pre-push]
-With the pre-commit framework:      see .pre-commit-hooks.yaml (id: guard)")]
+With the pre-commit framework:      see .pre-commit-hooks.yaml (id: guard)"
+)]
 pub enum HookCmd {
     /// Scan the lines the staged changes add (index against HEAD); run by git before a commit
     PreCommit(HookArgs),
@@ -289,10 +291,7 @@ fn chained_path(hook: &Path) -> PathBuf {
 }
 
 fn is_ours(hook: &Path) -> bool {
-    std::fs::read(hook).is_ok_and(|b| {
-        b.windows(MARKER.len())
-            .any(|w| w == MARKER.as_bytes())
-    })
+    std::fs::read(hook).is_ok_and(|b| b.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()))
 }
 
 /// The hooks directory git uses here: `core.hooksPath` if set, else the common `.git/hooks`
@@ -379,10 +378,7 @@ fn uninstall() -> anyhow::Result<i32> {
         let chained = chained_path(&hook);
         if hook.symlink_metadata().is_ok() {
             if !is_ours(&hook) {
-                eprintln!(
-                    "guard: {} is not guard's; left alone",
-                    hook.display()
-                );
+                eprintln!("guard: {} is not guard's; left alone", hook.display());
                 continue;
             }
             std::fs::remove_file(&hook)

@@ -24,7 +24,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::finding::{Commit, Finding, Origin};
-use crate::pipeline::{FindingSink, Filters, Totals};
+use crate::pipeline::{Filters, FindingSink, Totals};
 use crate::source::{looks_binary, ScanError, Source, Unit};
 
 use super::Content;
@@ -236,7 +236,11 @@ pub fn pushed_commits(git: &Git, refs: &[PushRef]) -> Result<Vec<String>, GitErr
         }
         let out = if !is_null_oid(&r.remote) && git.has_object(&r.remote) {
             git.output(
-                &["rev-list", "--reverse", &format!("{}..{}", r.remote, r.local)],
+                &[
+                    "rev-list",
+                    "--reverse",
+                    &format!("{}..{}", r.remote, r.local),
+                ],
                 None,
             )?
         } else {
@@ -794,7 +798,10 @@ index 1111111111111111111111111111111111111111,222222222222222222222222222222222
         let c = parse_patch(out).expect("parses");
         assert_eq!(c.changes.len(), 1);
         assert_eq!(c.changes[0].added, Added::Lines(vec![(1, 1)]));
-        assert_eq!(c.changes[0].commit.as_ref().map(|c| c.id.as_str()), Some("abc"));
+        assert_eq!(
+            c.changes[0].commit.as_ref().map(|c| c.id.as_str()),
+            Some("abc")
+        );
     }
 
     #[test]
