@@ -791,10 +791,10 @@ index 1111111111111111111111111111111111111111,222222222222222222222222222222222
 +++ b/f\n\
 @@@ -1,1 -1,1 +1,3 @@@\n\
 - one\n\
- -two\n\
+\x20-two\n\
 ++evil\n\
 + from-first\n\
- +from-second\n";
+\x20+from-second\n";
         let c = parse_patch(out).expect("parses");
         assert_eq!(c.changes.len(), 1);
         assert_eq!(c.changes[0].added, Added::Lines(vec![(1, 1)]));

@@ -132,6 +132,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The pre-commit hook blocks, with exactly these (path, line, commit) findings.
+fn assert_blocked(r: &Repo, want: Vec<(String, u64, Option<String>)>) {
+    let o = pre_commit(r);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(findings(&o), want);
+}
+
+fn assert_stderr_has(o: &Output, text: &str) {
+    let e = stderr(o);
+    assert!(e.contains(text), "stderr lacks {text:?}:\n{e}");
+}
+
 #[test]
 fn staged_secret_blocked_with_staged_line_number_unstaged_ignored() {
     let r = Repo::new();
@@ -162,11 +174,7 @@ fn staged_secret_blocked_with_staged_line_number_unstaged_ignored() {
     r.git(["add", "other.txt"]);
     let o = r.hook(&["pre-commit", "-v"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("scanned 1 file(s), 6 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "scanned 1 file(s), 6 bytes");
 }
 
 #[test]
@@ -187,9 +195,7 @@ fn only_added_lines_are_reported_and_allow_marker_works() {
         ),
     );
     r.git(["add", "c.env"]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1);
-    assert_eq!(findings(&o), vec![("c.env".into(), 8, None)]);
+    assert_blocked(&r, vec![("c.env".into(), 8, None)]);
 }
 
 #[test]
@@ -206,7 +212,7 @@ fn deleted_lines_and_files_pass() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(findings(&o).is_empty());
     // Nothing scannable staged: that passes, and says so.
-    assert!(stderr(&o).contains("scanned 0 file(s)"), "{}", stderr(&o));
+    assert_stderr_has(&o, "scanned 0 file(s)");
 }
 
 #[test]
@@ -224,9 +230,7 @@ fn renamed_file_reports_only_new_lines_at_new_path() {
     let new = github_token("RenamedNewSecret");
     r.write("after.env", &format!("{body}new = {new}\n"));
     r.git(["add", "after.env"]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1);
-    assert_eq!(findings(&o), vec![("after.env".into(), 22, None)]);
+    assert_blocked(&r, vec![("after.env".into(), 22, None)]);
 }
 
 #[test]
@@ -237,9 +241,7 @@ fn empty_repository_without_head() {
         &format!("token = {}\n", github_token("NoHeadYet")),
     );
     r.git(["add", "."]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert_eq!(findings(&o), vec![("first.env".into(), 1, None)]);
+    assert_blocked(&r, vec![("first.env".into(), 1, None)]);
     r.git(["rm", "-q", "--cached", "first.env"]);
     r.write("clean.txt", "hello\n");
     r.git(["add", "clean.txt"]);
@@ -257,9 +259,7 @@ fn detached_head() {
         &format!("token = {}\n", github_token("DetachedHead")),
     );
     r.git(["add", "."]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1);
-    assert_eq!(findings(&o), vec![("b.env".into(), 1, None)]);
+    assert_blocked(&r, vec![("b.env".into(), 1, None)]);
 }
 
 #[cfg(unix)]
@@ -294,9 +294,7 @@ fn merge_in_progress_scans_what_the_merge_brings() {
     r.write("m.txt", "main\n");
     r.commit("main work");
     r.git(["merge", "-q", "--no-ff", "--no-commit", "feature"]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert_eq!(findings(&o), vec![("f.env".into(), 1, None)]);
+    assert_blocked(&r, vec![("f.env".into(), 1, None)]);
 }
 
 #[test]
@@ -306,11 +304,7 @@ fn binary_only_passes_with_a_note() {
     r.git(["add", "."]);
     let o = pre_commit(&r);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("blob.bin looks binary"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "blob.bin looks binary");
 }
 
 #[test]
@@ -322,9 +316,7 @@ fn text_marked_binary_by_gitattributes_is_still_scanned() {
         &format!("token = {}\n", github_token("AttrBinary")),
     );
     r.git(["add", "."]);
-    let o = pre_commit(&r);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert_eq!(findings(&o), vec![("x.env".into(), 1, None)]);
+    assert_blocked(&r, vec![("x.env".into(), 1, None)]);
 }
 
 #[test]
@@ -337,7 +329,7 @@ fn unreadable_staged_blob_fails_closed() {
         .expect("remove loose object");
     let o = pre_commit(&r);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("x.txt"), "{}", stderr(&o));
+    assert_stderr_has(&o, "x.txt");
 }
 
 #[test]
@@ -394,11 +386,7 @@ fn install_chains_an_existing_hook_and_uninstall_restores_it() {
     let out = r.git_out(["commit", "-q", "-a", "-m", "leak"]);
     assert!(!out.status.success());
     // (git sends a hook's stdout to stderr)
-    assert!(
-        stderr(&out).contains("ok.txt (staged):2:"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "ok.txt (staged):2:");
     assert!(!r.dir.join(".git/chained-ran").exists());
     assert_eq!(r.git(["rev-list", "--count", "HEAD"]), "1");
 
