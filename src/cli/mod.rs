@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod hook_cmd;
 mod rules_cmd;
 mod scan_cmd;
 #[cfg(feature = "vault")]
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Scan files, directories or stdin (`-`) for secrets
     Scan(scan_cmd::ScanArgs),
+    /// Git hooks: scan what is staged, pushed or written as a commit message; install the shims
+    #[command(subcommand)]
+    Hook(hook_cmd::HookCmd),
     /// List or check the detection rules
     #[command(subcommand)]
     Rules(rules_cmd::RulesCmd),
@@ -49,6 +53,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Scan(a) => scan_cmd::run(a),
         Command::Rules(c) => rules_cmd::run(c),
+        Command::Hook(c) => hook_cmd::run(c),
         #[cfg(feature = "vault")]
         Command::Vault(a) => vault::run_vault(a),
         #[cfg(feature = "vault")]

@@ -225,6 +225,46 @@ pub fn load_engine(config: &Config, backend: BackendArg, cache: bool) -> anyhow:
     Ok(engine)
 }
 
+impl FormatArg {
+    pub fn format(self) -> Format {
+        match self {
+            FormatArg::Human => Format::Human,
+            FormatArg::Json => Format::Json,
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Sarif => Format::Sarif,
+        }
+    }
+}
+
+impl ColorArg {
+    /// Whether to colour output going to a terminal (`is_tty`) or not.
+    pub fn enabled(self, is_tty: bool) -> bool {
+        match self {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+}
+
+/// How findings are shown and identified (`GUARD_FINDING_KEY` keys the ids); shared by commands.
+pub fn finding_options(reveal: Reveal) -> FindingOptions {
+    FindingOptions {
+        reveal,
+        id_key: std::env::var_os("GUARD_FINDING_KEY").map(|k| k.into_encoded_bytes()),
+    }
+}
+
+/// The finding ids of a `--baseline` file, if one was given.
+pub fn load_baseline(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::collections::HashSet<crate::finding::FindingId>>> {
+    Ok(path
+        .map(Baseline::load)
+        .transpose()?
+        .map(|b| b.ids().into_iter().cloned().collect()))
+}
+
 struct Bar(Option<indicatif::ProgressBar>);
 
 impl Progress for Bar {
@@ -248,18 +288,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
             max_size: a.max_file_size,
             binary: a.binary,
         },
-        findings: FindingOptions {
-            reveal,
-            id_key: std::env::var_os("GUARD_FINDING_KEY").map(|k| k.into_encoded_bytes()),
-        },
+        findings: finding_options(reveal),
         threads: jobs(a.threads),
     };
-    let baseline = a
-        .baseline
-        .as_deref()
-        .map(Baseline::load)
-        .transpose()?
-        .map(|b| b.ids().into_iter().cloned().collect());
+    let baseline = load_baseline(a.baseline.as_deref())?;
 
     let bar = if !a.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new_spinner();
@@ -318,17 +350,8 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
             std::io::stdout().is_terminal(),
         ),
     };
-    let color = match a.color {
-        ColorArg::Always => true,
-        ColorArg::Never => false,
-        ColorArg::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
-    };
-    let format = match a.format {
-        FormatArg::Human => Format::Human,
-        FormatArg::Json => Format::Json,
-        FormatArg::Jsonl => Format::Jsonl,
-        FormatArg::Sarif => Format::Sarif,
-    };
+    let color = a.color.enabled(is_tty);
+    let format = a.format.format();
     let filters = Filters::new(config.path_allowlist()?, baseline);
     let bar_ref = &progress.0;
     let mut pipeline = Pipeline::new(

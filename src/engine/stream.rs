@@ -214,7 +214,7 @@ impl<'e> StreamScanner<'e> {
         found.sort_unstable();
         for (r, at) in found {
             let list = &mut self.literal_at[r];
-            if list.back().map_or(true, |&last| at > last) {
+            if list.back().is_none_or(|&last| at > last) {
                 list.push_back(at);
             }
         }

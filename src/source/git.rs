@@ -242,6 +242,9 @@ impl HistorySource {
     }
 }
 
+/// One entry of a decoded tree: mode, name, object id.
+type TreeEntry = (gix::objs::tree::EntryMode, BString, ObjectId);
+
 /// Every tree of the history once, with its subtrees.
 #[derive(Default)]
 struct TreeDag {
@@ -267,11 +270,7 @@ impl TreeDag {
             return Ok(i);
         }
         // Iterative DFS: (tree id, its path prefix, its index, entries still to visit).
-        let mut stack: Vec<(
-            u32,
-            BString,
-            std::vec::IntoIter<(gix::objs::tree::EntryMode, BString, ObjectId)>,
-        )> = Vec::new();
+        let mut stack: Vec<(u32, BString, std::vec::IntoIter<TreeEntry>)> = Vec::new();
         let open = |dag: &mut TreeDag, id: ObjectId| -> Result<(u32, Vec<_>), String> {
             let obj = repo
                 .find_object(id)

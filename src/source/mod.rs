@@ -15,6 +15,7 @@ pub mod fs;
 #[cfg(feature = "git")]
 pub mod git;
 pub mod reader;
+pub mod staged;
 
 use std::fs::File;
 use std::io::{self, Read};

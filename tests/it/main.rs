@@ -1,6 +1,7 @@
 //! The integration test binary: drives the real `guard` binary (and the library where a test
 //! needs to control chunking).
 mod history;
+mod hooks;
 mod pipeline;
 mod scan;
 mod vault;
