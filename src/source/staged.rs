@@ -471,7 +471,7 @@ fn parse_commit_header(h: &[u8]) -> Result<Commit, GitError> {
 fn symmetric_path(rest: &[u8]) -> Option<Vec<u8>> {
     let rest = unquote_both(rest);
     let n = rest.len();
-    if n < 5 || n % 2 == 0 {
+    if n < 5 || n.is_multiple_of(2) {
         return None;
     }
     let (a, b) = (&rest[..n / 2], &rest[n / 2 + 1..]);
@@ -706,7 +706,7 @@ impl FindingSink for AddedOnly<'_> {
         let keep = self
             .added
             .get(&f.origin)
-            .map_or(true, |a| a.touches(f.location.line, f.location.end_line));
+            .is_none_or(|a| a.touches(f.location.line, f.location.end_line));
         if !keep || !self.filters.admit(f, &mut self.totals) {
             return Ok(());
         }
