@@ -1471,6 +1471,14 @@ async fn serve(
     }
     let audit = AuditLog::open(&paths)?;
     let approvals = ApprovalStore::open(paths.approvals())?;
+    // Before the socket exists: a CLI that connects checks the peer against this file.
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
+        ServerError::Io {
+            op: "write",
+            path: paths.pid_file(),
+            source,
+        }
+    })?;
     // SAFETY: umask(2) only swaps the process file-mode mask; restored right after bind.
     let old = unsafe { libc::umask(0o177) };
     let bound = std::os::unix::net::UnixListener::bind(&sock);
@@ -1501,13 +1509,6 @@ async fn serve(
             path: sock.clone(),
             source,
         })?;
-    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
-        ServerError::Io {
-            op: "write",
-            path: paths.pid_file(),
-            source,
-        }
-    })?;
 
     let state = State {
         paths: paths.clone(),

@@ -831,6 +831,9 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
     let file = v.work.join(".guard/secrets.toml");
     let work = v.work.display().to_string();
     let abs_script = format!("{work}/deploy.sh");
+    // (The approved command with `LD_PRELOAD`/`BASH_ENV` set is no longer another command: the
+    // command never sees the caller's environment —
+    // `agent_environment_never_reaches_an_approved_command`.)
     type Attempt<'a> = (Vec<&'a str>, &'a Path, Vec<(&'a str, &'a str)>);
     let attempts: Vec<Attempt> = vec![
         // the old flag is gone
@@ -864,17 +867,6 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
             vec!["exec", "--file", file.to_str().unwrap(), "--", &abs_script],
             elsewhere.path(),
             vec![],
-        ),
-        // the approved command in the approved directory, with a library injected
-        (
-            vec!["exec", "--", "./deploy.sh"],
-            &v.work,
-            vec![("LD_PRELOAD", "/nonexistent/agent.so")],
-        ),
-        (
-            vec!["exec", "--", "./deploy.sh"],
-            &v.work,
-            vec![("BASH_ENV", "/tmp/agent.sh")],
         ),
     ];
     for (args, dir, env) in &attempts {
@@ -913,6 +905,7 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
             argv: &argv,
             cwd: &v.work,
             env: &env,
+            pass_env: &[],
         },
         &mut Default::default(),
     )
@@ -2013,8 +2006,10 @@ fn a_script_rewritten_through_a_shared_mapping_is_not_the_approved_one() {
         assert_ne!(p as *mut libc::c_void, libc::MAP_FAILED);
         // first write fault: the stamps move now, once; the page stays writable after
         *p = orig[0];
+        // the daemon hashes the benign content (the launch itself may fail with ETXTBSY while
+        // the file is mapped writable: the hash is taken before, which is what a cache keeps)
         let o = v.agent(&["exec", "--", "./deploy.sh"]);
-        assert!(o.status.success(), "benign content runs: {}", stderr(&o));
+        assert!(!stderr(&o).contains("approval required"), "{}", stderr(&o));
         std::ptr::copy_nonoverlapping(evil.as_ptr(), p, evil.len());
         libc::munmap(p.cast(), orig.len());
     }
