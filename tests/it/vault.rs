@@ -2100,6 +2100,7 @@ fn a_fake_daemon_on_the_socket_gets_no_passphrase() {
 /// Finding 5 (high): a tracer attached before `PR_SET_DUMPABLE 0` stays attached. The daemon
 /// refuses to run under one.
 #[test]
+#[allow(clippy::zombie_processes)] // reaped with waitpid(2): the test is its tracer
 fn a_daemon_started_under_a_tracer_refuses_to_run() {
     let v = Vault::locked("");
     let mut c = v.cmd(&["vault", "daemon"]);
