@@ -12,6 +12,7 @@
 //!   refuse. When the daemon is locked and a terminal is there, any command offers to unlock.
 
 use crate::vault::client::{spawn_daemon, Client, ClientError};
+use crate::vault::command::{is_harmless_env, shell_word};
 use crate::vault::exec::ProjectFile;
 use crate::vault::rpc::{self, NextAction};
 use crate::vault::{audit, keys, store, tty, SecretValue, VaultConfig, VaultPaths};
@@ -305,6 +306,7 @@ fn call(paths: &VaultPaths, method: &str, params: Value) -> Result<Value, Client
 
 /// Ask the human for the passphrase on the terminal and unlock the daemon.
 fn unlock_here(c: &mut Client, duration: Option<&str>) -> Result<Value, ClientError> {
+    c.verify_peer()?;
     let pass = passphrase("guard: the vault is locked. vault passphrase: ")?;
     c.call("unlock", with_passphrase(json!({"ttl": duration}), &pass))
 }
@@ -490,7 +492,12 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     Some(s) => format!("unlocked for another {s} s"),
                     None => "locked".into(),
                 };
-                format!("daemon: running (pid {})\nkeys: {keys}\ncontexts: {}\nactive leases: {}\nrunning commands: {}\npending approvals: {}\nheartbeat: {}",
+                let traced = match d["traced_by"].as_u64() {
+                    Some(0) => String::new(),
+                    Some(t) => format!(" — TRACED by process {t}: do not unlock it"),
+                    None => " — tracer unknown".into(),
+                };
+                format!("daemon: running (pid {}){traced}\nkeys: {keys}\ncontexts: {}\nactive leases: {}\nrunning commands: {}\npending approvals: {}\nheartbeat: {}",
                     d["pid"], d["contexts"], d["active_leases"], d["running_commands"],
                     d["pending_approvals"].as_array().map_or(0, |a| a.len()),
                     d["heartbeat"].as_str().unwrap_or("off"))
@@ -584,6 +591,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             version_id,
         } => {
             let mut c = Client::connect_or_start(paths)?;
+            c.verify_peer()?;
             let pass = passphrase(&format!("guard: print secret {name:?}? vault passphrase: "))?;
             let params = with_passphrase(
                 json!({"context": context, "name": name, "version": version_id}),
@@ -598,6 +606,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         }
         VaultCmd::Unlock { duration } => {
             let mut c = Client::connect_or_start(paths)?;
+            c.verify_peer()?;
             let pass = passphrase("vault passphrase: ")?;
             let env = c.call("unlock", with_passphrase(json!({"ttl": duration}), &pass))?;
             Ok(out.ok(&env, |d| {
@@ -650,6 +659,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     req["context"]
                 ))
                 .map_err(|_| rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY))?;
+                c.verify_peer()?;
                 with_passphrase(params, &passphrase("vault passphrase: ")?)
             };
             let env = c.call("approve", params)?;
@@ -693,24 +703,34 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 None => std::env::current_dir()?,
             };
             let mut c = Client::connect_or_start(paths)?;
+            // The project's pass-through variables are part of what is approved.
+            let pass_env = ProjectFile::find(&cwd).map(|p| p.env).unwrap_or_default();
+            let shown: String = pass_env
+                .iter()
+                .map(|k| match std::env::var(k) {
+                    Ok(v) => format!("{}={} ", shell_word(k), shell_word(&v)),
+                    Err(_) => format!("(no {}) ", shell_word(k)),
+                })
+                .collect();
             tty::say(&format!(
-                "guard: {} `{}` in {} to use secret(s) {} (context {context})",
+                "guard: {} `{shown}{}` in {} to use secret(s) {} (context {context})",
                 if deny { "deny" } else { "approve" },
                 command
                     .iter()
-                    .map(|a| crate::vault::command::shell_word(a))
+                    .map(|a| shell_word(a))
                     .collect::<Vec<_>>()
                     .join(" "),
-                cwd.display(),
+                shell_word(&cwd.to_string_lossy()),
                 names.join(", ")
             ))
             .map_err(|_| rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY))?;
+            c.verify_peer()?;
             let pass = passphrase("vault passphrase: ")?;
             let env = c.call(
                 "grant",
                 with_passphrase(
                     json!({"context": context, "names": names, "argv": command, "cwd": cwd,
-                           "env": environment(), "deny": deny}),
+                           "env": environment(&pass_env), "pass_env": pass_env, "deny": deny}),
                     &pass,
                 ),
             )?;
@@ -794,10 +814,13 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
     Ok(SecretValue::new(s))
 }
 
-/// This process's environment (UTF-8 entries), which the command `exec` runs inherits.
-fn environment() -> Vec<(String, String)> {
+/// What of this process's environment the daemon may use for the command: `PATH` (to find
+/// argv[0]), the harmless variables, and the project's pass-through ones. The daemon filters
+/// again; nothing else reaches the command.
+fn environment(pass_env: &[String]) -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k == "PATH" || is_harmless_env(k) || pass_env.contains(k))
         .collect()
 }
 
@@ -925,6 +948,7 @@ fn get_approval(
         let allow = tty::ask("guard: allow this command to use them?") == Some(true);
         let params = json!({"request": req, "allow": allow});
         let params = if allow {
+            c.verify_peer()?;
             with_passphrase(params, &passphrase("vault passphrase: ")?)
         } else {
             params
@@ -968,7 +992,8 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
         .map(|s| json!({"name": s.name, "env": s.env, "ttl": s.ttl.map(|t| format!("{}ms", t.as_millis()))}))
         .collect();
     let params = json!({"context": context, "secrets": secrets, "argv": a.command,
-                        "cwd": cwd, "env": environment(), "umask": current_umask()});
+                        "cwd": cwd, "env": environment(&pf.env), "pass_env": pf.env,
+                        "umask": current_umask()});
     let mut c = Client::connect_or_start(&paths)?;
     for _ in 0..4 {
         let reply = {

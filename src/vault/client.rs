@@ -27,6 +27,12 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the daemon sent an invalid frame")]
     Protocol,
+    #[error(
+        "refusing to send the vault passphrase: the process on {socket} is not a guard daemon \
+         this CLI can vouch for ({reason}). Stop whatever listens there and start the daemon \
+         yourself (`guard vault daemon --detach`)"
+    )]
+    UntrustedPeer { socket: PathBuf, reason: String },
     #[error("{message}")]
     Rpc {
         code: i64,
@@ -39,6 +45,70 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    paths: VaultPaths,
+    /// Set once the peer passed [`Client::verify_peer`].
+    verified: bool,
+}
+
+/// (uid, pid) of the process that listens on the other end of `s` (SO_PEERCRED).
+fn peer_cred(s: &UnixStream) -> std::io::Result<(u32, u32)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: ucred is plain data; getsockopt fills at most `len` bytes of it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: valid socket, out-pointer and length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.pid as u32))
+}
+
+/// Why the process `pid` is not a guard daemon we may send a passphrase to, if it is not.
+pub fn untrusted_daemon(paths: &VaultPaths, uid: u32, pid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid(2) cannot fail.
+    if uid != unsafe { libc::getuid() } {
+        return Some(format!("it runs as uid {uid}"));
+    }
+    match crate::vault::tty::tracer_pid(Some(pid)) {
+        Some(0) => {}
+        Some(t) => return Some(format!("process {t} traces it")),
+        None => return Some(format!("cannot read /proc/{pid}/status")),
+    }
+    // The same program as this one: the same file (device, inode), as the kernel sees it.
+    let me = match std::fs::metadata("/proc/self/exe") {
+        Ok(m) => m,
+        Err(e) => return Some(format!("/proc/self/exe: {e}")),
+    };
+    match std::fs::metadata(format!("/proc/{pid}/exe")) {
+        Ok(m) if (m.dev(), m.ino()) == (me.dev(), me.ino()) => {}
+        Ok(_) => return Some(format!("process {pid} runs another program")),
+        // A non-dumpable process's exe is hidden from an unprivileged user: the real daemon
+        // looks like this too. Only the weaker checks below remain (THREAT_MODEL.md).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Some(format!("/proc/{pid}/exe: {e}")),
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.split(|&b| b == 0).any(|a| a == b"daemon") {
+        return Some(format!("process {pid} is not `guard vault daemon`"));
+    }
+    let pidfile = std::fs::read_to_string(paths.pid_file()).unwrap_or_default();
+    if pidfile.trim() != pid.to_string() {
+        return Some(format!(
+            "process {pid} is not the daemon recorded in {}",
+            paths.pid_file().display()
+        ));
+    }
+    None
 }
 
 impl Client {
@@ -51,7 +121,27 @@ impl Client {
             reader: BufReader::new(s),
             writer,
             next_id: 1,
+            paths: paths.clone(),
+            verified: false,
         })
+    }
+
+    /// Check that the process on the other end is the real daemon: same uid, not traced, the
+    /// same `guard` executable as this process (dev+inode of `/proc/PID/exe`, when readable),
+    /// running `daemon`, and the pid its pid file names. Done before any passphrase is sent.
+    pub fn verify_peer(&mut self) -> Result<(), ClientError> {
+        if self.verified {
+            return Ok(());
+        }
+        let (uid, pid) = peer_cred(&self.writer)?;
+        if let Some(reason) = untrusted_daemon(&self.paths, uid, pid) {
+            return Err(ClientError::UntrustedPeer {
+                socket: self.paths.socket(),
+                reason,
+            });
+        }
+        self.verified = true;
+        Ok(())
     }
 
     /// Connect, starting the daemon first if needed and allowed.
@@ -96,6 +186,9 @@ impl Client {
         params: Value,
         fds: &[std::os::fd::RawFd],
     ) -> Result<Value, ClientError> {
+        if params.get("passphrase").is_some() {
+            self.verify_peer()?;
+        }
         let id = self.next_id;
         self.next_id += 1;
         // The frame may carry a passphrase or a value: wiped once sent.

@@ -139,6 +139,11 @@ pub struct Limits {
 
 /// The longest a vault stays unlocked.
 pub const MAX_UNLOCK: Duration = Duration::from_secs(24 * 3600);
+/// `config.toml` is writable by the agent: the limits that bound passphrase guessing are clamped
+/// to these, whatever it says. (`kdf_log_n` is checked against 10..=22 when an identity is made;
+/// offline guessing against `identity.age` is bounded by that factor, not by these.)
+pub const MAX_PASSPHRASE_ATTEMPTS: u32 = 10;
+pub const MIN_PASSPHRASE_LOCKOUT: Duration = Duration::from_secs(60);
 
 impl VaultConfig {
     pub fn load(paths: &VaultPaths) -> Result<Self, ConfigError> {
@@ -164,8 +169,9 @@ impl VaultConfig {
             maintenance_interval: parse_duration(&self.maintenance_interval)?
                 .max(Duration::from_millis(50)),
             unlock_ttl: parse_duration(&self.unlock_ttl)?.min(MAX_UNLOCK),
-            passphrase_attempts: self.passphrase_attempts.clamp(1, 100),
-            passphrase_lockout: parse_duration(&self.passphrase_lockout)?,
+            passphrase_attempts: self.passphrase_attempts.clamp(1, MAX_PASSPHRASE_ATTEMPTS),
+            passphrase_lockout: parse_duration(&self.passphrase_lockout)?
+                .clamp(MIN_PASSPHRASE_LOCKOUT, MAX_UNLOCK),
         })
     }
 
@@ -257,6 +263,20 @@ impl VaultPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guessing_limits_are_clamped_whatever_config_toml_says() {
+        let c: VaultConfig = toml::from_str(
+            "passphrase_attempts = 1000000\npassphrase_lockout = \"0s\"\nunlock_ttl = \"3650d\"\n",
+        )
+        .unwrap();
+        let l = c.limits().unwrap();
+        assert_eq!(l.passphrase_attempts, MAX_PASSPHRASE_ATTEMPTS);
+        assert_eq!(l.passphrase_lockout, MIN_PASSPHRASE_LOCKOUT);
+        assert_eq!(l.unlock_ttl, MAX_UNLOCK);
+        let weak: VaultConfig = toml::from_str("kdf_log_n = 4\n").unwrap();
+        assert!(weak.kdf_log_n().is_err());
+    }
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));

@@ -51,12 +51,18 @@ pub struct ProjectFile {
     pub root: PathBuf,
     pub context: Option<String>,
     pub secrets: Vec<SecretSpec>,
+    /// Variables of the caller passed through to the command (`env = [...]`): part of the
+    /// approval's fingerprint and shown to the human. Nothing else of the caller's environment
+    /// reaches the command (see [`crate::vault::command`]).
+    pub env: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TomlFile {
     context: Option<String>,
+    #[serde(default)]
+    env: Vec<String>,
     #[serde(default)]
     secret: Vec<TomlSecret>,
 }
@@ -72,6 +78,8 @@ struct JsonFile {
     #[serde(default)]
     secrets: Vec<JsonSecret>,
     context: Option<String>,
+    #[serde(default)]
+    env: Vec<String>,
 }
 #[derive(Deserialize)]
 struct JsonSecret {
@@ -121,10 +129,11 @@ impl ProjectFile {
                 .transpose()
         };
         let is_json = path.extension().is_some_and(|e| e == "json");
-        let (context, raw): (_, Vec<RawSecret>) = if is_json {
+        let (context, pass_env, raw): (_, _, Vec<RawSecret>) = if is_json {
             let f: JsonFile = serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
             (
                 f.context,
+                f.env,
                 f.secrets
                     .into_iter()
                     .map(|s| (s.name, s.env_var, s.ttl))
@@ -134,22 +143,32 @@ impl ProjectFile {
             let f: TomlFile = toml::from_str(&text).map_err(|e| parse(e.message().to_string()))?;
             (
                 f.context,
+                f.env,
                 f.secret
                     .into_iter()
                     .map(|s| (s.name, s.env, s.ttl))
                     .collect(),
             )
         };
+        let valid_env = |env: &str| {
+            !env.is_empty()
+                && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !env.as_bytes()[0].is_ascii_digit()
+        };
+        for e in &pass_env {
+            if !valid_env(e) {
+                return Err(parse(format!(
+                    "invalid environment variable name {e:?} in env"
+                )));
+            }
+        }
         let mut secrets = Vec::new();
         for (name, env, t) in raw {
             if !crate::vault::valid_name(&name) {
                 return Err(parse(format!("invalid secret name {name:?}")));
             }
             let env = env.unwrap_or_else(|| default_env(&name));
-            if env.is_empty()
-                || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                || env.as_bytes()[0].is_ascii_digit()
-            {
+            if !valid_env(&env) {
                 return Err(parse(format!("invalid environment variable name {env:?}")));
             }
             secrets.push(SecretSpec {
@@ -169,6 +188,7 @@ impl ProjectFile {
             root: root.into(),
             context,
             secrets,
+            env: pass_env,
         })
     }
 }
@@ -297,11 +317,10 @@ pub const FORWARDED_SIGNALS: &[i32] = &[
 
 /// What the daemon needs to launch an approved command.
 pub struct Launch<'a> {
-    pub exe: &'a Path,
+    /// The resolved command: executable (and the descriptor it was hashed from), directory, and
+    /// the clean environment it runs with; the secrets are added on top.
+    pub cmd: &'a crate::vault::command::Resolved,
     pub argv: &'a [String],
-    pub cwd: &'a Path,
-    /// The caller's environment; the secrets are added on top.
-    pub env: &'a [(String, String)],
     /// (environment variable, secret name, value).
     pub secrets: Vec<(String, String, crate::vault::SecretValue)>,
     /// The caller's stdin, stdout, stderr (received over the socket).
@@ -338,12 +357,21 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
     let [stdin, out, err] = l.stdio;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let mut cmd = std::process::Command::new(l.exe);
+    use std::os::fd::AsRawFd;
+    // A binary runs from the descriptor it was hashed from: a path swapped since then does not
+    // matter. A script's interpreter opens it by path again (THREAT_MODEL.md: the short window).
+    let program = match &l.cmd.exe_file {
+        Some(f) if !l.cmd.script && Path::new("/proc/self/fd").is_dir() => {
+            PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        }
+        _ => l.cmd.exe.clone(),
+    };
+    let mut cmd = std::process::Command::new(program);
     cmd.arg0(&l.argv[0])
         .args(&l.argv[1..])
-        .current_dir(l.cwd)
+        .current_dir(&l.cmd.cwd)
         .env_clear()
-        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .envs(l.cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::from(stdin))
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w));

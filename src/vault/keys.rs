@@ -206,12 +206,22 @@ impl Keyring {
     }
 }
 
-/// Consecutive failed passphrase checks, and the lockout they trigger.
+/// Consecutive failed passphrase checks, and the lockout they trigger. Kept in a file of the run
+/// directory too ([`Attempts::persisted`]), so restarting the daemon resets neither; an agent can
+/// delete that file (THREAT_MODEL.md: offline guessing against `identity.age` is the real bound).
 pub struct Attempts {
     failures: u32,
     locked_until: Option<Instant>,
     max: u32,
     lockout: Duration,
+    file: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct AttemptsFile {
+    failures: u32,
+    /// Unix seconds.
+    locked_until: Option<u64>,
 }
 
 impl Attempts {
@@ -221,7 +231,40 @@ impl Attempts {
             locked_until: None,
             max: max.max(1),
             lockout,
+            file: None,
         }
+    }
+    /// Load the count and lockout from `path` (if any) and keep them there from now on.
+    pub fn persisted(mut self, path: PathBuf) -> Self {
+        if let Some(f) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<AttemptsFile>(&b).ok())
+        {
+            self.failures = f.failures.min(self.max);
+            let now = crate::vault::now_unix();
+            self.locked_until = f
+                .locked_until
+                .filter(|&t| t > now)
+                .map(|t| Instant::now() + Duration::from_secs((t - now).min(24 * 3600)));
+            if self.failures >= self.max && self.locked_until.is_none() && f.locked_until.is_none()
+            {
+                // A count at the limit without its lockout (a crash between the two): lock now.
+                self.locked_until = Some(Instant::now() + self.lockout);
+            }
+        }
+        self.file = Some(path);
+        self
+    }
+    fn save(&self) {
+        let Some(path) = &self.file else { return };
+        let f = AttemptsFile {
+            failures: self.failures,
+            locked_until: self
+                .locked_out_for()
+                .map(|d| crate::vault::now_unix() + d.as_secs() + 1),
+        };
+        let b = serde_json::to_vec(&f).expect("attempts should serialize");
+        let _ = atomic_write(path, &b);
     }
     /// `Err(remaining)` while locked out: no check may run, not even a correct one.
     pub fn check(&mut self) -> Result<(), Duration> {
@@ -230,6 +273,7 @@ impl Attempts {
             Some(_) => {
                 self.locked_until = None;
                 self.failures = 0;
+                self.save();
                 Ok(())
             }
             None => Ok(()),
@@ -238,16 +282,19 @@ impl Attempts {
     /// Records a failure; returns how many attempts are left before the lockout (0 = locked).
     pub fn failed(&mut self) -> u32 {
         self.failures += 1;
-        if self.failures >= self.max {
+        let left = if self.failures >= self.max {
             self.locked_until = Some(Instant::now() + self.lockout);
             0
         } else {
             self.max - self.failures
-        }
+        };
+        self.save();
+        left
     }
     pub fn succeeded(&mut self) {
         self.failures = 0;
         self.locked_until = None;
+        self.save();
     }
     pub fn locked_out_for(&self) -> Option<Duration> {
         self.locked_until

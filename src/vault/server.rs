@@ -69,6 +69,10 @@ pub enum ServerError {
         "refusing to run with {var} set: a library injected into the daemon would see every key"
     )]
     Injected { var: String },
+    #[error(
+        "refusing to run: process {tracer} traces this one and would see every key and passphrase"
+    )]
+    Traced { tracer: u32 },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -152,8 +156,14 @@ impl State {
         argv: &[String],
         cwd: &std::path::Path,
         env: &[(String, String)],
+        pass_env: &[String],
     ) -> Result<(Resolved, Zeroizing<[u8; 32]>), RpcError> {
-        let spec = CommandSpec { argv, cwd, env };
+        let spec = CommandSpec {
+            argv,
+            cwd,
+            env,
+            pass_env,
+        };
         let cmd = command::resolve(&spec, &mut self.hashes)
             .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
         Ok((cmd, keys::approval_key(&self.identity(ctx)?)))
@@ -289,6 +299,9 @@ struct ExecP {
     cwd: PathBuf,
     #[serde(default)]
     env: Vec<(String, String)>,
+    /// The project's pass-through variables (`env = [...]`).
+    #[serde(default)]
+    pass_env: Vec<String>,
     umask: Option<u32>,
 }
 #[derive(Deserialize)]
@@ -310,6 +323,8 @@ struct GrantP {
     cwd: PathBuf,
     #[serde(default)]
     env: Vec<(String, String)>,
+    #[serde(default)]
+    pass_env: Vec<String>,
     passphrase: Option<SecretValue>,
     #[serde(default)]
     deny: bool,
@@ -343,6 +358,26 @@ struct KillP {
 #[derive(Deserialize)]
 struct SignalP {
     signal: i32,
+}
+
+fn env_name_syntax(env: &str) -> bool {
+    !env.is_empty()
+        && env.len() <= 256
+        && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !env.as_bytes()[0].is_ascii_digit()
+}
+
+fn check_pass_env(names: &[String]) -> Result<(), RpcError> {
+    match names.iter().find(|n| !env_name_syntax(n)) {
+        Some(n) => Err(RpcError::new(
+            rpc::INVALID_PARAMS,
+            format!(
+                "invalid pass-through variable name {:?}",
+                command::printable(n)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn valid_env_name(env: &str) -> bool {
@@ -432,6 +467,12 @@ impl Daemon {
             human_required(what)
         })?;
         let _one_at_a_time = self.human.lock().await;
+        if crate::vault::tty::tracer_pid(None) != Some(0) {
+            return Err(RpcError::new(
+                rpc::FAILED,
+                "refused: this daemon is being traced; stop it and start a new one",
+            ));
+        }
         let paths = {
             let mut s = self.lock();
             if let Err(left) = s.attempts.check() {
@@ -517,7 +558,8 @@ impl Daemon {
                    "passphrase_lockout_secs": lockout,
                    "active_leases": leases.len(), "leases": leases, "pending_approvals": pending,
                    "running_commands": s.running.len(), "heartbeat": s.heartbeat,
-                   "dumpable": crate::vault::tty::is_dumpable()}),
+                   "dumpable": crate::vault::tty::is_dumpable(),
+                   "traced_by": crate::vault::tty::tracer_pid(None)}),
             acts,
         )
     }
@@ -626,6 +668,7 @@ impl Daemon {
         if e.argv.is_empty() {
             return Err(RpcError::new(rpc::INVALID_PARAMS, "empty command"));
         }
+        check_pass_env(&e.pass_env)?;
         let mut ttls = Vec::new();
         for sec in &e.secrets {
             store::check_name("secret", &sec.name).map_err(store_err)?;
@@ -649,7 +692,7 @@ impl Daemon {
         let (cmd, secrets, lease_ids, exec_no) = {
             let mut s = self.lock();
             let st = s.open_store(&e.context)?;
-            let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env)?;
+            let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env, &e.pass_env)?;
             let mut missing = Vec::new();
             for sec in &e.secrets {
                 st.value(&sec.name, None).map_err(store_err)?;
@@ -718,10 +761,8 @@ impl Daemon {
             (cmd, secrets, lease_ids, s.next_exec)
         };
         let launched = crate::vault::exec::launch(crate::vault::exec::Launch {
-            exe: &cmd.exe,
+            cmd: &cmd,
             argv: &e.argv,
-            cwd: &cmd.cwd,
-            env: &e.env,
             secrets,
             stdio,
             umask: e.umask,
@@ -880,13 +921,14 @@ impl Daemon {
                 "grant needs secret names and a command",
             ));
         }
+        check_pass_env(&g.pass_env)?;
         self.human(g.passphrase, "grant", None).await?;
         let mut s = self.lock();
         let st = s.open_store(&g.context)?;
         for n in &g.names {
             st.entry(n).map_err(store_err)?;
         }
-        let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env)?;
+        let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env, &g.pass_env)?;
         let (d, outcome) = if g.deny {
             (Decision::Deny, "deny")
         } else {
@@ -1389,6 +1431,12 @@ fn unsafe_getuid() -> u32 {
 pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
     // The keys will live in this process: no core dumps, no same-user ptrace or /proc/PID/mem.
     crate::vault::tty::set_non_dumpable();
+    // A tracer attached before that call stays attached: refuse to hold keys under it.
+    match crate::vault::tty::tracer_pid(None) {
+        Some(0) => {}
+        Some(tracer) => return Err(ServerError::Traced { tracer }),
+        None => return Err(ServerError::Traced { tracer: u32::MAX }),
+    }
     for var in ["LD_PRELOAD", "LD_AUDIT"] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
             return Err(ServerError::Injected { var: var.into() });
@@ -1423,6 +1471,14 @@ async fn serve(
     }
     let audit = AuditLog::open(&paths)?;
     let approvals = ApprovalStore::open(paths.approvals())?;
+    // Before the socket exists: a CLI that connects checks the peer against this file.
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
+        ServerError::Io {
+            op: "write",
+            path: paths.pid_file(),
+            source,
+        }
+    })?;
     // SAFETY: umask(2) only swaps the process file-mode mask; restored right after bind.
     let old = unsafe { libc::umask(0o177) };
     let bound = std::os::unix::net::UnixListener::bind(&sock);
@@ -1453,13 +1509,6 @@ async fn serve(
             path: sock.clone(),
             source,
         })?;
-    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
-        ServerError::Io {
-            op: "write",
-            path: paths.pid_file(),
-            source,
-        }
-    })?;
 
     let state = State {
         paths: paths.clone(),
@@ -1468,7 +1517,8 @@ async fn serve(
         approvals,
         pending: HashMap::new(),
         keys: Keyring::default(),
-        attempts: Attempts::new(limits.passphrase_attempts, limits.passphrase_lockout),
+        attempts: Attempts::new(limits.passphrase_attempts, limits.passphrase_lockout)
+            .persisted(paths.run_dir().join("attempts.json")),
         hashes: HashCache::default(),
         running: HashMap::new(),
         next_exec: 0,

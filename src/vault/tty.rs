@@ -34,9 +34,11 @@ pub fn available() -> bool {
 }
 
 /// Print a line on the terminal (for what a human must read before answering).
+/// Every character a terminal would act on is escaped (see [`crate::vault::command::printable`]):
+/// what the human reads cannot be redrawn by the text itself.
 pub fn say(text: &str) -> std::io::Result<()> {
     let mut t = open_tty()?;
-    writeln!(t, "{text}")?;
+    writeln!(t, "{}", crate::vault::command::printable(text))?;
     t.flush()
 }
 
@@ -44,7 +46,7 @@ pub fn say(text: &str) -> std::io::Result<()> {
 pub fn ask(question: &str) -> Option<bool> {
     let tty = open_tty().ok()?;
     let mut w = &tty;
-    write!(w, "{question} [y/N] ").ok()?;
+    write!(w, "{} [y/N] ", crate::vault::command::printable(question)).ok()?;
     w.flush().ok()?;
     let mut line = String::new();
     std::io::BufReader::new(&tty).read_line(&mut line).ok()?;
@@ -131,4 +133,20 @@ pub fn set_non_dumpable() {
 pub fn is_dumpable() -> bool {
     // SAFETY: as above; returns the flag.
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 1 }
+}
+
+/// `TracerPid` of a process (`None`: this one) from `/proc/PID/status`: 0 when nobody traces it;
+/// `None` when it cannot be read.
+pub fn tracer_pid(pid: Option<u32>) -> Option<u32> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".into(),
+    };
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -831,6 +831,9 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
     let file = v.work.join(".guard/secrets.toml");
     let work = v.work.display().to_string();
     let abs_script = format!("{work}/deploy.sh");
+    // (The approved command with `LD_PRELOAD`/`BASH_ENV` set is no longer another command: the
+    // command never sees the caller's environment —
+    // `agent_environment_never_reaches_an_approved_command`.)
     type Attempt<'a> = (Vec<&'a str>, &'a Path, Vec<(&'a str, &'a str)>);
     let attempts: Vec<Attempt> = vec![
         // the old flag is gone
@@ -864,17 +867,6 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
             vec!["exec", "--file", file.to_str().unwrap(), "--", &abs_script],
             elsewhere.path(),
             vec![],
-        ),
-        // the approved command in the approved directory, with a library injected
-        (
-            vec!["exec", "--", "./deploy.sh"],
-            &v.work,
-            vec![("LD_PRELOAD", "/nonexistent/agent.so")],
-        ),
-        (
-            vec!["exec", "--", "./deploy.sh"],
-            &v.work,
-            vec![("BASH_ENV", "/tmp/agent.sh")],
         ),
     ];
     for (args, dir, env) in &attempts {
@@ -913,6 +905,7 @@ fn agent_cannot_reuse_an_approval_from_another_directory_script_or_environment()
             argv: &argv,
             cwd: &v.work,
             env: &env,
+            pass_env: &[],
         },
         &mut Default::default(),
     )
@@ -1055,6 +1048,16 @@ fn human_unlock_lock_expiry_and_lockout_after_wrong_passphrases() {
     assert_eq!(audit_count(&v, "passphrase", "wrong"), 2);
     assert_eq!(audit_count(&v, "passphrase", "lockout"), 1);
     assert_eq!(audit_count(&v, "passphrase", "locked-out"), 1);
+    // Finding 7: the agent restarts the daemon to reset the lockout; it stays.
+    v.ok(&["vault", "daemon", "--stop"]);
+    let r = v.human(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("too many wrong passphrases"),
+        "a restart reset the lockout: {}",
+        r.stderr
+    );
+    assert!(v.status()["passphrase_lockout_secs"].as_u64().unwrap() > 3000);
 }
 
 #[test]
@@ -1809,4 +1812,379 @@ fn run_on_pty(mut cmd: Command, stdio: PtyStdio, steps: &[(&str, &str)]) -> PtyR
         tty: transcript(&shown),
         echo_after,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adversarial review of issue 9: each test is one of its findings, as the agent would try it.
+
+/// The account's home directory as the password database has it.
+fn passwd_home() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage, read at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        assert!(!pw.is_null());
+        std::ffi::CStr::from_ptr((*pw).pw_dir)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Finding 1 (critical): everything in the caller's environment but a short denylist reached the
+/// approved command. An exported bash function, a `PATH` that an `#!/usr/bin/env` shebang
+/// searches, `BASH_ENV`, `GIT_TRACE`, a proxy, `HOME`: none of it reaches the command now, and
+/// none of it changes what was approved (the command runs, clean).
+#[test]
+fn agent_environment_never_reaches_an_approved_command() {
+    let (v, val) = tok_vault("envhijack", "approval_timeout = \"300ms\"\n");
+    let w = v.work.clone();
+    let loot = |n: &str| w.join(format!("loot-{n}"));
+    // bash script: `echo` is a builtin an exported function would replace
+    std::fs::write(
+        w.join("deploy.sh"),
+        format!(
+            "#!/bin/bash\necho \"len ${{#TOK}}\"\nenv | cut -d= -f1 | sort > {names}\nprintf %s \"$HOME|$PATH\" > {hp}\ngit version >/dev/null 2>&1 || true\n",
+            names = w.join("names").display(),
+            hp = w.join("homepath").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(w.join("deploy.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // a script whose interpreter `env` finds on PATH
+    std::fs::write(w.join("deploy2.sh"), "#!/usr/bin/env sh\necho env-sh ran\n").unwrap();
+    std::fs::set_permissions(w.join("deploy2.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    v.grant(&["tok"], &["./deploy.sh"]);
+    v.grant(&["tok"], &["./deploy2.sh"]);
+    // the agent's tools
+    let evil = w.join("evilbin");
+    std::fs::create_dir(&evil).unwrap();
+    for prog in ["sh", "python3", "git", "cut", "sort", "env"] {
+        write_script(
+            &evil.join(prog),
+            &format!("printf %s \"$TOK\" > {}", loot(prog).display()),
+        );
+    }
+    write_script(
+        &w.join("bash_env.sh"),
+        &format!("printf %s \"$TOK\" > {}", loot("bash_env").display()),
+    );
+    let path = format!("{}:{}", evil.display(), std::env::var("PATH").unwrap());
+    let func = format!(
+        "() {{ printf %s \"$TOK\" > {}; }}",
+        loot("bash_func").display()
+    );
+    let trace = loot("git_trace");
+    let bash_env = w.join("bash_env.sh");
+    let agent_env: Vec<(&str, &str)> = vec![
+        ("BASH_FUNC_echo%%", &func),
+        ("PATH", &path),
+        ("BASH_ENV", bash_env.to_str().unwrap()),
+        ("ENV", bash_env.to_str().unwrap()),
+        ("GIT_TRACE", trace.to_str().unwrap()),
+        ("GIT_TRACE_REDACT", "0"),
+        ("GIT_CONFIG_COUNT", "1"),
+        ("GIT_CONFIG_KEY_0", "core.pager"),
+        ("GIT_CONFIG_VALUE_0", "sh"),
+        ("GIT_SSH_COMMAND", "sh"),
+        ("HTTPS_PROXY", "http://127.0.0.1:9"),
+        ("SSL_CERT_FILE", "/tmp/agent-ca.pem"),
+        ("PYTHONWARNINGS", "ignore::antigravity.X"),
+        ("BROWSER", "sh"),
+        ("HOME", "/tmp/agent-home"),
+        ("AGENT_MARKER", "1"),
+        ("LC_ALL", "/tmp/agent-locale"),
+    ];
+    let o = v
+        .agent_prog(guard_bin(), &["exec", "--", "./deploy.sh"])
+        .envs(agent_env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the approved command runs, unaffected: {}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), format!("len {}\n", val.len()));
+    let names = std::fs::read_to_string(w.join("names")).unwrap();
+    for (k, _) in &agent_env {
+        if !matches!(*k, "PATH" | "HOME") {
+            assert!(
+                !names.lines().any(|n| n == *k || n.starts_with("BASH_FUNC")),
+                "{k} reached the command: {names}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(w.join("homepath")).unwrap(),
+        format!(
+            "{}|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            passwd_home()
+        )
+    );
+    let o = v
+        .agent_prog(guard_bin(), &["exec", "--", "./deploy2.sh"])
+        .envs(agent_env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "env-sh ran\n");
+    for n in [
+        "sh",
+        "python3",
+        "git",
+        "cut",
+        "sort",
+        "env",
+        "bash_env",
+        "bash_func",
+        "git_trace",
+    ] {
+        assert!(!loot(n).exists(), "the agent got the value through {n}");
+    }
+    assert!(!v.audit_text().contains(&val));
+}
+
+/// Findings 1+2: a project that needs a variable names it (`env = [...]`); then its value is part
+/// of the approval and the human sees it before approving.
+#[test]
+fn pass_through_variables_are_shown_to_the_human_and_bind_the_approval() {
+    let (v, _val) = tok_vault("passenv", "approval_timeout = \"300ms\"\n");
+    v.project("env = [\"DEPLOY_TARGET\"]\n[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    write_script(&v.work.join("deploy.sh"), "echo \"to $DEPLOY_TARGET\"");
+    let mut c = v.cmd(&["exec", "--", "./deploy.sh"]);
+    c.env("DEPLOY_TARGET", "staging");
+    let r = run_on_pty(
+        c,
+        PtyStdio::Pipes(b""),
+        &[("[y/N] ", "y\n"), (PASS_PROMPT, &format!("{PASS}\n"))],
+    );
+    assert!(r.status.success(), "{} / {:?}", r.stderr, r.tty);
+    assert!(r.tty.contains("DEPLOY_TARGET=staging"), "{:?}", r.tty);
+    assert_eq!(r.stdout, "to staging\n");
+    let mut c = v.agent_prog(guard_bin(), &["exec", "--", "./deploy.sh"]);
+    c.env("DEPLOY_TARGET", "staging");
+    assert!(c.output().unwrap().status.success());
+    let mut c = v.agent_prog(guard_bin(), &["exec", "--", "./deploy.sh"]);
+    c.env("DEPLOY_TARGET", "/tmp/agent");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "another value is another command");
+}
+
+/// Finding 3 (high): the hash cache trusted (size, mtime, ctime), which a write through a shared
+/// mapping need not change. A file the user can write is hashed again on every exec.
+#[test]
+fn a_script_rewritten_through_a_shared_mapping_is_not_the_approved_one() {
+    let (v, val) = tok_vault("mmap", "approval_timeout = \"300ms\"\n");
+    let script = v.work.join("deploy.sh");
+    write_script(
+        &script,
+        "echo deploying; echo done with it, all good, nothing to see",
+    );
+    v.grant(&["tok"], &["./deploy.sh"]);
+    let orig = std::fs::read(&script).unwrap();
+    let loot = v.work.join("loot");
+    let mut evil = format!("#!/bin/sh\nprintf %s \"$TOK\" > {}\n", loot.display()).into_bytes();
+    assert!(evil.len() < orig.len(), "the test's payload must fit");
+    evil.resize(orig.len() - 1, b'#');
+    evil.push(b'\n');
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&script)
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a shared mapping of an open file of `orig.len()` bytes, written within bounds and
+    // unmapped before the file is closed.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            orig.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        ) as *mut u8;
+        assert_ne!(p as *mut libc::c_void, libc::MAP_FAILED);
+        // first write fault: the stamps move now, once; the page stays writable after
+        *p = orig[0];
+        // the daemon hashes the benign content (the launch itself may fail with ETXTBSY while
+        // the file is mapped writable: the hash is taken before, which is what a cache keeps)
+        let o = v.agent(&["exec", "--", "./deploy.sh"]);
+        assert!(!stderr(&o).contains("approval required"), "{}", stderr(&o));
+        std::ptr::copy_nonoverlapping(evil.as_ptr(), p, evil.len());
+        libc::munmap(p.cast(), orig.len());
+    }
+    drop(f);
+    assert_eq!(std::fs::read(&script).unwrap(), evil);
+    let o = v.agent(&["exec", "--", "./deploy.sh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        !loot.exists(),
+        "the rewritten script ran with the value {val}"
+    );
+}
+
+/// Finding 4 (high): the agent stops the daemon and listens on its socket; the human's
+/// `guard vault unlock` then sent it the passphrase. The CLI now checks who listens first.
+#[test]
+fn a_fake_daemon_on_the_socket_gets_no_passphrase() {
+    use std::os::unix::net::UnixListener;
+    let v = Vault::new();
+    // `shutdown` needs no proof (SIGTERM from the same user could not be refused anyway).
+    assert_eq!(
+        v.rpc("shutdown", json!({}))["result"]["data"]["stopping"],
+        true
+    );
+    let t = Instant::now();
+    while v.socket().exists() {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The fake: this test process, listening where the daemon was, and naming itself in the pid
+    // file. It records every byte it is sent and answers like a daemon.
+    let l = UnixListener::bind(v.socket()).unwrap();
+    std::fs::write(
+        v.dir.join("run/daemon.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let g2 = got.clone();
+    l.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let fake = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                g2.lock().unwrap().extend_from_slice(line.as_bytes());
+                let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let res = json!({"jsonrpc": "2.0", "id": req["id"], "result": {"ok": true,
+                    "data": {"unlocked": true, "contexts": ["default"], "unlocked_for_secs": 1,
+                             "pid": 1, "pending": []}, "next_actions": []}});
+                let _ = c.write_all(format!("{res}\n").as_bytes());
+                line.clear();
+            }
+        }
+    });
+    let r = v.human(&["vault", "unlock"], &[]);
+    // (no passphrase prompt is answered: if the CLI asked, the run times out or fails)
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.join().unwrap();
+    // the Drop guard would signal whatever the pid file names: this test process
+    std::fs::remove_file(v.dir.join("run/daemon.pid")).unwrap();
+    let sent = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+    assert!(
+        !sent.contains(PASS),
+        "the fake daemon got the passphrase: {sent}"
+    );
+    assert_eq!(r.status.code(), Some(2), "{} / {:?}", r.stderr, r.tty);
+    assert!(
+        r.stderr.contains("refusing to send the vault passphrase"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.tty.contains(PASS_PROMPT),
+        "asked for nothing: {:?}",
+        r.tty
+    );
+}
+
+/// Finding 5 (high): a tracer attached before `PR_SET_DUMPABLE 0` stays attached. The daemon
+/// refuses to run under one.
+#[test]
+#[allow(clippy::zombie_processes)] // reaped with waitpid(2): the test is its tracer
+fn a_daemon_started_under_a_tracer_refuses_to_run() {
+    let v = Vault::locked("");
+    let mut c = v.cmd(&["vault", "daemon"]);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe: this test becomes the tracer.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        let w = unsafe { libc::waitpid(pid, &mut st, libc::__WALL | libc::WNOHANG) };
+        if w == pid && libc::WIFSTOPPED(st) {
+            let sig = libc::WSTOPSIG(st);
+            let fwd = if sig == libc::SIGTRAP { 0 } else { sig };
+            // SAFETY: resumes our stopped tracee.
+            unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, fwd) };
+        } else if w == pid && libc::WIFEXITED(st) {
+            break libc::WEXITSTATUS(st);
+        } else if w == pid && libc::WIFSIGNALED(st) {
+            break 128 + libc::WTERMSIG(st);
+        }
+        assert!(Instant::now() < deadline, "a traced daemon kept running");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("traces this one"), "{err}");
+    assert!(!v.socket().exists());
+    // An untraced daemon reports that nobody traces it.
+    v.unlock();
+    assert_eq!(v.status()["traced_by"], 0);
+}
+
+/// Finding 6 (medium): raw control bytes in the approval prompt could redraw it. Everything the
+/// human reads is escaped: arguments, the directory, the question.
+#[test]
+fn the_approval_prompt_shows_control_sequences_escaped() {
+    let (v, _val) = tok_vault("ctl", "");
+    let sub = v.work.join("proj\r\x1b[2Kok");
+    std::fs::create_dir(&sub).unwrap();
+    let mut c = v.cmd(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo $TOK >/dev/null\r\x1b[2K\x1b[1A./deploy.sh \u{202e}",
+    ]);
+    c.current_dir(&sub);
+    let r = run_on_pty(c, PtyStdio::Pipes(b""), &[("[y/N] ", "n\n")]);
+    assert_eq!(r.status.code(), Some(1), "{} / {:?}", r.stderr, r.tty);
+    assert!(
+        !r.tty.contains('\x1b'),
+        "raw escape on the terminal: {:?}",
+        r.tty
+    );
+    assert!(!r.tty.contains('\u{202e}'), "{:?}", r.tty);
+    assert!(
+        !r.tty.replace("\r\n", "\n").contains('\r'),
+        "raw carriage return: {:?}",
+        r.tty
+    );
+    assert!(
+        r.tty.contains("\\r\\e[2K\\e[1A./deploy.sh \\u202e"),
+        "{:?}",
+        r.tty
+    );
+    assert!(
+        r.tty.contains("proj\\r\\e[2Kok"),
+        "the directory too: {:?}",
+        r.tty
+    );
 }
