@@ -1463,6 +1463,20 @@ async fn serve(
     store::private_dir(paths.root())?;
     store::private_dir(&paths.run_dir())?;
     let sock = paths.socket();
+    // Signal handlers before the socket exists: a SIGTERM sent as soon as the socket appears
+    // must shut down cleanly, not kill the process with the socket and pid file left behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServerError::Io {
+            op: "signal",
+            path: sock.clone(),
+            source,
+        })?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| ServerError::Io {
+            op: "signal",
+            path: sock.clone(),
+            source,
+        })?;
     if sock.exists() {
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             return Err(ServerError::AlreadyRunning { socket: sock });
@@ -1546,18 +1560,6 @@ async fn serve(
     if let Some(hb) = heartbeat {
         tokio::spawn(heartbeat_loop(d.clone(), hb));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| ServerError::Io {
-            op: "signal",
-            path: sock.clone(),
-            source,
-        })?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| ServerError::Io {
-            op: "signal",
-            path: sock.clone(),
-            source,
-        })?;
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
