@@ -15,18 +15,21 @@ fn guard(cache: &Path) -> Command {
     c
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = StdCommand::new("git")
-        .args(args)
-        .current_dir(dir)
+/// `git` with a fixed identity and no user or system configuration.
+fn git_cmd(dir: &Path) -> StdCommand {
+    let mut c = StdCommand::new("git");
+    c.current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "Ada Tester")
         .env("GIT_AUTHOR_EMAIL", "ada@example.test")
         .env("GIT_COMMITTER_NAME", "Ada Tester")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.test")
-        .output()
-        .expect("git runs");
+        .env("GIT_COMMITTER_EMAIL", "ada@example.test");
+    c
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = git_cmd(dir).args(args).output().expect("git runs");
     assert!(
         out.status.success(),
         "git {args:?}: {}",
@@ -38,14 +41,8 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// Commits with a fixed, increasing date so "oldest first" is well defined.
 fn commit(dir: &Path, n: u32, msg: &str) {
     let date = format!("2024-01-{:02}T12:00:00Z", n);
-    let out = StdCommand::new("git")
+    let out = git_cmd(dir)
         .args(["commit", "-q", "-m", msg])
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Ada Tester")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.test")
-        .env("GIT_COMMITTER_NAME", "Ada Tester")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.test")
         .env("GIT_AUTHOR_DATE", &date)
         .env("GIT_COMMITTER_DATE", &date)
         .output()
