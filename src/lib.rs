@@ -14,15 +14,18 @@
 //!   parallel path for one large input — all proven equal. The compiled database is cached by
 //!   the caller through [`engine::DatabaseCache`] ([`cache::DirCache`] on disk for the CLI).
 //! - [`source`]: everything guard reads is a [`source::Source`] of units — bytes with a typed
-//!   [`finding::Origin`] (file, stdin, stream, and the git blob, staged file, log record and
-//!   command output that later sources produce). Size tiers, binary detection and size limits
-//!   are shared helpers.
+//!   [`finding::Origin`]: files and directories (`source::fs`), stdin and FIFOs
+//!   (`source::reader`), git history with the commit that introduced each blob (`source::git`,
+//!   feature `git`), and the staged or pushed changes of the git hooks (`source::staged`). Size
+//!   tiers, binary detection and size limits are shared helpers.
 //! - [`finding`]: a match placed in its origin, with a stable keyed id and a redacted snippet.
 //! - [`pipeline`]: units are scanned on every core; findings are pushed, in order and as they are
 //!   confirmed, through shared filters (path allowlist, baseline, duplicates) into
 //!   [`pipeline::FindingSink`]s: the [`report`] formats (human, JSON, JSONL, SARIF) and
 //!   [`baseline::BaselineWriter`].
-//! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`.
+//! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`;
+//!   only a human with the passphrase on the terminal approves, and no value reaches a client
+//!   (THREAT_MODEL.md).
 //! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used.
 //!
 //! ```
