@@ -22,7 +22,7 @@ use crate::finding::{Origin, Reveal};
 use crate::pipeline::{self, Filters, Pipeline, RunOptions};
 use crate::report;
 use crate::source::staged::{self, AddedOnly, BlobSource, Change, Changes, Git};
-use crate::source::{Content, Limits, ScanError, Source, Unit};
+use crate::source::{Content, Limits, OneUnit, Source, Unit};
 
 #[derive(Subcommand)]
 #[command(
@@ -149,7 +149,7 @@ fn scan_changes(
     let source = BlobSource::new(git, changes.changes.clone(), opts.verbose)?;
     let binary = source.binary.clone();
     let log = source.log();
-    let (totals, found) = run_pipeline(opts, Box::new(source), &changes.changes)?;
+    let totals = run_pipeline(opts, Box::new(source), &changes.changes)?;
     if let Some(log) = log {
         for l in log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             eprintln!("guard: read {l}");
@@ -169,7 +169,7 @@ fn scan_changes(
             totals.files, totals.bytes, listed, changes.deleted
         );
     }
-    verdict(&totals, found, bypass)
+    verdict(&totals, bypass)
 }
 
 fn commit_msg(file: &Path, opts: &HookArgs) -> anyhow::Result<i32> {
@@ -186,29 +186,20 @@ fn commit_msg(file: &Path, opts: &HookArgs) -> anyhow::Result<i32> {
         },
         content: Content::Bytes(text[..end].to_vec()),
     };
-    let (totals, found) = run_pipeline(opts, Box::new(OneUnit(Some(unit))), &[])?;
+    let totals = run_pipeline(opts, Box::new(OneUnit::new(Ok(unit))), &[])?;
     if opts.verbose {
         eprintln!("guard: scanned the commit message, {} bytes", totals.bytes);
     }
-    verdict(&totals, found, Bypass::Commit)
-}
-
-/// A source of one unit (the commit message).
-struct OneUnit(Option<Unit>);
-
-impl Source for OneUnit {
-    fn next_unit(&mut self) -> Option<Result<Unit, ScanError>> {
-        self.0.take().map(Ok)
-    }
+    verdict(&totals, Bypass::Commit)
 }
 
 /// Runs the shared pipeline on `source`, keeping only findings on the added lines of `changes`
-/// (all findings of units that are not changes). Returns the totals and the findings reported.
+/// (all findings of units that are not changes). Returns the totals.
 fn run_pipeline(
     opts: &HookArgs,
     source: Box<dyn Source>,
     changes: &[Change],
-) -> anyhow::Result<(crate::pipeline::Totals, u64)> {
+) -> anyhow::Result<crate::pipeline::Totals> {
     let config = Config::discover(opts.config.as_deref())?;
     let engine = scan_cmd::load_engine(&config, BackendArg::Auto, !opts.no_cache)?;
     let reveal = if opts.show_secrets {
@@ -221,10 +212,12 @@ fn run_pipeline(
         findings: scan_cmd::finding_options(reveal),
         threads: None,
     };
+    let added = AddedOnly::new(changes);
     let filters = Filters::new(
         config.path_allowlist()?,
         scan_cmd::load_baseline(opts.baseline.as_deref())?,
-    );
+    )
+    .scope(Box::new(move |f| added.keeps(f)));
     let is_tty = std::io::stdout().is_terminal();
     let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::io::stdout().lock()));
     let report = report::sink(
@@ -234,19 +227,14 @@ fn run_pipeline(
         reveal,
         opts.color.enabled(is_tty),
     );
-    let added = AddedOnly::new(changes, filters, report);
-    let count = added.count();
-    let mut pipeline = Pipeline::new(
-        Filters::default(),
-        Box::new(|e| eprintln!("guard: error: {e}")),
-    )
-    .sink(Box::new(added));
+    let mut pipeline =
+        Pipeline::new(filters, Box::new(|e| eprintln!("guard: error: {e}"))).sink(report);
     pipeline::run(&engine, vec![source], &run_opts, &mut pipeline, &())?;
-    let totals = pipeline.finish()?;
-    Ok((totals, count.load(std::sync::atomic::Ordering::Relaxed)))
+    Ok(pipeline.finish()?)
 }
 
-fn verdict(totals: &crate::pipeline::Totals, found: u64, bypass: Bypass) -> anyhow::Result<i32> {
+fn verdict(totals: &crate::pipeline::Totals, bypass: Bypass) -> anyhow::Result<i32> {
+    let found = totals.findings;
     if totals.errors > 0 {
         eprintln!(
             "guard: {} file(s) could not be scanned; refusing to pass what was not read",

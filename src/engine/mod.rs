@@ -104,9 +104,8 @@ struct CompiledRule {
     regex: OnceLock<RuleRegex>,
     /// Confirmed by a full search (no Hyperscan, or Hyperscan rejected the pattern).
     full_search: bool,
-    /// For a rule whose matches can span lines: every match starts with one of its literals
-    /// (found by [`Engine::start_literals`]).
-    has_start_literals: bool,
+    /// For a rule whose matches can span lines and start with known literals (found by
+    /// `Engine::start_literals`): the longest of them; 0 for every other rule.
     start_literal_max: usize,
     start_literal_newline: bool,
 }
@@ -147,7 +146,6 @@ impl EngineBuilder {
             let cr = CompiledRule {
                 regex: OnceLock::new(),
                 full_search: true,
-                has_start_literals: false,
                 start_literal_max: 0,
                 start_literal_newline: false,
             };
@@ -163,7 +161,6 @@ impl EngineBuilder {
             let mut cr = cr;
             if r.pattern.spans_newline {
                 if let Some(lits) = &r.pattern.start_literals {
-                    cr.has_start_literals = true;
                     cr.start_literal_max = lits.iter().map(Vec::len).max().unwrap_or(0);
                     cr.start_literal_newline = lits.iter().any(|l| l.contains(&b'\n'));
                     for l in lits {

@@ -252,7 +252,7 @@ impl<'e> StreamScanner<'e> {
         windows: Option<&[(u64, u64)]>,
     ) -> Option<u64> {
         let cr = &self.engine.compiled[r];
-        if !cr.has_start_literals || !self.track_literals {
+        if cr.start_literal_max == 0 || !self.track_literals {
             return None;
         }
         let from = self.next[r].max(self.base);

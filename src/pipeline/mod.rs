@@ -65,6 +65,9 @@ pub trait FindingSink {
     fn finish(&mut self, totals: &Totals) -> io::Result<()>;
 }
 
+/// A predicate restricting a run to the findings it is about.
+pub type Scope = Box<dyn Fn(&Finding) -> bool>;
+
 /// The filters every source shares.
 #[derive(Default)]
 pub struct Filters {
@@ -72,6 +75,9 @@ pub struct Filters {
     pub path_allow: Vec<meta::Regex>,
     /// Finding ids recorded in a baseline.
     pub baseline: Option<HashSet<FindingId>>,
+    /// What the run is about, applied first and not counted as a suppression: the git hooks
+    /// keep only findings on the lines a change adds.
+    scope: Option<Scope>,
     seen: HashSet<(String, FindingId, Location)>,
 }
 
@@ -80,12 +86,22 @@ impl Filters {
         Filters {
             path_allow,
             baseline,
+            scope: None,
             seen: HashSet::new(),
         }
     }
 
+    /// Restricts the run to findings for which `keep` is true.
+    pub fn scope(mut self, keep: Scope) -> Filters {
+        self.scope = Some(keep);
+        self
+    }
+
     /// Whether `f` goes on to the sinks; counts what is suppressed.
     pub fn admit(&mut self, f: &Finding, totals: &mut Totals) -> bool {
+        if self.scope.as_ref().is_some_and(|keep| !keep(f)) {
+            return false;
+        }
         let path = f.origin.path();
         if self.path_allow.iter().any(|r| r.is_match(path.as_bytes())) {
             totals.suppressed_by_allowlist += 1;
@@ -211,10 +227,10 @@ fn worker(
         };
         let outcome = match (unit, scratch.as_mut()) {
             (Err(e), _) => Err(e),
-            (Ok(u), Err(e)) => Err(ScanError::Engine {
-                path: u.origin.to_string(),
-                source: EngineError::Hyperscan(e.to_string()),
-            }),
+            (Ok(u), Err(e)) => Err(ScanError::engine(
+                &u.origin,
+                EngineError::Hyperscan(e.to_string()),
+            )),
             (Ok(u), Ok(scratch)) => {
                 let mut found = false;
                 scan_unit(

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use gix::bstr::{BString, ByteSlice};
@@ -386,16 +386,6 @@ impl Source for HistorySource {
             content: Content::Load(Box::new(move || read_blob(&repo, id))),
         }))
     }
-}
-
-/// The work tree (or bare repository) a path belongs to, for messages.
-pub fn repository_root(path: &Path) -> Option<PathBuf> {
-    let repo = gix::discover(path).ok()?;
-    Some(
-        repo.workdir()
-            .unwrap_or_else(|| repo.git_dir())
-            .to_path_buf(),
-    )
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.

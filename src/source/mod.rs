@@ -68,6 +68,21 @@ pub trait Source: Send {
     }
 }
 
+/// A source of exactly one unit (stdin, a commit message), or of the error that prevented it.
+pub struct OneUnit(Option<Result<Unit, ScanError>>);
+
+impl OneUnit {
+    pub fn new(unit: Result<Unit, ScanError>) -> OneUnit {
+        OneUnit(Some(unit))
+    }
+}
+
+impl Source for OneUnit {
+    fn next_unit(&mut self) -> Option<Result<Unit, ScanError>> {
+        self.0.take()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     #[error("{path}: {source}")]
@@ -83,6 +98,13 @@ pub enum ScanError {
 impl ScanError {
     fn io(origin: &Origin, source: io::Error) -> ScanError {
         ScanError::Io {
+            path: origin.to_string(),
+            source,
+        }
+    }
+
+    pub fn engine(origin: &Origin, source: EngineError) -> ScanError {
+        ScanError::Engine {
             path: origin.to_string(),
             source,
         }
@@ -134,10 +156,6 @@ pub fn scan_unit(
     emit: &mut dyn FnMut(Finding),
 ) -> Result<Outcome, ScanError> {
     let Unit { origin, content } = unit;
-    let engine_err = |o: &Origin, source| ScanError::Engine {
-        path: o.to_string(),
-        source,
-    };
     let content = match content {
         Content::Load(load) => Content::Bytes(load().map_err(|e| ScanError::io(&origin, e))?),
         other => other,
@@ -153,7 +171,7 @@ pub fn scan_unit(
             }
             progress.bytes(data.len() as u64);
             scan_bytes(engine, scratch, &origin, &data, opts, emit)
-                .map_err(|e| engine_err(&origin, e))?;
+                .map_err(|e| ScanError::engine(&origin, e))?;
             Ok(Outcome::Scanned {
                 bytes: data.len() as u64,
             })
@@ -218,10 +236,7 @@ fn scan_capped(
     };
     done.map_err(|e| match e {
         reader::StreamError::Io(e) => ScanError::io(origin, e),
-        reader::StreamError::Engine(source) => ScanError::Engine {
-            path: origin.to_string(),
-            source,
-        },
+        reader::StreamError::Engine(e) => ScanError::engine(origin, e),
     })?;
     Ok(if limited.cut() {
         Outcome::Truncated { bytes: total }
@@ -266,10 +281,6 @@ fn scan_file(
     emit: &mut dyn FnMut(Finding),
 ) -> Result<Outcome, ScanError> {
     let io_err = |e| ScanError::io(origin, e);
-    let engine_err = |source| ScanError::Engine {
-        path: origin.to_string(),
-        source,
-    };
     let mut file = File::open(path).map_err(io_err)?;
     if len <= MAP_LIMIT {
         let data;
@@ -293,7 +304,8 @@ fn scan_file(
             return Ok(Outcome::Binary);
         }
         progress.bytes(hay.len() as u64);
-        scan_bytes(engine, scratch, origin, hay, opts, emit).map_err(engine_err)?;
+        scan_bytes(engine, scratch, origin, hay, opts, emit)
+            .map_err(|e| ScanError::engine(origin, e))?;
         return Ok(Outcome::Scanned {
             bytes: hay.len() as u64,
         });

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use crate::engine::{Engine, EngineError, Match, StreamScanner, View};
 use crate::finding::{Finding, FindingOptions, Origin};
 
-use super::{Content, ScanError, Source, Unit};
+use super::{Content, OneUnit, ScanError, Unit};
 
 pub const READ_SIZE: usize = 1 << 20;
 
@@ -27,35 +27,29 @@ impl From<EngineError> for StreamError {
 }
 
 /// One reader as a source: stdin, or a stream named on the command line.
-pub struct ReaderSource {
-    unit: Option<Result<Unit, ScanError>>,
-}
+pub struct ReaderSource;
 
 impl ReaderSource {
-    pub fn new(origin: Origin, reader: Box<dyn Read + Send>, named: bool) -> ReaderSource {
-        ReaderSource {
-            unit: Some(Ok(Unit {
-                origin,
-                content: Content::Reader { reader, named },
-            })),
-        }
+    pub fn from_reader(origin: Origin, reader: Box<dyn Read + Send>, named: bool) -> OneUnit {
+        OneUnit::new(Ok(Unit {
+            origin,
+            content: Content::Reader { reader, named },
+        }))
     }
 
     /// Standard input. A closed descriptor 0 (`guard scan - <&-`) is an error, not an empty
     /// input. The Rust runtime reopens a closed stdin as `/dev/null` before `main`, so the two
     /// cannot be told apart: stdin on `/dev/null` is refused too — nothing would be scanned.
-    pub fn stdin() -> ReaderSource {
+    pub fn stdin() -> OneUnit {
         if stdin_is_closed_or_null() {
-            return ReaderSource {
-                unit: Some(Err(ScanError::Io {
-                    path: "<stdin>".into(),
-                    source: io::Error::other(
-                        "standard input is closed (or /dev/null): there is nothing to scan",
-                    ),
-                })),
-            };
+            return OneUnit::new(Err(ScanError::Io {
+                path: "<stdin>".into(),
+                source: io::Error::other(
+                    "standard input is closed (or /dev/null): there is nothing to scan",
+                ),
+            }));
         }
-        ReaderSource::new(Origin::Stdin, Box::new(io::stdin()), false)
+        ReaderSource::from_reader(Origin::Stdin, Box::new(io::stdin()), false)
     }
 }
 
@@ -71,12 +65,6 @@ fn stdin_is_closed_or_null() -> bool {
         Err(_) => return false,
     };
     (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == null.rdev()
-}
-
-impl Source for ReaderSource {
-    fn next_unit(&mut self) -> Option<Result<Unit, ScanError>> {
-        self.unit.take()
-    }
 }
 
 /// Scans everything `reader` yields; `on_bytes` is told how many bytes were read (progress).

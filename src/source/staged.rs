@@ -3,7 +3,7 @@
 //!
 //! A change is a blob plus the line ranges it *adds*. The source yields the **whole** blob (so
 //! multi-line rules and the `guard:allow` marker see their context, and line numbers are those of
-//! the staged file), and [`AddedOnly`] — a sink in front of the report sinks — drops findings
+//! the staged file), and [`AddedOnly`] — the scope of the pipeline's filters — drops findings
 //! that touch no added line. The engine is not told about diffs.
 //!
 //! Git is driven as two processes whatever the size of the change: one `git diff --cached` (or one
@@ -24,7 +24,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::finding::{Commit, Finding, Origin};
-use crate::pipeline::{Filters, FindingSink, Totals};
+
 use crate::source::{looks_binary, ScanError, Source, Unit};
 
 use super::Content;
@@ -667,60 +667,27 @@ fn lock(l: &Log) -> std::sync::MutexGuard<'_, Vec<String>> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Number of findings [`AddedOnly`] let through, readable after the run.
-pub type Count = Arc<std::sync::atomic::AtomicU64>;
-
-/// A sink in front of the report sinks: keeps findings that touch an added line of their change,
-/// then applies the shared [`Filters`] (path allowlist, baseline, duplicates) so the suppression
-/// counts are those of the change. Give the pipeline `Filters::default()`. A finding whose origin
-/// is not a known change (its path was redacted because it contains the secret) is kept.
-pub struct AddedOnly<'a> {
+/// The added lines of every change, by origin: a [`Filters`] scope that keeps the findings touching
+/// an added line of their change. A finding whose origin is not a known change (its path was
+/// redacted because it contains the secret) is kept.
+pub struct AddedOnly {
     added: HashMap<Origin, Added>,
-    filters: Filters,
-    totals: Totals,
-    inner: Box<dyn FindingSink + 'a>,
-    count: Count,
 }
 
-impl<'a> AddedOnly<'a> {
-    pub fn new(changes: &[Change], filters: Filters, inner: Box<dyn FindingSink + 'a>) -> Self {
+impl AddedOnly {
+    pub fn new(changes: &[Change]) -> AddedOnly {
         AddedOnly {
             added: changes
                 .iter()
                 .map(|c| (c.origin(), c.added.clone()))
                 .collect(),
-            filters,
-            totals: Totals::default(),
-            inner,
-            count: Count::default(),
         }
     }
 
-    pub fn count(&self) -> Count {
-        self.count.clone()
-    }
-}
-
-impl FindingSink for AddedOnly<'_> {
-    fn finding(&mut self, f: &Finding) -> io::Result<()> {
-        let keep = self
-            .added
+    pub fn keeps(&self, f: &Finding) -> bool {
+        self.added
             .get(&f.origin)
-            .is_none_or(|a| a.touches(f.location.line, f.location.end_line));
-        if !keep || !self.filters.admit(f, &mut self.totals) {
-            return Ok(());
-        }
-        self.count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.finding(f)
-    }
-
-    fn finish(&mut self, totals: &Totals) -> io::Result<()> {
-        let mut t = totals.clone();
-        t.findings = self.count.load(std::sync::atomic::Ordering::Relaxed);
-        t.suppressed_by_allowlist += self.totals.suppressed_by_allowlist;
-        t.suppressed_by_baseline += self.totals.suppressed_by_baseline;
-        self.inner.finish(&t)
+            .is_none_or(|a| a.touches(f.location.line, f.location.end_line))
     }
 }
 
