@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod hook_cmd;
+mod redact_cmd;
 mod rules_cmd;
 mod scan_cmd;
 #[cfg(feature = "vault")]
@@ -25,6 +26,11 @@ enum Command {
     /// Git hooks: scan what is staged, pushed or written as a commit message; install the shims
     #[command(subcommand)]
     Hook(hook_cmd::HookCmd),
+    /// Redact secrets out of a stream (stdin → stdout) or a command's output
+    Redact(redact_cmd::RedactArgs),
+    /// Fingerprint known values for `guard redact --fingerprints` (values are never stored)
+    #[command(subcommand)]
+    Fingerprint(redact_cmd::FingerprintCmd),
     /// List or check the detection rules
     #[command(subcommand)]
     Rules(rules_cmd::RulesCmd),
@@ -54,6 +60,8 @@ pub fn main() -> i32 {
         Command::Scan(a) => scan_cmd::run(a),
         Command::Rules(c) => rules_cmd::run(c),
         Command::Hook(c) => hook_cmd::run(c),
+        Command::Redact(a) => redact_cmd::run_redact(a),
+        Command::Fingerprint(c) => redact_cmd::run_fingerprint(c),
         #[cfg(feature = "vault")]
         Command::Vault(a) => vault::run_vault(a),
         #[cfg(feature = "vault")]

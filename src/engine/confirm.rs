@@ -5,6 +5,10 @@
 //! regexes, its offline validator, then the user's allowlist (stop-words, regexes, and the inline
 //! `guard:allow` marker on the match's line, looked for within [`CONTEXT`](super::CONTEXT) bytes).
 
+/// What every redaction guard writes starts with this; a "secret" containing it is guard's
+/// own output, never a finding.
+pub const REDACTION_MARK: &[u8] = b"REDACTED:";
+
 use std::ops::Range;
 
 use regex_automata::{meta, Input, PatternID};
@@ -99,7 +103,8 @@ impl Engine {
 
     fn keep(&self, r: usize, hay: &[u8], start: usize, end: usize, s0: usize, s1: usize) -> bool {
         let secret = &hay[s0..s1];
-        if secret.is_empty() {
+        // Empty, or guard's own redaction marker (so redacted output re-scans clean).
+        if secret.is_empty() || memchr::memmem::find(secret, REDACTION_MARK).is_some() {
             return false;
         }
         let spec = &self.rule_at(r).spec;

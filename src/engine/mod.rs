@@ -17,6 +17,7 @@
 //! and the parallel large-input path ([`Engine::prefilter_windows`]) must agree too.
 //!
 //! Module map: [`block`] (whole inputs), [`stream`] (chunked inputs, settled offsets),
+//! [`known`] (the fingerprint stage: stored values, raw and encoded, by keyed hashes),
 //! [`confirm`] (the exact stage and the filters), [`windows`] (prefilter hits → windows),
 //! `prefilter` (Hyperscan databases), [`check`] (rule examples on both backends).
 //! The compiled Hyperscan database can be cached by the caller through [`DatabaseCache`]; the
@@ -27,6 +28,7 @@ pub mod block;
 pub mod check;
 pub mod confirm;
 pub mod entropy;
+pub mod known;
 pub mod lines;
 #[cfg(feature = "hyperscan")]
 pub mod prefilter;

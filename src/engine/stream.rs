@@ -17,7 +17,9 @@
 #[cfg(feature = "hyperscan")]
 use super::windows::hit_recorder;
 use super::windows::{add_window, merge_windows, split_at};
+use super::known::{Candidate, KnownHit, KnownMatcher};
 use super::{Engine, EngineError, LineCursor, Match, RuleIndex, Scratch, CONTEXT};
+use std::sync::Arc;
 
 /// Default cap on bytes held for an open window before it is resolved with a horizon.
 pub const STREAM_HOLD_CAP: usize = 64 * 1024;
@@ -59,8 +61,23 @@ pub struct StreamScanner<'e> {
     /// Prefilter windows arrive (from the Hyperscan stream, or from the caller through
     /// [`StreamScanner::feed_windows`]); otherwise every rule is confirmed by full search.
     prefiltered: bool,
+    /// The fingerprint stage, when known values are attached ([`StreamScanner::with_known`]).
+    known: Option<Known>,
     #[cfg(feature = "hyperscan")]
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+}
+
+/// Stream state of the fingerprint stage.
+struct Known {
+    matcher: Arc<KnownMatcher>,
+    /// Next anchor position to test.
+    next: u64,
+    /// Anchor hits whose span has not fully arrived.
+    candidates: Vec<Candidate>,
+    /// Verified hits not yet taken.
+    hits: Vec<KnownHit>,
+    /// Every known value starting before this offset has been found.
+    settled: u64,
 }
 
 type Sink<'s> = &'s mut dyn FnMut(&Match, &View);
@@ -120,9 +137,32 @@ impl<'e> StreamScanner<'e> {
             literal_from: 0,
             track_literals: !external,
             prefiltered,
+            known: None,
             #[cfg(feature = "hyperscan")]
             hs,
         })
+    }
+
+    /// Also find the known values of `matcher` (the fingerprint stage); take them with
+    /// [`StreamScanner::take_known`].
+    pub fn with_known(mut self, matcher: Arc<KnownMatcher>) -> Self {
+        if !matcher.set().is_empty() {
+            self.known = Some(Known {
+                matcher,
+                next: 0,
+                candidates: Vec::new(),
+                hits: Vec::new(),
+                settled: 0,
+            });
+        }
+        self
+    }
+
+    /// Known values found so far (each once), in the order found.
+    pub fn take_known(&mut self) -> Vec<KnownHit> {
+        self.known
+            .as_mut()
+            .map_or_else(Vec::new, |k| std::mem::take(&mut k.hits))
     }
 
     /// Absolute offset of the first byte still held.
@@ -138,9 +178,11 @@ impl<'e> StreamScanner<'e> {
     /// Every byte before this offset is final: no match that is not yet handed to the sink can
     /// cover it. (What a redactor may write out.)
     pub fn settled(&self) -> u64 {
+        let known = self.known.as_ref().map_or(u64::MAX, |k| k.settled);
         self.pending
             .first()
             .map_or(self.settled, |(m, _)| m.start.min(self.settled))
+            .min(known)
     }
 
     /// Appends `chunk` with the prefilter windows of every hit ending inside it.
@@ -178,10 +220,12 @@ impl<'e> StreamScanner<'e> {
         Ok(())
     }
 
-    pub fn finish(mut self, sink: Sink) -> Result<(), EngineError> {
+    /// Ends the stream: hands out every remaining match, and returns the known values found
+    /// since the last [`StreamScanner::take_known`].
+    pub fn finish(mut self, sink: Sink) -> Result<Vec<KnownHit>, EngineError> {
         let closed = self.close_stream();
         self.process(true, sink);
-        closed
+        closed.map(|()| self.take_known())
     }
 
     fn append(&mut self, chunk: &[u8]) {
@@ -388,6 +432,7 @@ impl<'e> StreamScanner<'e> {
         if let Some((m, _)) = self.pending.first() {
             keep_from = keep_from.min(m.start);
         }
+        keep_from = keep_from.min(self.process_known(eof));
         let keep_from = keep_from.saturating_sub(CONTEXT as u64).max(self.base);
         let drop = (keep_from - self.base) as usize;
         if drop > 0 {
@@ -430,6 +475,46 @@ impl<'e> StreamScanner<'e> {
                 },
             );
         }
+    }
+
+    /// The fingerprint stage: tests the anchors of the new bytes, verifies candidates whose span
+    /// is complete; returns the first offset it still needs (a candidate's start, or the
+    /// earliest start an untested anchor could belong to).
+    fn process_known(&mut self, eof: bool) -> u64 {
+        let Some(k) = self.known.as_mut() else {
+            return u64::MAX;
+        };
+        let total = self.base + self.buf.len() as u64;
+        k.next = k
+            .matcher
+            .anchors(&self.buf, self.base, k.next, &mut k.candidates);
+        let (buf, base, matcher) = (&self.buf, self.base, &k.matcher);
+        let hits = &mut k.hits;
+        k.candidates.retain(|c| {
+            if c.end > total {
+                return !eof;
+            }
+            if matcher.verify(buf, base, c) {
+                hits.push(KnownHit {
+                    start: c.start,
+                    end: c.end,
+                    entry: c.entry,
+                });
+            }
+            false
+        });
+        let untested = k.next.saturating_sub(k.matcher.stride() as u64 - 1);
+        k.settled = if eof {
+            u64::MAX
+        } else {
+            k.candidates
+                .iter()
+                .map(|c| c.start)
+                .min()
+                .unwrap_or(u64::MAX)
+                .min(untested)
+        };
+        k.settled
     }
 
     /// An open window longer than the hold-back cap is searched with a horizon instead of waiting

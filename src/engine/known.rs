@@ -1,0 +1,561 @@
+//! The fingerprint stage: recognising *known* values (stored secrets) in the input, raw and
+//! encoded, from keyed fingerprints — the set never holds a value.
+//!
+//! For every value and each of its encodings (raw; base64 standard and URL-safe at all three
+//! alignments, so a value inside a larger base64 blob is found; hex lower and upper case;
+//! URL-encoded; JSON-escaped) a [`KnownSet`] keeps:
+//! - keyed 32-bit hashes of the [`ANCHOR`]-byte windows at the first [`MAX_STRIDE`] offsets of the
+//!   encoded form (the *anchors*),
+//! - a keyed MAC (HMAC-SHA256, truncated to 128 bits) of the whole encoded form, and its length.
+//!
+//! The scan ([`KnownMatcher`]) tests one anchor position every `stride` bytes (stride = up to
+//! [`MAX_STRIDE`], less only when a stored form is too short for it): a bitmap lookup of the keyed
+//! hash per tested position, whatever the number of stored values. Only on an anchor hit is the
+//! full MAC computed over the candidate span. A hit names the entry (id, version, encoding),
+//! never the value. Cost is flat in the number of values; the bitmap keeps false anchor hits rare.
+//!
+//! What a reader of a fingerprint file can learn: the key is in the file (any guard process must
+//! be able to match), so a value with little entropy can be brute-forced from its MAC, as from any
+//! hash; the 32-bit anchors reveal at most the first `ANCHOR + MAX_STRIDE - 1` bytes of an
+//! encoded form to a brute-force search. Values shorter than [`MIN_VALUE_LEN`] are refused: they
+//! would redact noise and be guessable.
+//!
+//! Forms longer than [`MAX_PIECE`] are fingerprinted as consecutive pieces of that length (the
+//! last one aligned to the end), so a long value (a PEM key, a certificate bundle) is redacted
+//! piece by piece and the hold-back stays bounded.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Bytes hashed per anchor.
+pub const ANCHOR: usize = 8;
+/// Anchors kept per form: one every `stride` positions is then enough to find any occurrence.
+pub const MAX_STRIDE: usize = 4;
+/// Shortest value that may be fingerprinted.
+pub const MIN_VALUE_LEN: usize = 8;
+/// Longest span one entry covers; longer forms are split into pieces.
+pub const MAX_PIECE: usize = 16 * 1024;
+const BITMAP_BITS: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    Raw,
+    Base64,
+    Base64Url,
+    HexLower,
+    HexUpper,
+    UrlEncoded,
+    JsonEscaped,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::Base64 => "base64",
+            Encoding::Base64Url => "base64url",
+            Encoding::HexLower => "hex",
+            Encoding::HexUpper => "HEX",
+            Encoding::UrlEncoded => "url-encoded",
+            Encoding::JsonEscaped => "json-escaped",
+        }
+    }
+}
+
+/// One fingerprinted form of one version of one value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownEntry {
+    /// The secret's name (not secret).
+    pub id: String,
+    pub version: u32,
+    pub encoding: Encoding,
+    /// Length of the fingerprinted span in bytes.
+    pub len: u32,
+    /// Keyed hashes of the `ANCHOR` bytes at offsets `0..anchors.len()` of the span.
+    pub anchors: Vec<u32>,
+    /// HMAC-SHA256 of the span, first 16 bytes, hex.
+    pub mac: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KnownError {
+    #[error("a value of {len} bytes is too short to fingerprint (the minimum is {MIN_VALUE_LEN}: shorter values would redact noise and be easy to guess)")]
+    TooShort { len: usize },
+    #[error("the secret name must not be empty")]
+    EmptyId,
+}
+
+/// The fingerprints of a set of values under one key. `Debug` shows counts, never the key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KnownSet {
+    /// Hex of the 32-byte key.
+    key: String,
+    entries: Vec<KnownEntry>,
+}
+
+impl fmt::Debug for KnownSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KnownSet")
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac_of(key: &[u8; 32], bytes: &[u8]) -> [u8; 16] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(bytes);
+    let full = m.finalize().into_bytes();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The two 64-bit multipliers of the anchor hash, derived from the key.
+fn anchor_keys(key: &[u8; 32]) -> (u64, u64) {
+    let d = mac_of(key, b"guard anchor hash v1");
+    let a = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+    let b = u64::from_le_bytes(d[8..].try_into().expect("8 bytes"));
+    (a, b | 1)
+}
+
+#[inline]
+fn anchor_hash(k: (u64, u64), window: u64) -> u32 {
+    let mut h = (window ^ k.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    h = h.wrapping_mul(k.1);
+    (h >> 32) as u32
+}
+
+#[inline]
+fn window_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[i..i + ANCHOR].try_into().expect("ANCHOR bytes"))
+}
+
+/// Every distinct encoded form of `value` that guard recognises.
+pub fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
+    let mut out: Vec<(Encoding, Vec<u8>)> = vec![(Encoding::Raw, value.to_vec())];
+    let push = |out: &mut Vec<(Encoding, Vec<u8>)>, e: Encoding, form: Vec<u8>| {
+        if form.len() >= MIN_VALUE_LEN && !out.iter().any(|(_, f)| *f == form) {
+            out.push((e, form));
+        }
+    };
+    for (enc, engine) in [
+        (Encoding::Base64, &base64::engine::general_purpose::STANDARD_NO_PAD),
+        (Encoding::Base64Url, &base64::engine::general_purpose::URL_SAFE_NO_PAD),
+    ] {
+        for align in 0..3usize {
+            // The value preceded by `align` bytes: the characters that depend only on the value
+            // are the same whatever those bytes (or the ones after it) are.
+            let mut buf = vec![0u8; align];
+            buf.extend_from_slice(value);
+            let chars = engine.encode(&buf).into_bytes();
+            let skip = [0, 2, 3][align];
+            let whole = (align + value.len()) * 8 / 6;
+            if whole > skip {
+                push(&mut out, enc, chars[skip..whole].to_vec());
+            }
+        }
+    }
+    push(&mut out, Encoding::HexLower, hex::encode(value).into_bytes());
+    push(&mut out, Encoding::HexUpper, hex::encode_upper(value).into_bytes());
+    let mut url = Vec::with_capacity(value.len() * 3);
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            url.push(b);
+        } else {
+            url.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    push(&mut out, Encoding::UrlEncoded, url);
+    if let Ok(s) = std::str::from_utf8(value) {
+        let json = serde_json::to_string(s).expect("a str serializes");
+        push(
+            &mut out,
+            Encoding::JsonEscaped,
+            json.as_bytes()[1..json.len() - 1].to_vec(),
+        );
+    }
+    out
+}
+
+impl KnownSet {
+    /// An empty set under `key` (32 random bytes: the caller's, the engine does no I/O).
+    pub fn new(key: [u8; 32]) -> KnownSet {
+        KnownSet {
+            key: hex::encode(key),
+            entries: Vec::new(),
+        }
+    }
+
+    fn key(&self) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        // Checked when loaded (`validate`) and written by `new`.
+        hex::decode_to_slice(&self.key, &mut k).expect("key is 64 hex chars");
+        k
+    }
+
+    /// Checks a set read from a file: key and MAC shapes, lengths, anchors.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(&self.key, &mut k).map_err(|_| "the key is not 64 hex digits")?;
+        for (i, e) in self.entries.iter().enumerate() {
+            let mut m = [0u8; 16];
+            let bad = |what: &str| format!("entry {} ({}): {what}", i + 1, e.id);
+            hex::decode_to_slice(&e.mac, &mut m).map_err(|_| bad("the MAC is not 32 hex digits"))?;
+            let len = e.len as usize;
+            if !(MIN_VALUE_LEN..=MAX_PIECE).contains(&len) {
+                return Err(bad("length out of range"));
+            }
+            let want = MAX_STRIDE.min(len + 1 - ANCHOR);
+            if e.anchors.len() != want {
+                return Err(bad("wrong number of anchors"));
+            }
+            if e.id.is_empty() {
+                return Err(bad("empty name"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn entries(&self) -> &[KnownEntry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Fingerprints `value` (every encoding) as version `version` of `id`.
+    pub fn add(&mut self, id: &str, version: u32, value: &[u8]) -> Result<(), KnownError> {
+        if id.is_empty() {
+            return Err(KnownError::EmptyId);
+        }
+        if value.len() < MIN_VALUE_LEN {
+            return Err(KnownError::TooShort { len: value.len() });
+        }
+        let key = self.key();
+        let k = anchor_keys(&key);
+        for (encoding, form) in encodings(value) {
+            for piece in pieces(form.len()) {
+                let span = &form[piece];
+                let n = MAX_STRIDE.min(span.len() + 1 - ANCHOR);
+                self.entries.push(KnownEntry {
+                    id: id.to_string(),
+                    version,
+                    encoding,
+                    len: span.len() as u32,
+                    anchors: (0..n).map(|j| anchor_hash(k, window_at(span, j))).collect(),
+                    mac: hex::encode(mac_of(&key, span)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every entry of `id`.
+    pub fn remove(&mut self, id: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.id != id);
+        before - self.entries.len()
+    }
+}
+
+/// Piece ranges of a form of `len` bytes.
+fn pieces(len: usize) -> Vec<std::ops::Range<usize>> {
+    if len <= MAX_PIECE {
+        return vec![0..len];
+    }
+    let mut v: Vec<_> = (0..len / MAX_PIECE)
+        .map(|i| i * MAX_PIECE..(i + 1) * MAX_PIECE)
+        .collect();
+    if len % MAX_PIECE != 0 {
+        v.push(len - MAX_PIECE..len);
+    }
+    v
+}
+
+/// A known value found in the input: `start..end` (absolute) is the entry's span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KnownHit {
+    pub start: u64,
+    pub end: u64,
+    /// Index into [`KnownSet::entries`].
+    pub entry: u32,
+}
+
+/// A candidate from an anchor hit, waiting for its last byte to verify the MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Candidate {
+    pub start: u64,
+    pub end: u64,
+    pub entry: u32,
+}
+
+/// The compiled form of a [`KnownSet`]: immutable, `Send + Sync`.
+pub struct KnownMatcher {
+    set: KnownSet,
+    key: [u8; 32],
+    k: (u64, u64),
+    stride: usize,
+    bitmap: Vec<u64>,
+    /// Anchor hash → (entry, offset of the anchor in the span).
+    table: HashMap<u32, Vec<(u32, u8)>>,
+    max_len: usize,
+}
+
+impl fmt::Debug for KnownMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KnownMatcher")
+            .field("entries", &self.set.entries.len())
+            .field("stride", &self.stride)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KnownMatcher {
+    pub fn new(set: KnownSet) -> KnownMatcher {
+        let key = set.key();
+        let k = anchor_keys(&key);
+        let stride = set
+            .entries
+            .iter()
+            .map(|e| e.anchors.len())
+            .min()
+            .unwrap_or(MAX_STRIDE)
+            .clamp(1, MAX_STRIDE);
+        let mut bitmap = vec![0u64; BITMAP_BITS / 64];
+        let mut table: HashMap<u32, Vec<(u32, u8)>> = HashMap::new();
+        for (i, e) in set.entries.iter().enumerate() {
+            for (j, &h) in e.anchors.iter().enumerate().take(stride) {
+                let bit = h as usize % BITMAP_BITS;
+                bitmap[bit / 64] |= 1 << (bit % 64);
+                table.entry(h).or_default().push((i as u32, j as u8));
+            }
+        }
+        let max_len = set.entries.iter().map(|e| e.len as usize).max().unwrap_or(0);
+        KnownMatcher {
+            set,
+            key,
+            k,
+            stride,
+            bitmap,
+            table,
+            max_len,
+        }
+    }
+
+    pub fn set(&self) -> &KnownSet {
+        &self.set
+    }
+
+    pub fn entry(&self, i: u32) -> &KnownEntry {
+        &self.set.entries[i as usize]
+    }
+
+    /// Distance between tested anchor positions.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Longest span of any entry.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tests the anchor positions `q` (multiples of the stride, absolute) with
+    /// `from <= q` and `q + ANCHOR <= base + hay.len()`; returns the next untested position.
+    /// `hay` starts at absolute `base`; callers keep `from - (stride - 1) >= base` bytes.
+    pub(crate) fn anchors(
+        &self,
+        hay: &[u8],
+        base: u64,
+        from: u64,
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
+        let s = self.stride as u64;
+        let mut q = from.div_ceil(s) * s;
+        let total = base + hay.len() as u64;
+        if self.set.entries.is_empty() {
+            return (total + 1).div_ceil(s) * s;
+        }
+        while q + ANCHOR as u64 <= total {
+            let h = anchor_hash(self.k, window_at(hay, (q - base) as usize));
+            let bit = h as usize % BITMAP_BITS;
+            if self.bitmap[bit / 64] & (1 << (bit % 64)) != 0 {
+                if let Some(list) = self.table.get(&h) {
+                    for &(e, j) in list {
+                        let Some(start) = q.checked_sub(j as u64) else {
+                            continue;
+                        };
+                        out.push(Candidate {
+                            start,
+                            end: start + self.set.entries[e as usize].len as u64,
+                            entry: e,
+                        });
+                    }
+                }
+            }
+            q += s;
+        }
+        q
+    }
+
+    /// Whether the candidate's bytes (all inside `hay`, which starts at `base`) carry its MAC.
+    pub(crate) fn verify(&self, hay: &[u8], base: u64, c: &Candidate) -> bool {
+        if c.start < base || c.end > base + hay.len() as u64 {
+            return false;
+        }
+        let span = &hay[(c.start - base) as usize..(c.end - base) as usize];
+        hex::encode(mac_of(&self.key, span)) == self.set.entries[c.entry as usize].mac
+    }
+
+    /// Every known value in a whole input, sorted.
+    pub fn find_all(&self, hay: &[u8]) -> Vec<KnownHit> {
+        let mut cands = Vec::new();
+        self.anchors(hay, 0, 0, &mut cands);
+        let mut hits: Vec<KnownHit> = cands
+            .iter()
+            .filter(|c| self.verify(hay, 0, c))
+            .map(|c| KnownHit {
+                start: c.start,
+                end: c.end,
+                entry: c.entry,
+            })
+            .collect();
+        hits.sort();
+        hits.dedup();
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn set_with(values: &[(&str, &[u8])]) -> KnownMatcher {
+        let mut s = KnownSet::new([7u8; 32]);
+        for (id, v) in values {
+            s.add(id, 1, v).expect("long enough");
+        }
+        KnownMatcher::new(s)
+    }
+
+    fn found(m: &KnownMatcher, hay: &[u8]) -> Vec<(String, Encoding, usize, usize)> {
+        m.find_all(hay)
+            .iter()
+            .map(|h| {
+                let e = m.entry(h.entry);
+                (e.id.clone(), e.encoding, h.start as usize, h.end as usize)
+            })
+            .collect()
+    }
+
+    const VALUE: &[u8] = b"fake-Stored-Value/42+xyz";
+
+    #[test]
+    fn refuses_short_values_and_empty_names() {
+        let mut s = KnownSet::new([1; 32]);
+        assert_eq!(s.add("a", 1, b"short"), Err(KnownError::TooShort { len: 5 }));
+        assert_eq!(s.add("", 1, VALUE), Err(KnownError::EmptyId));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn finds_raw_value_anywhere() {
+        let m = set_with(&[("api", VALUE)]);
+        for pre in 0..9 {
+            let mut hay = b"x".repeat(pre);
+            hay.extend_from_slice(VALUE);
+            hay.extend_from_slice(b" tail");
+            assert_eq!(
+                found(&m, &hay),
+                vec![("api".into(), Encoding::Raw, pre, pre + VALUE.len())],
+                "prefix {pre}"
+            );
+        }
+        assert!(found(&m, b"fake-Stored-Value/42+xy! nothing").is_empty());
+    }
+
+    #[test]
+    fn finds_every_encoding_inside_larger_blobs() {
+        let m = set_with(&[("api", VALUE)]);
+        let std = base64::engine::general_purpose::STANDARD;
+        let url = base64::engine::general_purpose::URL_SAFE;
+        for pre in 0..3 {
+            for post in 0..3 {
+                let mut blob = b"{\"k\":\"".to_vec()[..pre + 3].to_vec();
+                blob.extend_from_slice(VALUE);
+                blob.extend_from_slice(&b"!!!"[..post]);
+                for (enc, text) in [
+                    (Encoding::Base64, std.encode(&blob)),
+                    (Encoding::Base64Url, url.encode(&blob)),
+                ] {
+                    let hits = found(&m, format!("data: {text}\n").as_bytes());
+                    assert!(
+                        hits.iter().any(|h| h.1 == enc),
+                        "{enc:?} pre {pre} post {post}: {hits:?}"
+                    );
+                }
+            }
+        }
+        let hexed = format!("hex={} HEX={}", hex::encode(VALUE), hex::encode_upper(VALUE));
+        let kinds: Vec<_> = found(&m, hexed.as_bytes()).iter().map(|h| h.1).collect();
+        assert_eq!(kinds, vec![Encoding::HexLower, Encoding::HexUpper]);
+        let q = "https://x/?t=fake-Stored-Value%2F42%2Bxyz&a=1";
+        assert_eq!(found(&m, q.as_bytes())[0].1, Encoding::UrlEncoded);
+    }
+
+    #[test]
+    fn json_escaped_and_long_values() {
+        let v = b"line one \"quoted\"\n\tsecret-part-9f8e7d";
+        let m = set_with(&[("multi", v)]);
+        let doc = format!("{{\"v\":{}}}", serde_json::to_string(std::str::from_utf8(v).unwrap()).unwrap());
+        assert!(found(&m, doc.as_bytes()).iter().any(|h| h.1 == Encoding::JsonEscaped));
+        // A value longer than a piece is found piece by piece, covering all of it.
+        let long: Vec<u8> = (0..MAX_PIECE * 2 + 100).map(|i| b"abcdefghijklmnopqrstuvwxyz012345"[i % 32] ^ (i / 32 % 7) as u8).collect();
+        let m = set_with(&[("pem", &long)]);
+        let mut hay = b"prefix ".to_vec();
+        hay.extend_from_slice(&long);
+        let raw: Vec<_> = found(&m, &hay).into_iter().filter(|h| h.1 == Encoding::Raw).collect();
+        assert_eq!(raw.len(), 3);
+        assert_eq!(raw[0].2, 7);
+        assert_eq!(raw.last().unwrap().3, hay.len());
+    }
+
+    #[test]
+    fn short_forms_lower_the_stride_and_still_match() {
+        let m = set_with(&[("eight", b"AbCd1234")]);
+        assert_eq!(m.stride(), 1);
+        for pre in 0..5 {
+            let hay = format!("{}AbCd1234.", "-".repeat(pre));
+            assert_eq!(found(&m, hay.as_bytes()).len(), 1, "{hay}");
+        }
+    }
+
+    #[test]
+    fn serialized_set_holds_no_value_and_round_trips() {
+        let mut s = KnownSet::new([9; 32]);
+        s.add("db", 3, VALUE).unwrap();
+        let text = serde_json::to_string(&s).unwrap();
+        for (_, form) in encodings(VALUE) {
+            let form = String::from_utf8(form).unwrap();
+            assert!(!text.contains(&form[..12]), "file leaks a form");
+        }
+        let back: KnownSet = serde_json::from_str(&text).unwrap();
+        back.validate().unwrap();
+        assert_eq!(back.entries(), s.entries());
+        assert!(!format!("{s:?}").contains(&s.key));
+    }
+}

@@ -1,0 +1,318 @@
+//! Redaction: a byte stream in, the same stream out with every finding replaced — the output guard
+//! behind `guard redact`, `guard exec` and the log-shipper adapters.
+//!
+//! The contract (also in ARCHITECTURE.md):
+//! - every rule match (its secret span) and every known value (the fingerprint stage, raw or
+//!   encoded) is replaced by the [`Template`], `[REDACTED:<rule-or-secret-id>]` by default;
+//!   overlapping spans are merged into one replacement. Every other byte passes unchanged: binary
+//!   and invalid UTF-8 included.
+//! - The output is the same for any chunking of the input: bytes are written once the engine's
+//!   stream scanner says no pending match can still cover them ([`StreamScanner::settled`]), so
+//!   a complete line with nothing pending goes out at once.
+//! - Bounded memory, fail closed: if more than [`RedactOptions::max_hold`] bytes wait for the
+//!   engine, the waiting bytes are replaced by `[REDACTED:guard.overflow]`, never passed through.
+//! - An error from the engine is returned before anything more is written: callers stop and
+//!   must not copy the rest of the input unexamined.
+//!
+//! Adapters over this: [`jsonl`] (JSON lines: fluentd, Vector) and [`rsyslog`] (mmexternal,
+//! fail-closed). [`spool`] records leak events for known values.
+
+pub mod jsonl;
+pub mod rsyslog;
+pub mod spool;
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use crate::engine::known::{Encoding, KnownMatcher};
+use crate::engine::{Engine, EngineError, RuleIndex, StreamScanner};
+
+/// Largest piece fed to the engine at once: the hold-back check runs between pieces.
+const PIECE: usize = 16 * 1024;
+
+/// The replacement text: `{id}` is replaced by the rule id or the stored secret's name.
+#[derive(Clone, Debug)]
+pub struct Template {
+    before: Vec<u8>,
+    after: Option<Vec<u8>>,
+}
+
+impl Template {
+    pub fn parse(t: &str) -> Template {
+        match t.split_once("{id}") {
+            Some((a, b)) => Template {
+                before: a.as_bytes().to_vec(),
+                after: Some(b.as_bytes().to_vec()),
+            },
+            None => Template {
+                before: t.as_bytes().to_vec(),
+                after: None,
+            },
+        }
+    }
+
+    pub fn render(&self, id: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.before);
+        if let Some(after) = &self.after {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(after);
+        }
+    }
+}
+
+impl Default for Template {
+    fn default() -> Self {
+        Template::parse(DEFAULT_TEMPLATE)
+    }
+}
+
+pub const DEFAULT_TEMPLATE: &str = "[REDACTED:{id}]";
+/// The id written for bytes redacted because the hold-back cap was reached.
+pub const OVERFLOW_ID: &str = "guard.overflow";
+
+#[derive(Clone, Debug)]
+pub struct RedactOptions {
+    pub template: Template,
+    /// Most bytes held waiting for the engine before they are redacted wholesale.
+    pub max_hold: usize,
+}
+
+impl Default for RedactOptions {
+    fn default() -> Self {
+        RedactOptions {
+            template: Template::default(),
+            max_hold: 64 * 1024,
+        }
+    }
+}
+
+/// What was redacted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    Rule(RuleIndex),
+    /// An entry of the known set: a stored secret, in one encoding.
+    Known(u32),
+    Overflow,
+}
+
+/// One replacement written: input offsets `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redaction {
+    pub start: u64,
+    pub end: u64,
+    pub label: Label,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u64,
+    end: u64,
+    label: Label,
+}
+
+pub struct Redactor<'e> {
+    engine: &'e Engine,
+    known: Option<Arc<KnownMatcher>>,
+    /// `None` once finished.
+    scanner: Option<StreamScanner<'e>>,
+    opts: RedactOptions,
+    /// Input bytes not written yet; `held[0]` is at absolute offset `written`.
+    held: Vec<u8>,
+    written: u64,
+    /// Spans found and not yet written, sorted by start.
+    spans: Vec<Span>,
+    /// Replacements written since the last [`Redactor::take_log`].
+    log: Vec<Redaction>,
+    out: Vec<u8>,
+}
+
+impl<'e> Redactor<'e> {
+    pub fn new(
+        engine: &'e Engine,
+        known: Option<Arc<KnownMatcher>>,
+        opts: RedactOptions,
+    ) -> Result<Redactor<'e>, EngineError> {
+        let mut scanner = StreamScanner::new(engine)?;
+        if let Some(k) = &known {
+            scanner = scanner.with_known(k.clone());
+        }
+        let opts = RedactOptions {
+            // Never below what the engine itself may need to hold for a match in progress.
+            max_hold: opts.max_hold.max(engine.max_holdback() + PIECE),
+            ..opts
+        };
+        Ok(Redactor {
+            engine,
+            known,
+            scanner: Some(scanner),
+            opts,
+            held: Vec::new(),
+            written: 0,
+            spans: Vec::new(),
+            log: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The id a label is written with.
+    pub fn label_id(&self, l: Label) -> &str {
+        match l {
+            Label::Rule(r) => &self.engine.rule(r).id.0,
+            Label::Known(e) => &self.known.as_ref().expect("known label").entry(e).id,
+            Label::Overflow => OVERFLOW_ID,
+        }
+    }
+
+    /// For a known-value label: the secret's name, version and the encoding found.
+    pub fn known_entry(&self, l: Label) -> Option<(&str, u32, Encoding)> {
+        match l {
+            Label::Known(e) => {
+                let e = self.known.as_ref()?.entry(e);
+                Some((&e.id, e.version, e.encoding))
+            }
+            _ => None,
+        }
+    }
+
+    /// Replacements written since the last call.
+    pub fn take_log(&mut self) -> Vec<Redaction> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// Feeds `chunk` and writes every byte that is now final (not flushed: the caller decides).
+    pub fn feed(&mut self, chunk: &[u8], out: &mut dyn Write) -> Result<(), RedactError> {
+        for piece in chunk.chunks(PIECE) {
+            let spans = &mut self.spans;
+            let scanner = self.scanner.as_mut().expect("feed after finish");
+            scanner.feed(piece, &mut |m, _| {
+                spans.push(Span {
+                    start: m.secret_start,
+                    end: m.secret_end,
+                    label: Label::Rule(m.rule),
+                })
+            })?;
+            let hits = scanner.take_known();
+            let settled = scanner.settled();
+            self.push_known(hits);
+            self.held.extend_from_slice(piece);
+            let total = self.written + self.held.len() as u64;
+            let mut upto = settled.min(total);
+            if total - upto.max(self.written) > self.opts.max_hold as u64 {
+                // Fail closed: what waits too long is redacted, not passed.
+                self.spans.push(Span {
+                    start: upto.max(self.written),
+                    end: total,
+                    label: Label::Overflow,
+                });
+                upto = total;
+            }
+            self.write_upto(upto, out)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the input: writes everything left. Later calls do nothing.
+    pub fn finish(&mut self, out: &mut dyn Write) -> Result<(), RedactError> {
+        let Some(scanner) = self.scanner.take() else {
+            return Ok(());
+        };
+        let spans = &mut self.spans;
+        let known = scanner.finish(&mut |m, _| {
+            spans.push(Span {
+                start: m.secret_start,
+                end: m.secret_end,
+                label: Label::Rule(m.rule),
+            })
+        })?;
+        self.push_known(known);
+        let total = self.written + self.held.len() as u64;
+        self.write_upto(total, out)?;
+        Ok(())
+    }
+
+    fn push_known(&mut self, hits: Vec<crate::engine::known::KnownHit>) {
+        for h in hits {
+            self.spans.push(Span {
+                start: h.start,
+                end: h.end,
+                label: Label::Known(h.entry),
+            });
+        }
+    }
+
+    /// Writes `held` up to absolute offset `upto` (or further, through a span that starts before
+    /// it), replacing spans.
+    fn write_upto(&mut self, upto: u64, out: &mut dyn Write) -> io::Result<()> {
+        self.spans
+            .sort_unstable_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+        let base = self.written;
+        let mut pos = base;
+        self.out.clear();
+        let mut used = 0;
+        while used < self.spans.len() {
+            let first = self.spans[used];
+            if first.end <= pos {
+                used += 1; // inside a replacement already written
+                continue;
+            }
+            let start = first.start.max(pos);
+            if start >= upto {
+                break;
+            }
+            let mut end = first.end;
+            used += 1;
+            while used < self.spans.len() && self.spans[used].start < end {
+                end = end.max(self.spans[used].end);
+                used += 1;
+            }
+            let at = |x: u64| (x - base) as usize;
+            self.out.extend_from_slice(&self.held[at(pos)..at(start)]);
+            let id = self.label_id(first.label).to_string();
+            self.opts.template.render(&id, &mut self.out);
+            self.log.push(Redaction {
+                start,
+                end,
+                label: first.label,
+            });
+            pos = end;
+        }
+        self.spans.drain(..used);
+        let upto = upto.max(pos);
+        self.out
+            .extend_from_slice(&self.held[(pos - base) as usize..(upto - base) as usize]);
+        self.held.drain(..(upto - base) as usize);
+        self.written = upto;
+        if !self.out.is_empty() {
+            out.write_all(&self.out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Redacts a whole input at once (same path as the stream: the result equals any chunking).
+/// Returns the output and each replacement with its id.
+pub fn redact_bytes(
+    engine: &Engine,
+    known: Option<Arc<KnownMatcher>>,
+    opts: &RedactOptions,
+    input: &[u8],
+) -> Result<(Vec<u8>, Vec<(Redaction, String)>), RedactError> {
+    let mut r = Redactor::new(engine, known, opts.clone())?;
+    let mut out = Vec::with_capacity(input.len() + 64);
+    r.feed(input, &mut out)?;
+    r.finish(&mut out)?;
+    let log = r.take_log();
+    let named = log
+        .into_iter()
+        .map(|x| (x, r.label_id(x.label).to_string()))
+        .collect();
+    Ok((out, named))
+}
