@@ -139,14 +139,50 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    /// The rules embedded from `rules/*.toml` at build time.
+    /// The rules embedded from `rules/*.toml` at build time. `build.rs` parsed them and
+    /// analysed their patterns with this crate's own [`crate::pattern`] (a rule it refuses fails
+    /// the build), so start-up only deserializes; ids are checked again here.
     pub fn builtin() -> Result<Ruleset, RulesError> {
-        let mut set = Ruleset::default();
-        for (name, text) in BUILTIN_RULE_FILES {
-            set.add_toml(name, text)?;
+        #[derive(Deserialize)]
+        struct Prebuilt {
+            origin: String,
+            line: usize,
+            spec: RuleSpec,
+            max_len: usize,
+            spans_newline: bool,
+            start_literals: Option<Vec<Vec<u8>>>,
         }
-        set.rules.iter_mut().for_each(|r| r.builtin = true);
-        Ok(set)
+        let list: Vec<Prebuilt> =
+            serde_json::from_str(BUILTIN_RULES_JSON).map_err(|e| RulesError::Parse {
+                origin: "builtin rules".into(),
+                line: e.line(),
+                message: "embedded rules do not deserialize (rebuild guard)".into(),
+            })?;
+        let mut seen = std::collections::HashSet::with_capacity(list.len());
+        let mut rules = Vec::with_capacity(list.len());
+        for p in list {
+            if !valid_id(&p.spec.id) || !seen.insert(p.spec.id.clone()) {
+                return Err(RulesError::Invalid {
+                    origin: p.origin,
+                    line: p.line,
+                    id: p.spec.id,
+                    message: "invalid or duplicate id".into(),
+                });
+            }
+            rules.push(Rule {
+                id: RuleId(p.spec.id.clone()),
+                spec: p.spec,
+                max_len: p.max_len,
+                pattern: crate::pattern::PatternInfo {
+                    max_len: p.max_len,
+                    spans_newline: p.spans_newline,
+                    start_literals: p.start_literals,
+                },
+                origin: p.origin,
+                builtin: true,
+            });
+        }
+        Ok(Ruleset { rules })
     }
 
     pub fn empty() -> Ruleset {
@@ -322,6 +358,30 @@ mod tests {
     fn builtin_rules_load() {
         let set = Ruleset::builtin().expect("builtin rules should load");
         assert!(set.len() >= 40, "only {} builtin rules", set.len());
+    }
+
+    /// What build.rs derived equals what the loader derives from the TOML files at run time.
+    #[test]
+    fn prebuilt_builtin_equals_runtime_load() {
+        let built = Ruleset::builtin().expect("builtin rules should load");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("rules/")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut runtime = Ruleset::empty();
+        for f in files {
+            runtime.add_file(&f).expect("rule file loads");
+        }
+        assert_eq!(built.len(), runtime.len());
+        for (a, b) in built.rules().iter().zip(runtime.rules()) {
+            assert_eq!(a.id, b.id);
+            assert_eq!(a.pattern, b.pattern, "{}", a.id.0);
+            assert_eq!(a.spec.pattern, b.spec.pattern);
+            assert_eq!(a.spec.examples, b.spec.examples);
+        }
     }
 
     #[test]
