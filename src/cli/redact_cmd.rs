@@ -16,7 +16,7 @@ use crate::fingerprint;
 use crate::redact::jsonl::JsonLines;
 use crate::redact::rsyslog::Rsyslog;
 use crate::redact::spool::{now_secs, LeakEvent, Spool};
-use crate::redact::{Label, RedactOptions, Redaction, Redactor, Template, DEFAULT_TEMPLATE};
+use crate::redact::{Label, RedactOptions, Redaction, Template, DEFAULT_TEMPLATE};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -272,8 +272,7 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
     Ok(if a.fail_on_redact && redacted > 0 { 1 } else { 0 })
 }
 
-/// Streams `input` to `out` through a redactor, flushing after every read; returns how many
-/// replacements were written.
+/// Streams `input` to `out` through a redactor; returns how many replacements were written.
 fn copy_redacted(
     engine: &Engine,
     known: Option<&Arc<KnownMatcher>>,
@@ -283,31 +282,13 @@ fn copy_redacted(
     source: &str,
     events: &mut Events,
 ) -> anyhow::Result<u64> {
-    let mut r = Redactor::new(engine, known.cloned(), opts)?;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut n = 0u64;
-    let mut log = |r: &mut Redactor, events: &mut Events| {
-        for x in r.take_log() {
-            n += 1;
-            if let Some(k) = known {
-                events.record(k.set(), &x, source, 0);
-            }
+    crate::redact::copy_stream(engine, known.cloned(), opts, input, out, &mut |_, x| {
+        n += 1;
+        if let Some(k) = known {
+            events.record(k.set(), x, source, 0);
         }
-    };
-    loop {
-        let got = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(g) => g,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("reading input"),
-        };
-        r.feed(&buf[..got], out)?;
-        out.flush()?;
-        log(&mut r, events);
-    }
-    r.finish(out)?;
-    out.flush()?;
-    log(&mut r, events);
+    })?;
     Ok(n)
 }
 

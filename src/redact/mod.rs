@@ -21,7 +21,7 @@ pub mod jsonl;
 pub mod rsyslog;
 pub mod spool;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use crate::engine::known::{Encoding, KnownMatcher};
@@ -315,4 +315,162 @@ pub fn redact_bytes(
         .map(|x| (x, r.label_id(x.label).to_string()))
         .collect();
     Ok((out, named))
+}
+
+/// Copies `input` to `out` through a [`Redactor`], flushing after every read so a complete line
+/// is out as soon as it is final; `on` sees each replacement. On an engine error nothing more is
+/// written (fail closed).
+pub fn copy_stream(
+    engine: &Engine,
+    known: Option<Arc<KnownMatcher>>,
+    opts: RedactOptions,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    on: &mut dyn FnMut(&Redactor, &Redaction),
+) -> Result<(), RedactError> {
+    let mut r = Redactor::new(engine, known, opts)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        r.feed(&buf[..n], out)?;
+        out.flush()?;
+        for x in r.take_log() {
+            on(&r, &x);
+        }
+    }
+    r.finish(out)?;
+    out.flush()?;
+    for x in r.take_log() {
+        on(&r, &x);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::known::KnownSet;
+    use crate::rules::Ruleset;
+    use proptest::prelude::*;
+
+    fn engine() -> &'static Engine {
+        static E: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+        E.get_or_init(|| {
+            let mut allow = crate::engine::Allowlist::new();
+            allow.inline = false;
+            Engine::builder(Ruleset::builtin().unwrap())
+                .allowlist(allow)
+                .build()
+                .unwrap()
+        })
+    }
+
+    fn known(values: &[(&str, &[u8])]) -> Arc<KnownMatcher> {
+        let mut s = KnownSet::new([3; 32]);
+        for (n, v) in values {
+            s.add(n, 1, v).unwrap();
+        }
+        Arc::new(KnownMatcher::new(s))
+    }
+
+    fn run(k: Option<Arc<KnownMatcher>>, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut r = Redactor::new(engine(), k, RedactOptions::default()).unwrap();
+        let mut out = Vec::new();
+        for c in chunks {
+            r.feed(c, &mut out).unwrap();
+        }
+        r.finish(&mut out).unwrap();
+        out
+    }
+
+    fn ghp() -> String {
+        let random = "FakeRedactorTestToken000000000";
+        let crc = crate::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
+        format!("ghp_{random}{}", std::str::from_utf8(&crc).unwrap())
+    }
+
+    #[test]
+    fn rule_hits_and_known_values_are_replaced_bytes_elsewhere_kept() {
+        let k = known(&[("api", b"fake-secret-123"), ("db", b"pw-xyz-long")]);
+        let input = format!("a fake-secret-123 b pw-xyz-long\n#\x00 token={} end\r\n", ghp());
+        let mut bytes = input.into_bytes();
+        bytes[32] = 0xff; // invalid UTF-8 stays as is
+        let out = run(Some(k), &[&bytes]);
+        let mut want = b"a [REDACTED:api] b [REDACTED:db]\n".to_vec();
+        want.extend_from_slice(&bytes[32..34]);
+        want.extend_from_slice(b" token=[REDACTED:github.pat_classic] end\r\n");
+        assert_eq!(out, want);
+        // A near miss is not redacted.
+        assert_eq!(run(Some(known(&[("api", b"fake-secret-123")])), &[b"fake-secret-124"]), b"fake-secret-124");
+    }
+
+    #[test]
+    fn a_complete_line_is_written_at_once() {
+        let k = known(&[("api", b"fake-secret-123")]);
+        let mut r = Redactor::new(engine(), Some(k), RedactOptions::default()).unwrap();
+        let mut out = Vec::new();
+        r.feed(b"hello world\n", &mut out).unwrap();
+        assert_eq!(out, b"hello world\n");
+        r.feed(b"log: fake-sec", &mut out).unwrap();
+        assert_eq!(out, b"hello world\n", "an incomplete line may hold a match");
+        r.feed(b"ret-123 done\nnext", &mut out).unwrap();
+        assert_eq!(out, b"hello world\nlog: [REDACTED:api] done\n");
+    }
+
+    #[test]
+    fn hold_back_cap_fails_closed() {
+        let tok = ghp();
+        let mut r = Redactor::new(
+            engine(),
+            None,
+            RedactOptions {
+                max_hold: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let cap = r.opts.max_hold;
+        // No newline: the line-local rules hold everything until the cap is passed.
+        let mut input = format!("x={tok} ").into_bytes();
+        input.resize(cap + 4096, b'a');
+        let mut out = Vec::new();
+        r.feed(&input, &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        let s = String::from_utf8_lossy(&out);
+        assert!(!s.contains(&tok));
+        assert!(s.contains("[REDACTED:"), "{}", &s[..80]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_chunking_gives_the_same_output(
+            parts in proptest::collection::vec(prop_oneof![
+                Just(b"fake-val-8".to_vec()), Just(b"fake-value-long".to_vec()), Just(b"fa".to_vec()),
+                Just(b"x\n".to_vec()), Just(b"-".to_vec()), Just(b"ZmFrZS12YWwtOA".to_vec()),
+                Just(b"token=".to_vec()), Just(ghp().into_bytes())], 0..30),
+            cuts in proptest::collection::vec(0usize..600, 0..8),
+        ) {
+            let k = known(&[("a", b"fake-val-8"), ("b", b"fake-value-long")]);
+            let input: Vec<u8> = parts.concat();
+            let whole = run(Some(k.clone()), &[&input]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut prev = 0;
+            for c in cuts { chunks.push(&input[prev..c]); prev = c; }
+            chunks.push(&input[prev..]);
+            prop_assert_eq!(run(Some(k.clone()), &chunks), whole.clone());
+            let w = String::from_utf8(whole.clone()).unwrap();
+            prop_assert!(!w.contains("fake-val-8") && !w.contains("fake-value-long"));
+            prop_assert!(!w.contains(&ghp()));
+            // Redacting the output again changes nothing.
+            prop_assert_eq!(run(Some(k), &[&whole]), whole);
+        }
+    }
 }

@@ -8,21 +8,16 @@
 //!   self-declared and proves nothing — approvals name the command, see [`crate::vault::command`]).
 //! - The *daemon* launches the child ([`launch`]) on the caller's stdio, passed over the socket:
 //!   values exist only in the daemon and in the child's environment, never in a client.
-//! - [`Masker`] is the stand-in for the engine's stream redactor, with the interface that one will
-//!   keep: `Masker::new(named values)` then `filter(reader, writer)`. It replaces every exact
-//!   occurrence of an injected value with `[REDACTED:<secret name>]`, leftmost-longest, finds a
-//!   value split across any read boundary by holding back only the longest suffix that is still a
-//!   proper prefix of some value (< max value length bytes), and writes + flushes everything else
-//!   immediately — so complete lines are never delayed. Swapping in the fingerprint-based engine
-//!   redactor (encodings, rules) only has to honour the same `filter` contract.
+//! - The child's stdout and stderr go through the engine's stream redactor ([`crate::redact`]):
+//!   every builtin rule, plus the fingerprints of the injected values under a fresh key, so a
+//!   value is replaced by `[REDACTED:<secret name>]` raw and encoded (base64 at any alignment,
+//!   hex, URL-encoded, JSON-escaped), split across reads or not; a complete line is written at
+//!   once. A value shorter than 8 bytes is refused: it cannot be redacted reliably.
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use serde::Deserialize;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -193,113 +188,64 @@ impl ProjectFile {
     }
 }
 
-/// Masks exact occurrences of known values in a byte stream (see the module doc for the contract).
-#[derive(Clone)]
-pub struct Masker {
-    inner: Arc<MaskerInner>,
+/// The redaction engine of the exec path: the builtin rules, compiled once per daemon (the
+/// compiled database is cached on disk like the CLI's). The inline `guard:allow` marker is off:
+/// the command's output must not be able to switch redaction off.
+fn redaction_engine() -> Result<Arc<crate::engine::Engine>, String> {
+    static ENGINE: std::sync::OnceLock<Result<Arc<crate::engine::Engine>, String>> =
+        std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let rules = crate::rules::Ruleset::builtin().map_err(|e| e.to_string())?;
+            let mut allow = crate::engine::Allowlist::new();
+            allow.inline = false;
+            let cache = crate::cache::DirCache::from_env()
+                .map(|c| Arc::new(c) as Arc<dyn crate::engine::DatabaseCache>);
+            crate::engine::Engine::builder(rules)
+                .allowlist(allow)
+                .database_cache(cache)
+                .build()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
 }
 
-struct MaskerInner {
-    ac: Option<AhoCorasick>,
-    values: Vec<Zeroizing<Vec<u8>>>,
-    replacements: Vec<Vec<u8>>,
-    max_len: usize,
+/// The fingerprints of the injected values, under a fresh key. A value too short to fingerprint
+/// is refused: it could not be redacted from the output (and would redact noise).
+fn injected_fingerprints(
+    secrets: &[(String, String, crate::vault::SecretValue)],
+) -> std::io::Result<Arc<crate::engine::known::KnownMatcher>> {
+    use crate::engine::known::{KnownMatcher, KnownSet};
+    let mut set = KnownSet::new(crate::fingerprint::random_key()?);
+    for (_, name, value) in secrets {
+        set.add(name, 1, value.expose_secret().as_bytes())
+            .map_err(|e| std::io::Error::other(format!("secret {name}: {e}")))?;
+    }
+    Ok(Arc::new(KnownMatcher::new(set)))
 }
 
-impl Masker {
-    /// `values`: (secret name, value). Empty values are ignored.
-    pub fn new<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut vals = Vec::new();
-        let mut reps = Vec::new();
-        for (name, v) in values {
-            if !v.is_empty() {
-                vals.push(Zeroizing::new(v.to_vec()));
-                reps.push(format!("[REDACTED:{name}]").into_bytes());
-            }
-        }
-        let ac = (!vals.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(vals.iter().map(|v| v.as_slice()))
-                .expect("literal patterns should always build")
-        });
-        let max_len = vals.iter().map(|v| v.len()).max().unwrap_or(0);
-        Self {
-            inner: Arc::new(MaskerInner {
-                ac,
-                values: vals,
-                replacements: reps,
-                max_len,
-            }),
-        }
-    }
-
-    /// Length of the longest suffix of `buf` that is a proper prefix of some value.
-    fn holdback(&self, buf: &[u8]) -> usize {
-        let max = self.inner.max_len.saturating_sub(1).min(buf.len());
-        (1..=max)
-            .rev()
-            .find(|&k| {
-                let tail = &buf[buf.len() - k..];
-                self.inner
-                    .values
-                    .iter()
-                    .any(|v| v.len() > k && v.starts_with(tail))
-            })
-            .unwrap_or(0)
-    }
-
-    /// Mask what can be decided in `buf`, writing it to `out`; returns how many bytes of `buf`
-    /// were consumed (the rest must be kept and prefixed to the next read). `eof` flushes all.
-    pub fn mask_chunk(&self, buf: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
-        let Some(ac) = &self.inner.ac else {
-            out.extend_from_slice(buf);
-            return buf.len();
-        };
-        let safe = if eof {
-            buf.len()
-        } else {
-            buf.len() - self.holdback(buf)
-        };
-        let mut pos = 0;
-        for m in ac.find_iter(buf) {
-            if m.start() >= safe {
-                break;
-            }
-            out.extend_from_slice(&buf[pos..m.start()]);
-            out.extend_from_slice(&self.inner.replacements[m.pattern().as_usize()]);
-            pos = m.end();
-        }
-        let cut = safe.max(pos);
-        out.extend_from_slice(&buf[pos..cut]);
-        cut
-    }
-
-    /// Copy `reader` to `writer`, masking; flushes after every read so output stays live.
-    pub fn filter<R: Read, W: Write>(&self, mut reader: R, mut writer: W) -> std::io::Result<()> {
-        let mut pending: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
-        let mut chunk = Zeroizing::new(vec![0u8; 64 * 1024]);
-        let mut out: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
-        loop {
-            let n = match reader.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let eof = n == 0;
-            pending.extend_from_slice(&chunk[..n]);
-            out.clear();
-            let used = self.mask_chunk(&pending, eof, &mut out);
-            pending.drain(..used);
-            if !out.is_empty() {
-                writer.write_all(&out)?;
-                writer.flush()?;
-            }
-            if eof {
-                return Ok(());
-            }
-        }
-    }
+/// Copies a child's output through the engine's redactor: every rule plus the injected values
+/// (raw and encoded). An engine error stops the copy: nothing passes unexamined.
+fn redact_output(
+    engine: Arc<crate::engine::Engine>,
+    known: Arc<crate::engine::known::KnownMatcher>,
+    from: std::fs::File,
+    mut to: std::fs::File,
+) -> std::io::Result<()> {
+    let mut from = from;
+    crate::redact::copy_stream(
+        &engine,
+        Some(known),
+        crate::redact::RedactOptions::default(),
+        &mut from,
+        &mut to,
+        &mut |_, _| {},
+    )
+    .map_err(|e| match e {
+        crate::redact::RedactError::Io(io) => io,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 /// Signals `guard exec` forwards to the command the daemon runs for it (which is not in the
@@ -389,19 +335,18 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
             Ok(())
         });
     }
-    let masker = Masker::new(
-        l.secrets
-            .iter()
-            .map(|(_, name, v)| (name.as_str(), v.expose_secret().as_bytes())),
-    );
+    let engine = redaction_engine().map_err(std::io::Error::other)?;
+    let known = injected_fingerprints(&l.secrets)?;
     let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipes' write ends
-    let m2 = masker.clone();
+    let (e2, k2) = (engine.clone(), known.clone());
     let threads = vec![
         std::thread::spawn(move || {
-            masker.filter(std::fs::File::from(out_r), std::fs::File::from(out))
+            redact_output(engine, known, std::fs::File::from(out_r), std::fs::File::from(out))
         }),
-        std::thread::spawn(move || m2.filter(std::fs::File::from(err_r), std::fs::File::from(err))),
+        std::thread::spawn(move || {
+            redact_output(e2, k2, std::fs::File::from(err_r), std::fs::File::from(err))
+        }),
     ];
     Ok(Running { child, threads })
 }
@@ -424,80 +369,6 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn run(m: &Masker, chunks: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pending = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            pending.extend_from_slice(c);
-            let used = m.mask_chunk(&pending, i + 1 == chunks.len(), &mut out);
-            pending.drain(..used);
-        }
-        out
-    }
-
-    #[test]
-    fn masks_whole_and_split_values() {
-        let m = Masker::new([("api", &b"fake-secret-123"[..]), ("db", &b"pw-xyz"[..])]);
-        assert_eq!(
-            run(&m, &[b"a fake-secret-123 b pw-xyz\n", b""]),
-            b"a [REDACTED:api] b [REDACTED:db]\n"
-        );
-        assert_eq!(
-            run(&m, &[b"x fake-se", b"cret-123 y", b""]),
-            b"x [REDACTED:api] y"
-        );
-        assert_eq!(run(&m, &[b"fake-secret-12", b"4", b""]), b"fake-secret-124");
-    }
-
-    #[test]
-    fn complete_lines_are_not_held_back() {
-        let m = Masker::new([("api", &b"fake-secret-123"[..])]);
-        let mut out = Vec::new();
-        let used = m.mask_chunk(b"hello world\n", false, &mut out);
-        assert_eq!(used, 12);
-        assert_eq!(out, b"hello world\n");
-        // only a possible prefix is held, never more than max_len-1 bytes
-        out.clear();
-        let used = m.mask_chunk(b"log: fake-sec", false, &mut out);
-        assert_eq!(out, b"log: ");
-        assert_eq!(13 - used, 8);
-    }
-
-    #[test]
-    fn filter_streams_through_a_pipe() {
-        let m = Masker::new([("t", &b"fake-token-abc"[..])]);
-        let mut out = Vec::new();
-        m.filter(&b"1 fake-token-abc 2 fake-token-ab"[..], &mut out)
-            .unwrap();
-        assert_eq!(out, b"1 [REDACTED:t] 2 fake-token-ab");
-    }
-
-    proptest! {
-        #[test]
-        fn any_chunking_gives_the_same_output(
-            text in proptest::collection::vec(prop_oneof![Just(b"fake-val".to_vec()), Just(b"fake-value-long".to_vec()), Just(b"fa".to_vec()), Just(b"x\n".to_vec()), Just(b"-".to_vec())], 0..30),
-            cuts in proptest::collection::vec(0usize..400, 0..8),
-        ) {
-            let m = Masker::new([("a", &b"fake-val"[..]), ("b", &b"fake-value-long"[..])]);
-            let input: Vec<u8> = text.concat();
-            let whole = run(&m, &[&input, b""]);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-            cuts.sort();
-            let mut chunks: Vec<&[u8]> = Vec::new();
-            let mut prev = 0;
-            for c in cuts { chunks.push(&input[prev..c]); prev = c; }
-            chunks.push(&input[prev..]);
-            chunks.push(b"");
-            prop_assert_eq!(run(&m, &chunks), whole.clone());
-            // no value survives, and nothing but values changed
-            let w = String::from_utf8(whole).unwrap();
-            prop_assert!(!w.contains("fake-val"));
-            let restored = w.replace("[REDACTED:a]", "fake-val").replace("[REDACTED:b]", "fake-value-long");
-            prop_assert_eq!(restored.as_bytes(), &input[..]);
-        }
-    }
 
     #[test]
     fn project_files() {
