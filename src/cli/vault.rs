@@ -74,6 +74,15 @@ enum VaultCmd {
         #[arg(long)]
         context: Option<String>,
     },
+    /// Export the fingerprints of every stored value (every version) for `guard redact`
+    #[command(after_help = "Example:\n  guard vault fingerprints --file ~/.config/guard/vault.fp\n  app 2>&1 | guard redact --fingerprints ~/.config/guard/vault.fp\n\nThe file holds keyed hashes, never a value (created 0600); values shorter than 8 bytes\ncannot be fingerprinted and are listed.")]
+    Fingerprints {
+        /// Where to write the fingerprint file
+        #[arg(long, value_name = "FP")]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Remove a secret and revoke its leases
     #[command(after_help = "Example:\n  guard vault rm old_token")]
     Rm {
@@ -463,6 +472,31 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     }
                 }
                 s.trim_end().to_string()
+            }))
+        }
+        VaultCmd::Fingerprints { file, context } => {
+            let env = call(paths, "fingerprints", json!({"context": context}))?;
+            if let Some(d) = env.get("data") {
+                let local = |message: String| ClientError::Rpc {
+                    code: 1,
+                    message,
+                    next_actions: Vec::new(),
+                };
+                let set: crate::engine::known::KnownSet = serde_json::from_value(d["set"].clone())
+                    .map_err(|_| local("the daemon sent a malformed fingerprint set".into()))?;
+                set.validate()
+                    .map_err(|e| local(format!("the daemon sent a bad fingerprint set: {e}")))?;
+                crate::fingerprint::save(&file, &set).map_err(|e| local(e.to_string()))?;
+            }
+            Ok(out.ok(&env, |d| {
+                let mut s = format!("fingerprints written to {}", file.display());
+                for k in d["skipped"].as_array().into_iter().flatten() {
+                    s.push_str(&format!(
+                        "\n  skipped {} (shorter than 8 bytes: cannot be redacted reliably)",
+                        k.as_str().unwrap_or("")
+                    ));
+                }
+                s
             }))
         }
         VaultCmd::Rm { name, context } => {

@@ -399,6 +399,7 @@ impl Daemon {
             "status" => self.status(),
             "add" => self.add(params(p)?),
             "list" => self.list(params(p)?),
+            "fingerprints" => self.fingerprints(params(p)?),
             "rm" => self.rm(params(p)?),
             "exec" => self.exec(params(p)?, conn).await,
             "await_approval" => self.await_approval(params(p)?).await,
@@ -627,6 +628,50 @@ impl Daemon {
             vec![next(
                 "guard vault add NAME",
                 "store a secret (value from a no-echo prompt or stdin)",
+            )],
+        )
+    }
+
+    /// The fingerprints of every version of every secret (in one context, or all): what a
+    /// redactor needs to recognise stored values, without the values. Rotated-out versions stay
+    /// in, so they keep being redacted. Values too short to fingerprint are named in `skipped`.
+    fn fingerprints(&self, l: ListP) -> Result<Reply, RpcError> {
+        use crate::engine::known::KnownSet;
+        let mut s = self.lock();
+        let contexts = match l.context {
+            Some(c) => vec![c],
+            None => store::list_contexts(&s.paths),
+        };
+        let key = crate::fingerprint::random_key()
+            .map_err(|e| RpcError::new(rpc::FAILED, format!("no random key: {e}")))?;
+        let mut set = KnownSet::new(key);
+        let mut skipped = Vec::new();
+        for c in &contexts {
+            let st = s.open_store(c)?;
+            for info in st.infos() {
+                for v in info.versions {
+                    let (id, value) = st.value(&info.name, Some(v)).map_err(store_err)?;
+                    if set
+                        .add(&info.name, id, value.expose_secret().as_bytes())
+                        .is_err()
+                    {
+                        skipped.push(format!("{c}/{} v{id}", info.name));
+                    }
+                }
+            }
+        }
+        s.audit
+            .append(&Event {
+                op: "fingerprints",
+                outcome: "ok",
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
+        reply(
+            json!({"set": set, "skipped": skipped}),
+            vec![next(
+                "guard redact --fingerprints FILE",
+                "redact every stored value from a stream or a command's output",
             )],
         )
     }

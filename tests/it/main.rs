@@ -3,5 +3,6 @@
 mod history;
 mod hooks;
 mod pipeline;
+mod redact;
 mod scan;
 mod vault;

@@ -2188,3 +2188,42 @@ fn the_approval_prompt_shows_control_sequences_escaped() {
         r.tty
     );
 }
+
+#[test]
+fn fingerprints_export_every_version_and_redact_without_values() {
+    use base64::Engine as _;
+    let v = Vault::new();
+    let (old, new) = (fake_value("fpold"), fake_value("fpnew"));
+    v.add("tok", &old, &[]);
+    v.add("tok", &new, &[]);
+    v.add("tiny", "abc", &[]);
+    let fp = v.work.join("vault.fp");
+    let out = v.ok(&["vault", "fingerprints", "--file", fp.to_str().unwrap()]);
+    assert!(out.contains("skipped default/tiny"), "{out}");
+    let text = std::fs::read_to_string(&fp).unwrap();
+    for s in [&old, &new] {
+        assert!(!text.contains(s.as_str()) && !text.contains(&hex::encode(s)));
+    }
+    assert_eq!(std::fs::metadata(&fp).unwrap().permissions().mode() & 0o777, 0o600);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("u:{new}"));
+    let input = format!("old {old}\nnew in base64 {b64}\n");
+    let mut c = v.cmd(&["redact", "--fingerprints", fp.to_str().unwrap(), "--spool"]);
+    c.arg(v.work.join("spool"));
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let got = String::from_utf8(o.stdout).unwrap();
+    assert!(got.starts_with("old [REDACTED:tok]\n"), "{got}");
+    assert!(!got.contains(&old) && !got.contains(&b64[4..20]), "{got}");
+    assert!(got.contains("[REDACTED:tok]"), "{got}");
+    let events: Vec<String> = std::fs::read_dir(v.work.join("spool"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| !e.contains(&old) && !e.contains(&new)));
+    assert!(events.iter().any(|e| e.contains("\"version\":1") && e.contains("\"raw\"")));
+    assert!(events.iter().any(|e| e.contains("\"version\":2") && e.contains("\"base64\"")));
+    assert!(!v.audit_text().contains(&new));
+}
