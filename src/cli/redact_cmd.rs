@@ -89,6 +89,12 @@ One trailing newline is dropped. Values shorter than 8 bytes are refused. The fi
         #[arg(long, default_value_t = 1)]
         version: u32,
     },
+    /// Add many values at once: lines `NAME<TAB>VALUE` on stdin (a CI job's masked variables)
+    #[command(after_help = "Example:\n  env | grep ^DEPLOY_ | tr = '\\t' | guard fingerprint add-many --file ci.fp")]
+    AddMany {
+        #[arg(long, value_name = "FP")]
+        file: PathBuf,
+    },
     /// List the names in a fingerprint file
     List {
         #[arg(long, value_name = "FP")]
@@ -133,6 +139,34 @@ pub fn run_fingerprint(c: FingerprintCmd) -> anyhow::Result<i32> {
             fingerprint::save(&file, &set)?;
             let n = set.entries().iter().filter(|e| e.id == name).count();
             eprintln!("guard: {name}: {n} fingerprints written to {}", file.display());
+            Ok(0)
+        }
+        FingerprintCmd::AddMany { file } => {
+            let mut input = Vec::new();
+            io::stdin()
+                .lock()
+                .read_to_end(&mut input)
+                .context("reading NAME<TAB>VALUE lines from stdin")?;
+            let mut set = fingerprint::load_or_new(&file)?;
+            let mut added = 0;
+            for (i, line) in input.split(|&b| b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    continue;
+                }
+                let Some(tab) = memchr::memchr(b'\t', line) else {
+                    anyhow::bail!("line {}: expected NAME<TAB>VALUE", i + 1);
+                };
+                let name = std::str::from_utf8(&line[..tab])
+                    .map_err(|_| anyhow::anyhow!("line {}: the name is not UTF-8", i + 1))?;
+                set.remove(name);
+                set.add(name, 1, &line[tab + 1..])
+                    .map_err(|e| anyhow::anyhow!("line {} ({name}): {e}", i + 1))?;
+                added += 1;
+            }
+            zero(&mut input);
+            fingerprint::save(&file, &set)?;
+            eprintln!("guard: {added} values fingerprinted into {}", file.display());
             Ok(0)
         }
         FingerprintCmd::List { file } => {
