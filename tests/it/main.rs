@@ -3,5 +3,6 @@
 mod history;
 mod hooks;
 mod pipeline;
+mod quality;
 mod scan;
 mod vault;
