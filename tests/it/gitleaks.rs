@@ -68,8 +68,11 @@ fn gitleaks_config_and_ignore_file_are_imported() {
     .expect("write");
     let key = "Qm7Xz2Lp9Vw4Rt8Ky3Nb6Hc1";
     std::fs::write(p.join("app.env"), format!("CORPDEPLOY_KEY={key}\n")).expect("write");
-    std::fs::write(p.join("old.env"), format!("# old\ncorpdeploy-key: \"{key}\"\n"))
-        .expect("write");
+    std::fs::write(
+        p.join("old.env"),
+        format!("# old\ncorpdeploy-key: \"{key}\"\n"),
+    )
+    .expect("write");
     std::fs::write(
         p.join("other.env"),
         format!("corpdeploy_key={key}\ncorpdeploy_key=Zy8Wk3Qd7Rm2Tp5Vn9Lx4Bc6\n"),
@@ -94,7 +97,11 @@ fn gitleaks_config_and_ignore_file_are_imported() {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_slice(l).expect("json");
             (
-                v["path"].as_str().expect("path").trim_start_matches("./").to_string(),
+                v["path"]
+                    .as_str()
+                    .expect("path")
+                    .trim_start_matches("./")
+                    .to_string(),
                 v["rule"].as_str().expect("rule").to_string(),
                 v["line"].as_u64().expect("line"),
             )
@@ -142,8 +149,11 @@ fn gitleaks_config_and_ignore_file_are_imported() {
 fn a_missing_gitleaks_file_is_an_error() {
     let cache = tempfile::tempdir().expect("tempdir");
     let d = tempfile::tempdir().expect("tempdir");
-    std::fs::write(d.path().join("guard.toml"), "[import]\ngitleaks = \"nope.toml\"\n")
-        .expect("write");
+    std::fs::write(
+        d.path().join("guard.toml"),
+        "[import]\ngitleaks = \"nope.toml\"\n",
+    )
+    .expect("write");
     std::fs::write(d.path().join("a.txt"), "x\n").expect("write");
     let out = guard(d.path(), cache.path(), &["scan", "a.txt"]);
     assert_eq!(out.status.code(), Some(2));
