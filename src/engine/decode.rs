@@ -84,8 +84,20 @@ impl std::fmt::Debug for DecodedMatch {
     }
 }
 
+/// The base64 alphabets (standard and URL-safe), as a lookup table.
+static B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
+
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+    B64[b as usize]
 }
 
 /// Characters a URL-encoded run may contain besides `%XX` (RFC 3986 unreserved and reserved,
@@ -97,40 +109,47 @@ fn is_url(b: u8) -> bool {
 /// The encoded runs of `hay` worth decoding, in order of their start.
 pub fn runs(hay: &[u8]) -> Vec<Run> {
     let mut out = Vec::new();
-    // Base64 and hex: maximal runs of the base64 alphabets, plus `=` padding.
-    let mut i = 0;
-    while i < hay.len() {
-        if !is_b64(hay[i]) {
-            i += 1;
+    // Base64 and hex: maximal runs of the base64 alphabets, plus `=` padding. A run of at least
+    // MIN_RUN bytes contains one of every MIN_RUN-th position, so only those are probed and a
+    // run is grown from a probe that hits: most bytes of ordinary text are never looked at (a
+    // byte-by-byte pass cost as much as the whole scan of a source tree).
+    let n = hay.len();
+    let mut pos = MIN_RUN - 1;
+    while pos < n {
+        if !is_b64(hay[pos]) {
+            pos += MIN_RUN;
             continue;
         }
-        let start = i;
-        let (mut upper, mut lower, mut hex) = (false, false, true);
-        while i < hay.len() && is_b64(hay[i]) {
-            let b = hay[i];
-            upper |= b.is_ascii_uppercase();
-            lower |= b.is_ascii_lowercase();
-            hex &= b.is_ascii_hexdigit();
-            i += 1;
+        let mut start = pos;
+        while start > 0 && is_b64(hay[start - 1]) {
+            start -= 1;
         }
-        let body_end = i;
-        while i < hay.len() && hay[i] == b'=' && i - body_end < 2 {
-            i += 1;
+        let mut end = pos + 1;
+        while end < n && is_b64(hay[end]) {
+            end += 1;
         }
-        let len = body_end - start;
-        if len < MIN_RUN {
+        // The next run starts after `end` (not in the alphabet), so it holds `end + MIN_RUN`
+        // or a later probe.
+        pos = end + MIN_RUN;
+        if end - start < MIN_RUN {
             continue;
         }
-        if hex && len % 2 == 0 {
+        let body = &hay[start..end];
+        let mut padded = end;
+        while padded < n && hay[padded] == b'=' && padded - end < 2 {
+            padded += 1;
+        }
+        if body.len() % 2 == 0 && body.iter().all(u8::is_ascii_hexdigit) {
             out.push(Run {
                 start,
-                end: body_end,
+                end,
                 encoding: Encoding::Hex,
             });
-        } else if upper && lower {
+        } else if body.iter().any(u8::is_ascii_uppercase) && body.iter().any(u8::is_ascii_lowercase)
+        {
             out.push(Run {
                 start,
-                end: i,
+                end: padded,
                 encoding: Encoding::Base64,
             });
         }
@@ -366,6 +385,67 @@ mod tests {
             decode(text.as_bytes(), &r[2]).as_deref(),
             Some(&b"postgres://user:pass@host/db"[..])
         );
+    }
+
+    /// The probing search finds exactly the maximal runs a byte-by-byte pass finds.
+    #[test]
+    fn probing_finds_every_long_run() {
+        let naive = |hay: &[u8]| -> Vec<(usize, usize)> {
+            let mut v = Vec::new();
+            let mut i = 0;
+            while i < hay.len() {
+                if !is_b64(hay[i]) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < hay.len() && is_b64(hay[i]) {
+                    i += 1;
+                }
+                if i - s >= MIN_RUN {
+                    v.push((s, i));
+                }
+            }
+            v
+        };
+        let mut seed = 7u64;
+        for len in [0usize, 1, 23, 24, 25, 47, 48, 49, 200, 1000] {
+            for _ in 0..50 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        // Mostly alphabet, sometimes a separator: runs of every length.
+                        if (seed >> 33) % 29 == 0 {
+                            b' '
+                        } else {
+                            b"aB3/_-+9zZ"[(seed >> 40) as usize % 10]
+                        }
+                    })
+                    .collect();
+                let got: Vec<(usize, usize)> = runs(&hay)
+                    .iter()
+                    .filter(|r| r.encoding != Encoding::Url)
+                    .map(|r| {
+                        (
+                            r.start,
+                            r.start + hay[r.start..].iter().take_while(|&&b| is_b64(b)).count(),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(usize, usize)> = naive(&hay)
+                    .into_iter()
+                    .filter(|&(s, e)| {
+                        let b = &hay[s..e];
+                        (b.len() % 2 == 0 && b.iter().all(u8::is_ascii_hexdigit))
+                            || (b.iter().any(u8::is_ascii_uppercase)
+                                && b.iter().any(u8::is_ascii_lowercase))
+                    })
+                    .collect();
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(&hay));
+            }
+        }
     }
 
     #[test]
