@@ -120,6 +120,24 @@ pub fn runs(hay: &[u8]) -> Vec<Run> {
             pos += MIN_RUN;
             continue;
         }
+        // Bound the run around `pos` by sampling every STEP-th byte on each side: the run ends
+        // before the first sample outside the alphabet. Most hits (a word of ordinary text) are
+        // settled after a few samples, without walking the word.
+        const STEP: usize = 4;
+        let mut rk = STEP;
+        while rk < MIN_RUN && pos + rk < n && is_b64(hay[pos + rk]) {
+            rk += STEP;
+        }
+        let mut lk = STEP;
+        while lk < MIN_RUN && lk <= pos && is_b64(hay[pos - lk]) {
+            lk += STEP;
+        }
+        if lk + rk - 1 < MIN_RUN {
+            // The run lies inside (pos - lk, pos + rk): too short. `pos + rk` is outside the
+            // alphabet (or past the end), so the next run holds `pos + rk + MIN_RUN` or later.
+            pos += rk + MIN_RUN;
+            continue;
+        }
         let mut start = pos;
         while start > 0 && is_b64(hay[start - 1]) {
             start -= 1;
