@@ -120,24 +120,6 @@ pub fn runs(hay: &[u8]) -> Vec<Run> {
             pos += MIN_RUN;
             continue;
         }
-        // Bound the run around `pos` by sampling every STEP-th byte on each side: the run ends
-        // before the first sample outside the alphabet. Most hits (a word of ordinary text) are
-        // settled after a few samples, without walking the word.
-        const STEP: usize = 4;
-        let mut rk = STEP;
-        while rk < MIN_RUN && pos + rk < n && is_b64(hay[pos + rk]) {
-            rk += STEP;
-        }
-        let mut lk = STEP;
-        while lk < MIN_RUN && lk <= pos && is_b64(hay[pos - lk]) {
-            lk += STEP;
-        }
-        if lk + rk - 1 < MIN_RUN {
-            // The run lies inside (pos - lk, pos + rk): too short. `pos + rk` is outside the
-            // alphabet (or past the end), so the next run holds `pos + rk + MIN_RUN` or later.
-            pos += rk + MIN_RUN;
-            continue;
-        }
         let mut start = pos;
         while start > 0 && is_b64(hay[start - 1]) {
             start -= 1;
@@ -157,14 +139,20 @@ pub fn runs(hay: &[u8]) -> Vec<Run> {
         while padded < n && hay[padded] == b'=' && padded - end < 2 {
             padded += 1;
         }
-        if body.len() % 2 == 0 && body.iter().all(u8::is_ascii_hexdigit) {
+        // One pass: upper case, lower case, and whether every byte is a hex digit.
+        let (mut upper, mut lower, mut hex) = (false, false, true);
+        for &b in body {
+            upper |= b.is_ascii_uppercase();
+            lower |= b.is_ascii_lowercase();
+            hex &= b.is_ascii_hexdigit();
+        }
+        if hex && body.len() % 2 == 0 {
             out.push(Run {
                 start,
                 end,
                 encoding: Encoding::Hex,
             });
-        } else if body.iter().any(u8::is_ascii_uppercase) && body.iter().any(u8::is_ascii_lowercase)
-        {
+        } else if upper && lower {
             out.push(Run {
                 start,
                 end: padded,
@@ -239,8 +227,9 @@ fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
     // Decode whole quanta only (a run cut short loses its last partial quantum).
     let quanta = |n: usize| n - n % 4;
     let probe_len = quanta(body.len().min(PROBE / 3 * 4));
-    let probe = engine.decode(&body[..probe_len]).ok()?;
-    if !looks_like_text(&probe) {
+    let mut probe = [0u8; PROBE];
+    let got = engine.decode_slice(&body[..probe_len], &mut probe).ok()?;
+    if !looks_like_text(&probe[..got]) {
         return None;
     }
     let mut take = body.len().min(MAX_DECODED / 3 * 4);
@@ -251,9 +240,10 @@ fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn decode_hex(run: &[u8]) -> Option<Vec<u8>> {
-    let probe_len = run.len().min(PROBE * 2);
-    let probe = hex::decode(&run[..probe_len - probe_len % 2]).ok()?;
-    if !looks_like_text(&probe) {
+    let probe_len = run.len().min(PROBE * 2) / 2;
+    let mut probe = [0u8; PROBE];
+    hex::decode_to_slice(&run[..probe_len * 2], &mut probe[..probe_len]).ok()?;
+    if !looks_like_text(&probe[..probe_len]) {
         return None;
     }
     let take = run.len().min(MAX_DECODED * 2);
