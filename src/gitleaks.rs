@@ -25,6 +25,10 @@
 //! prefilter hit, so every rule has a maximum length); `^`, `$`, `\A` and `\z` become line anchors
 //! (`(?m:^)`, `(?m:$)`), since guard matches windows of a file, not the file as one string.
 //! Every change that can alter what a rule matches is listed as a warning naming the rule.
+//! `keywords` are kept as they are: like gitleaks, guard's regex backend skips a rule when none
+//! of its keywords occurs in the input; the Hyperscan backend does not gate on keywords, so a
+//! gitleaks keyword that is not part of the match itself can make the two backends differ (guard's
+//! own rules are held to "every match contains a keyword" by `guard rules check`).
 //!
 //! Not imported, each listed as a warning naming the rule and why (never dropped silently):
 //! rules guard refuses (nested unbounded repetitions, Unicode classes, patterns too large or that
