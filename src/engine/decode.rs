@@ -146,7 +146,7 @@ pub fn runs(hay: &[u8]) -> Vec<Run> {
             lower |= b.is_ascii_lowercase();
             hex &= b.is_ascii_hexdigit();
         }
-        if hex && body.len() % 2 == 0 {
+        if hex && body.len().is_multiple_of(2) {
             out.push(Run {
                 start,
                 end,
@@ -425,7 +425,7 @@ mod tests {
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
                         // Mostly alphabet, sometimes a separator: runs of every length.
-                        if (seed >> 33) % 29 == 0 {
+                        if (seed >> 33).is_multiple_of(29) {
                             b' '
                         } else {
                             b"aB3/_-+9zZ"[(seed >> 40) as usize % 10]
@@ -446,7 +446,7 @@ mod tests {
                     .into_iter()
                     .filter(|&(s, e)| {
                         let b = &hay[s..e];
-                        (b.len() % 2 == 0 && b.iter().all(u8::is_ascii_hexdigit))
+                        (b.len().is_multiple_of(2) && b.iter().all(u8::is_ascii_hexdigit))
                             || (b.iter().any(u8::is_ascii_uppercase)
                                 && b.iter().any(u8::is_ascii_lowercase))
                     })
