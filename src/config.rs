@@ -5,7 +5,8 @@
 //!
 //! ```toml
 //! [rules]
-//! disable = ["generic.*"]          # rule ids, or a prefix ending in *
+//! enable = ["aws.*", "github.*"]   # only these builtin rules run (ids or prefixes); default: all
+//! disable = ["generic.*"]          # rule ids, or a prefix ending in *; applied after `enable`
 //!
 //! [allowlist]
 //! paths = ['(^|/)testdata/']       # regexes on the reported path
@@ -16,7 +17,18 @@
 //! [[rule]]                         # same schema as rules/*.toml
 //! id = "acme.internal_token"
 //! ...
+//!
+//! [import]                         # migration from gitleaks (see `crate::gitleaks`)
+//! gitleaks = ".gitleaks.toml"      # its allowlists and [[rules]], translated
+//! gitleaksignore = ".gitleaksignore"  # its fingerprints suppress findings
 //! ```
+//!
+//! Import paths are relative to the directory of `guard.toml`. What could not be translated is
+//! listed on stderr on every run that loads the config (`guard: warning: …`), rule by rule.
+//!
+//! `enable` narrows the builtin rules only: the `[[rule]]`s of the config always run (unless
+//! `disable`d). An `enable` entry that names no rule is an error, since a typo there would leave
+//! guard scanning with nothing. `guard scan --min-confidence LEVEL` narrows further, per run.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +36,7 @@ use regex_automata::meta;
 use serde::Deserialize;
 
 use crate::engine::Allowlist;
+use crate::gitleaks;
 use crate::rules::{RuleSpec, RulesError, Ruleset};
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,10 +48,31 @@ pub struct Config {
     pub allowlist: AllowSection,
     #[serde(default)]
     pub rule: Vec<RuleSpec>,
+    #[serde(default)]
+    pub import: ImportSection,
     #[serde(skip)]
     pub path: Option<PathBuf>,
     #[serde(skip)]
     text: String,
+    /// What `[import] gitleaks` translated.
+    #[serde(skip)]
+    imported: Option<gitleaks::Import>,
+    /// The fingerprints of `[import] gitleaksignore`.
+    #[serde(skip)]
+    ignore: Vec<gitleaks::IgnoreEntry>,
+    #[serde(skip)]
+    ignore_warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSection {
+    /// A `.gitleaks.toml` whose allowlists and rules are imported.
+    #[serde(default)]
+    pub gitleaks: Option<PathBuf>,
+    /// A `.gitleaksignore` whose fingerprints suppress findings.
+    #[serde(default)]
+    pub gitleaksignore: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +80,9 @@ pub struct Config {
 pub struct RulesSection {
     #[serde(default)]
     pub disable: Vec<String>,
+    /// When non-empty, only the builtin rules named here (ids or `prefix*`) run.
+    #[serde(default)]
+    pub enable: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +164,27 @@ impl Config {
         })?;
         c.path = Some(path.to_path_buf());
         c.text = text;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let read = |p: &Path| {
+            let full = dir.join(p);
+            std::fs::read_to_string(&full)
+                .map(|t| (full.display().to_string(), t))
+                .map_err(|source| ConfigError::Io { path: full, source })
+        };
+        if let Some(p) = &c.import.gitleaks {
+            let (origin, text) = read(p)?;
+            c.imported =
+                Some(
+                    gitleaks::import(&origin, &text).map_err(|message| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!("[import] gitleaks: {message}"),
+                    })?,
+                );
+        }
+        if let Some(p) = &c.import.gitleaksignore {
+            let (origin, text) = read(p)?;
+            (c.ignore, c.ignore_warnings) = gitleaks::parse_ignore(&origin, &text);
+        }
         Ok(c)
     }
 
@@ -137,9 +195,21 @@ impl Config {
             .unwrap_or_else(|| "guard.toml".into())
     }
 
-    /// Applies `[rules]` and `[[rule]]` to `set`.
+    /// Applies `[rules]` and `[[rule]]` to `set` (the builtin rules): `enable`, then the
+    /// config's own rules, then `disable`.
     pub fn apply_rules(&self, set: &mut Ruleset) -> Result<(), ConfigError> {
-        set.disable(&self.rules.disable);
+        if !self.rules.enable.is_empty() {
+            let unused = set.enable_only(&self.rules.enable);
+            if !unused.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: self.path.clone().unwrap_or_default(),
+                    message: format!(
+                        "[rules] enable: {} match(es) no builtin rule (see `guard rules list`)",
+                        unused.join(", ")
+                    ),
+                });
+            }
+        }
         let origin = self.origin();
         for spec in &self.rule {
             let line = self
@@ -150,16 +220,62 @@ impl Config {
                 .unwrap_or(0);
             set.add_spec(&origin, line, spec.clone())?;
         }
+        if let (Some(imp), Some(p)) = (&self.imported, &self.import.gitleaks) {
+            let origin = p.display().to_string();
+            for spec in &imp.rules {
+                set.add_imported(&origin, spec.clone())?;
+            }
+        }
+        set.disable(&self.rules.disable);
         Ok(())
+    }
+
+    /// What loading the config noticed but did not refuse, one line each (printed by the CLI).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self
+            .imported
+            .iter()
+            .flat_map(|i| i.warnings.iter().cloned())
+            .collect();
+        w.extend(self.ignore_warnings.iter().cloned());
+        w
+    }
+
+    /// Findings to suppress by place rather than by value: `.gitleaksignore` fingerprints and
+    /// the commits of an imported gitleaks allowlist. `None` when there are none.
+    pub fn suppressions(&self) -> Option<gitleaks::IgnoreList> {
+        let ids = self
+            .imported
+            .as_ref()
+            .map(|i| i.ids.clone())
+            .unwrap_or_default();
+        let commits = self
+            .imported
+            .as_ref()
+            .map(|i| i.commits.clone())
+            .unwrap_or_default();
+        let list = gitleaks::IgnoreList::new(self.ignore.clone(), ids, commits);
+        (!list.is_empty()).then_some(list)
     }
 
     pub fn allowlist(&self) -> Result<Allowlist, ConfigError> {
         let mut a = Allowlist::new();
         a.inline = self.allowlist.inline;
-        for w in &self.allowlist.stopwords {
+        let imp = self.imported.as_ref();
+        for w in self
+            .allowlist
+            .stopwords
+            .iter()
+            .chain(imp.into_iter().flat_map(|i| &i.stopwords))
+        {
             a.add_stopword(w);
         }
-        for r in &self.allowlist.regexes {
+        for r in self
+            .allowlist
+            .regexes
+            .iter()
+            .chain(imp.into_iter().flat_map(|i| &i.secret_regexes))
+        {
             a.add_regex(r).map_err(|message| ConfigError::Invalid {
                 path: self.path.clone().unwrap_or_default(),
                 message,
@@ -169,9 +285,11 @@ impl Config {
     }
 
     pub fn path_allowlist(&self) -> Result<Vec<meta::Regex>, ConfigError> {
+        let imp = self.imported.as_ref();
         self.allowlist
             .paths
             .iter()
+            .chain(imp.into_iter().flat_map(|i| &i.path_regexes))
             .map(|p| {
                 crate::engine::byte_regex(p).map_err(|e| ConfigError::Invalid {
                     path: self.path.clone().unwrap_or_default(),

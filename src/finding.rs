@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde::{Serialize, Serializer};
 use sha2::Sha256;
 
-use crate::engine::{allow::line_bounds, entropy, Engine, Match, View};
+use crate::engine::{allow::line_bounds, decode::DecodedMatch, entropy, Engine, Match, View};
 use crate::rules::{Confidence, RuleId};
 
 /// The matched secret. Deliberately not `Debug`/`Display`: use [`Secret::expose_secret`].
@@ -212,6 +212,9 @@ pub struct Finding {
     /// The line around the match: the secret and every token-like run redacted (or shown, if
     /// asked).
     pub snippet: String,
+    /// For a secret found inside encoded content: the encodings peeled off, outermost first
+    /// (`base64`, `hex`, `url`, `base64+url`). The location is then the encoded run's.
+    pub encoding: Option<String>,
 }
 
 /// How secrets appear in output.
@@ -303,6 +306,45 @@ impl Finding {
                 rel(m.secret_start)..rel(m.secret_end),
                 opts.reveal,
             ),
+            encoding: None,
+        }
+    }
+
+    /// Places a match found in decoded content ([`DecodedMatch`]) at its encoded run, whose
+    /// bytes are in `view` (the cursor at the run's start). The snippet masks the whole run.
+    pub fn from_decoded(
+        engine: &Engine,
+        origin: &Origin,
+        m: &DecodedMatch,
+        view: &View,
+        opts: &FindingOptions,
+    ) -> Finding {
+        let rel = |x: u64| (x - view.base) as usize;
+        let rule = engine.rule(m.rule);
+        let len = m.run.end - m.run.start;
+        let location = Location {
+            line: view.cursor.line,
+            column: view.cursor.column(),
+            end_line: view.cursor.line,
+            end_column: view.cursor.column() + len,
+            start: m.run.start,
+            end: m.run.end,
+        };
+        let origin = match opts.reveal {
+            Reveal::Redacted => origin.redacted(&m.secret),
+            Reveal::Shown => origin.clone(),
+        };
+        let run = rel(m.run.start)..rel(m.run.end);
+        Finding {
+            id: FindingId::compute(opts.id_key.as_deref(), &rule.id, &m.secret),
+            rule: rule.id.clone(),
+            rule_name: rule.spec.name.clone(),
+            confidence: rule.spec.confidence,
+            origin,
+            location,
+            secret: Secret::new(m.secret.clone()),
+            snippet: snippet(view.hay, run.clone(), run, opts.reveal),
+            encoding: Some(m.encoding.clone()),
         }
     }
 }

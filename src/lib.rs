@@ -6,7 +6,8 @@
 //!   from a pattern before any scan — maximum length, whether it can span a newline, its start
 //!   literals, and the bounds that refuse patterns too costly to run.
 //! - [`rules`]: the schema of `rules/*.toml` (embedded at build time) and the loader; [`config`]
-//!   adds the user's `guard.toml` rules and allowlists.
+//!   adds the user's `guard.toml` rules and allowlists, and [`gitleaks`] what it imports from a
+//!   `.gitleaks.toml` and `.gitleaksignore`.
 //! - [`engine`]: bytes in, matches out, no I/O. A Hyperscan prefilter over all rules at once, a
 //!   regex-automata confirm stage on a bounded window around each hit, filters (entropy, offline
 //!   checksum validators, allowlists), overlap resolution. Block mode for whole inputs, stream
@@ -52,6 +53,7 @@ pub mod config;
 pub mod engine;
 pub mod finding;
 pub mod fingerprint;
+pub mod gitleaks;
 pub mod pattern;
 pub mod pipeline;
 pub mod redact;

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::scan_cmd::{self, BackendArg, ColorArg, FormatArg};
+use super::scan_cmd::{self, BackendArg, ColorArg, FormatArg, RuleSelect};
 use crate::config::Config;
 use crate::finding::{Origin, Reveal};
-use crate::pipeline::{self, Filters, Pipeline, RunOptions};
+use crate::pipeline::{self, Pipeline, RunOptions};
 use crate::report;
 use crate::source::staged::{self, AddedOnly, BlobSource, Change, Changes, Git};
 use crate::source::{Content, Limits, OneUnit, Source, Unit};
@@ -67,6 +67,8 @@ pub struct HookArgs {
     /// Config file (default: ./guard.toml, else guard.toml at the git root)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    select: RuleSelect,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -201,7 +203,7 @@ fn run_pipeline(
     changes: &[Change],
 ) -> anyhow::Result<crate::pipeline::Totals> {
     let config = Config::discover(opts.config.as_deref())?;
-    let engine = scan_cmd::load_engine(&config, BackendArg::Auto, !opts.no_cache)?;
+    let engine = scan_cmd::load_engine(&config, &opts.select, BackendArg::Auto, !opts.no_cache)?;
     let reveal = if opts.show_secrets {
         Reveal::Shown
     } else {
@@ -213,11 +215,8 @@ fn run_pipeline(
         threads: None,
     };
     let added = AddedOnly::new(changes);
-    let filters = Filters::new(
-        config.path_allowlist()?,
-        scan_cmd::load_baseline(opts.baseline.as_deref())?,
-    )
-    .scope(Box::new(move |f| added.keeps(f)));
+    let filters = scan_cmd::filters(&config, opts.baseline.as_deref())?
+        .scope(Box::new(move |f| added.keeps(f)));
     let is_tty = std::io::stdout().is_terminal();
     let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::io::stdout().lock()));
     let report = report::sink(

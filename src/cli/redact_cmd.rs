@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::scan_cmd::{load_engine, BackendArg};
+use super::scan_cmd::{load_engine, BackendArg, RuleSelect};
 use crate::config::Config;
 use crate::engine::known::{KnownMatcher, KnownSet, MIN_VALUE_LEN};
 use crate::engine::Engine;
@@ -65,6 +65,8 @@ pub struct RedactArgs {
     /// Config file with extra rules and allowlists (read only when given)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    select: RuleSelect,
     /// Run this command, redacting its stdout and stderr separately
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
@@ -199,13 +201,13 @@ fn zero(v: &mut [u8]) {
 }
 
 /// Builds the redaction engine: builtin rules (plus --config only when named), no inline marker.
-fn redaction_engine(config: Option<&Path>) -> anyhow::Result<Engine> {
+fn redaction_engine(config: Option<&Path>, select: &RuleSelect) -> anyhow::Result<Engine> {
     let mut cfg = match config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     cfg.allowlist.inline = false;
-    load_engine(&cfg, BackendArg::Auto, true)
+    load_engine(&cfg, select, BackendArg::Auto, true)
 }
 
 fn known_matcher(path: Option<&Path>) -> anyhow::Result<Option<Arc<KnownMatcher>>> {
@@ -270,7 +272,7 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
     if a.rsyslog {
         return run_rsyslog(&a);
     }
-    let engine = redaction_engine(a.config.as_deref())?;
+    let engine = redaction_engine(a.config.as_deref(), &a.select)?;
     let known = known_matcher(a.fingerprints.as_deref())?;
     let opts = RedactOptions {
         template: Template::parse(&a.replacement),
@@ -329,7 +331,7 @@ fn copy_redacted(
 fn run_rsyslog(a: &RedactArgs) -> anyhow::Result<i32> {
     // Nothing may reach stdout or stderr but replies: errors leave the engine unset, and every
     // message is then answered `{}` (no ack: rsyslog's fail-closed config quarantines it).
-    let engine = redaction_engine(a.config.as_deref()).ok();
+    let engine = redaction_engine(a.config.as_deref(), &a.select).ok();
     let known = a
         .fingerprints
         .as_deref()

@@ -13,7 +13,7 @@ use crate::engine::{Backend, DatabaseCache, Engine};
 use crate::finding::{FindingOptions, Reveal};
 use crate::pipeline::{self, Filters, Pipeline, RunOptions};
 use crate::report::{self, Format};
-use crate::rules::Ruleset;
+use crate::rules::{Confidence, Ruleset};
 use crate::source::{FsOptions, FsSource, Limits, Progress, ReaderSource, Source};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -39,6 +39,42 @@ pub enum BackendArg {
     Regex,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ConfidenceArg {
+    Low,
+    Medium,
+    High,
+}
+
+impl ConfidenceArg {
+    pub fn confidence(self) -> Confidence {
+        match self {
+            ConfidenceArg::Low => Confidence::Low,
+            ConfidenceArg::Medium => Confidence::Medium,
+            ConfidenceArg::High => Confidence::High,
+        }
+    }
+}
+
+/// Which rules run: shared by every command that scans (`guard scan`, `guard hook …`), flattened
+/// into each so the flags are spelled the same everywhere.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RuleSelect {
+    /// Only run rules of at least this confidence (rules' `confidence`: low < medium < high)
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub min_confidence: Option<ConfidenceArg>,
+}
+
+impl RuleSelect {
+    /// Drops the rules this selection excludes.
+    pub fn apply(&self, rules: &mut Ruleset) {
+        if let Some(min) = self.min_confidence {
+            let min = min.confidence();
+            rules.retain(|r| r.spec.confidence >= min);
+        }
+    }
+}
+
 #[derive(Args)]
 #[command(after_help = "Examples:
   guard scan .                           scan the current directory (hidden files included)
@@ -47,6 +83,7 @@ pub enum BackendArg {
   tail -f app.log | guard scan -         scan stdin; each finding is printed as its line arrives
   guard scan --git .                     every blob in the repository's history, each once
   guard scan --git --commits main..HEAD  only what this branch adds
+  guard scan --min-confidence high .     only the rules of high confidence (checksummed, prefixed)
   guard scan --write-baseline .guard-baseline.json .
   guard scan --baseline .guard-baseline.json .   report only new findings
 
@@ -70,6 +107,8 @@ pub struct ScanArgs {
     /// Config file (default: ./guard.toml, else guard.toml at the git root)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    select: RuleSelect,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -202,10 +241,25 @@ pub fn jobs(requested: Option<u32>) -> Option<usize> {
     })
 }
 
-/// Builds the engine from the builtin rules plus the config; shared by `scan` and `rules`.
-pub fn load_engine(config: &Config, backend: BackendArg, cache: bool) -> anyhow::Result<Engine> {
+/// Builds the engine from the builtin rules plus the config, narrowed by `select`; shared by
+/// `scan` and `hook`.
+pub fn load_engine(
+    config: &Config,
+    select: &RuleSelect,
+    backend: BackendArg,
+    cache: bool,
+) -> anyhow::Result<Engine> {
     let mut rules = Ruleset::builtin().context("builtin rules")?;
     config.apply_rules(&mut rules)?;
+    for w in config.warnings() {
+        eprintln!("guard: warning: {w}");
+    }
+    select.apply(&mut rules);
+    if rules.is_empty() {
+        eprintln!(
+            "guard: warning: no rule is selected (see --min-confidence and [rules] in guard.toml)"
+        );
+    }
     let cache = cache
         .then(DirCache::from_env)
         .flatten()
@@ -255,6 +309,15 @@ pub fn finding_options(reveal: Reveal) -> FindingOptions {
     }
 }
 
+/// The shared filters of a run: the config's path allowlist and suppressions, and the baseline.
+pub fn filters(config: &Config, baseline: Option<&std::path::Path>) -> anyhow::Result<Filters> {
+    let mut f = Filters::new(config.path_allowlist()?, load_baseline(baseline)?);
+    if let Some(list) = config.suppressions() {
+        f = f.suppress(Box::new(move |x| list.suppresses(x)));
+    }
+    Ok(f)
+}
+
 /// The finding ids of a `--baseline` file, if one was given.
 pub fn load_baseline(
     path: Option<&std::path::Path>,
@@ -277,7 +340,7 @@ impl Progress for Bar {
 
 pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     let config = Config::discover(a.config.as_deref())?;
-    let engine = load_engine(&config, a.backend, !a.no_cache)?;
+    let engine = load_engine(&config, &a.select, a.backend, !a.no_cache)?;
     let reveal = if a.show_secrets {
         Reveal::Shown
     } else {
@@ -291,7 +354,6 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
         findings: finding_options(reveal),
         threads: jobs(a.threads),
     };
-    let baseline = load_baseline(a.baseline.as_deref())?;
 
     let bar = if !a.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new_spinner();
@@ -352,7 +414,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
     };
     let color = a.color.enabled(is_tty);
     let format = a.format.format();
-    let filters = Filters::new(config.path_allowlist()?, baseline);
+    let filters = filters(&config, a.baseline.as_deref())?;
     let bar_ref = &progress.0;
     let mut pipeline = Pipeline::new(
         filters,

@@ -19,7 +19,8 @@
 //! Module map: [`block`] (whole inputs), [`stream`] (chunked inputs, settled offsets),
 //! [`known`] (the fingerprint stage: stored values, raw and encoded, by keyed hashes),
 //! [`confirm`] (the exact stage and the filters), [`windows`] (prefilter hits → windows),
-//! `prefilter` (Hyperscan databases), [`check`] (rule examples on both backends).
+//! `prefilter` (Hyperscan databases), [`check`] (rule examples on both backends), [`decode`]
+//! (base64, hex and URL-encoded runs decoded and scanned again, block mode).
 //! The compiled Hyperscan database can be cached by the caller through [`DatabaseCache`]; the
 //! engine itself never touches the disk.
 
@@ -27,6 +28,7 @@ pub mod allow;
 pub mod block;
 pub mod check;
 pub mod confirm;
+pub mod decode;
 pub mod entropy;
 pub mod known;
 pub mod lines;

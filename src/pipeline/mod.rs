@@ -78,6 +78,9 @@ pub struct Filters {
     /// What the run is about, applied first and not counted as a suppression: the git hooks
     /// keep only findings on the lines a change adds.
     scope: Option<Scope>,
+    /// Findings suppressed by place (`.gitleaksignore` fingerprints, allowlisted commits);
+    /// counted as allowlisted.
+    suppress: Option<Scope>,
     seen: HashSet<(String, FindingId, Location)>,
 }
 
@@ -87,8 +90,15 @@ impl Filters {
             path_allow,
             baseline,
             scope: None,
+            suppress: None,
             seen: HashSet::new(),
         }
+    }
+
+    /// Drops (and counts as allowlisted) the findings for which `drop` is true.
+    pub fn suppress(mut self, drop: Scope) -> Filters {
+        self.suppress = Some(drop);
+        self
     }
 
     /// Restricts the run to findings for which `keep` is true.
@@ -103,7 +113,9 @@ impl Filters {
             return false;
         }
         let path = f.origin.path();
-        if self.path_allow.iter().any(|r| r.is_match(path.as_bytes())) {
+        if self.path_allow.iter().any(|r| r.is_match(path.as_bytes()))
+            || self.suppress.as_ref().is_some_and(|drop| drop(f))
+        {
             totals.suppressed_by_allowlist += 1;
             return false;
         }

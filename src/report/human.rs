@@ -44,7 +44,10 @@ impl FindingSink for Human<'_> {
             self.paint("2", &format!("id {}", f.id)),
         );
         self.out.write_all(head.as_bytes())?;
-        writeln!(self.out, "    {}", f.rule_name)?;
+        match &f.encoding {
+            Some(e) => writeln!(self.out, "    {} (inside {e}-encoded content)", f.rule_name)?,
+            None => writeln!(self.out, "    {}", f.rule_name)?,
+        }
         if let Origin::GitBlob {
             commit: Some(c),
             commits,

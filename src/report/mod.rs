@@ -73,6 +73,10 @@ pub struct JsonFinding<'a> {
     pub secret: String,
     pub redacted: bool,
     pub snippet: &'a str,
+    /// Present when the secret was found inside encoded content (`base64`, `hex`, `url`, …):
+    /// the location is then the encoded run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'a str>,
 }
 
 impl<'a> JsonFinding<'a> {
@@ -93,6 +97,7 @@ impl<'a> JsonFinding<'a> {
             secret: secret_field(f, reveal),
             redacted: reveal == Reveal::Redacted,
             snippet: &f.snippet,
+            encoding: f.encoding.as_deref(),
         }
     }
 }

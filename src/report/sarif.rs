@@ -59,6 +59,10 @@ impl FindingSink for Sarif<'_> {
             .iter()
             .position(|r| r.id == f.rule)
             .unwrap_or(0);
+        let mut properties = json!({ "origin": f.origin });
+        if let Some(e) = &f.encoding {
+            properties["encoding"] = json!(e);
+        }
         self.results.push(json!({
             "ruleId": f.rule.0,
             "ruleIndex": index,
@@ -77,7 +81,7 @@ impl FindingSink for Sarif<'_> {
                 }
             }],
             "partialFingerprints": { "guard/v1": f.id.0 },
-            "properties": { "origin": f.origin },
+            "properties": properties,
         }));
         Ok(())
     }

@@ -15,6 +15,9 @@ include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 pub use crate::pattern::{PatternInfo, MAX_RULE_LEN};
 
+/// Examples and negative examples a builtin rule needs, each (a user rule needs one of each).
+pub const MIN_EXAMPLES_BUILTIN: usize = 2;
+
 /// Stable rule identifier, `<provider>.<name>`; never reused for a different format.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -102,6 +105,21 @@ pub struct Rule {
     pub origin: String,
     /// Embedded at build time (and so proven by the test-suite).
     pub builtin: bool,
+    /// Translated from another scanner's config (gitleaks), which has no examples to prove.
+    pub imported: bool,
+}
+
+impl Rule {
+    /// How many examples, and how many negative examples, `guard rules check` requires.
+    pub fn min_examples(&self) -> usize {
+        if self.builtin {
+            MIN_EXAMPLES_BUILTIN
+        } else if self.imported {
+            0
+        } else {
+            1
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,9 +198,16 @@ impl Ruleset {
                 },
                 origin: p.origin,
                 builtin: true,
+                imported: false,
             });
         }
         Ok(Ruleset { rules })
+    }
+
+    /// Holds every rule of the set to the builtin standard (`guard rules check --builtin FILE`:
+    /// a rule file on its way into `rules/`).
+    pub fn mark_builtin(&mut self) {
+        self.rules.iter_mut().for_each(|r| r.builtin = true);
     }
 
     pub fn empty() -> Ruleset {
@@ -259,7 +284,18 @@ impl Ruleset {
             pattern,
             origin: origin.to_string(),
             builtin: false,
+            imported: false,
         });
+        Ok(())
+    }
+
+    /// Adds a rule translated from another scanner's config ([`crate::gitleaks`]): checked like
+    /// any rule, but it needs no examples.
+    pub fn add_imported(&mut self, origin: &str, spec: RuleSpec) -> Result<(), RulesError> {
+        self.add_spec(origin, 0, spec)?;
+        if let Some(r) = self.rules.last_mut() {
+            r.imported = true;
+        }
         Ok(())
     }
 
@@ -275,14 +311,24 @@ impl Ruleset {
         self.rules.is_empty()
     }
 
-    /// Drops rules whose id equals one of `ids` or starts with `prefix.` for an entry `prefix.*`.
+    /// Drops rules whose id equals one of `ids` or starts with `prefix` for an entry `prefix*`.
     pub fn disable(&mut self, ids: &[String]) {
-        self.rules.retain(|r| {
-            !ids.iter().any(|d| match d.strip_suffix('*') {
-                Some(prefix) => r.id.0.starts_with(prefix),
-                None => r.id.0 == *d,
-            })
-        });
+        self.rules
+            .retain(|r| !ids.iter().any(|d| id_matches(&r.id.0, d)));
+    }
+
+    /// Keeps only the rules whose id equals one of `ids` or starts with `prefix` for an entry
+    /// `prefix*`. Returns the entries that matched no rule (a typo would otherwise silently
+    /// leave nothing to run).
+    pub fn enable_only<'a>(&mut self, ids: &'a [String]) -> Vec<&'a str> {
+        let unused = ids
+            .iter()
+            .filter(|e| !self.rules.iter().any(|r| id_matches(&r.id.0, e)))
+            .map(String::as_str)
+            .collect();
+        self.rules
+            .retain(|r| ids.iter().any(|e| id_matches(&r.id.0, e)));
+        unused
     }
 
     /// Keeps only the rules for which `keep` is true (used by `rules check FILE`).
@@ -301,6 +347,14 @@ impl Ruleset {
             h.update([0]);
         }
         h.finalize().into()
+    }
+}
+
+/// Whether rule id `id` is named by `entry`: the id itself, or a prefix ending in `*`.
+fn id_matches(id: &str, entry: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => id.starts_with(prefix),
+        None => id == entry,
     }
 }
 
@@ -447,6 +501,7 @@ mod tests {
         for id in ["a.x", "a.y", "b.z"] {
             s.add_spec("f", 1, spec(id, "xy")).expect("valid");
         }
+        let mut e = s.clone();
         s.disable(&["a.*".into()]);
         assert_eq!(
             s.rules()
@@ -454,6 +509,16 @@ mod tests {
                 .map(|r| r.id.0.as_str())
                 .collect::<Vec<_>>(),
             ["b.z"]
+        );
+        let entries: Vec<String> = vec!["a.y".into(), "b.*".into(), "c.*".into()];
+        let unused = e.enable_only(&entries);
+        assert_eq!(unused, ["c.*"]);
+        assert_eq!(
+            e.rules()
+                .iter()
+                .map(|r| r.id.0.as_str())
+                .collect::<Vec<_>>(),
+            ["a.y", "b.z"]
         );
     }
 }

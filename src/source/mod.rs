@@ -7,6 +7,10 @@
 //! as soon as the engine settles it: a line on a pipe is reported when its newline arrives, not at
 //! end of input. The size limit, binary detection and the stream cap apply to every source.
 //!
+//! Files and blobs scanned whole (the first two tiers, and in-memory units) also have their
+//! base64, hex and URL-encoded runs decoded and scanned ([`scan_bytes_decoded`]); streamed inputs
+//! do not (see [`crate::engine::decode`]).
+//!
 //! Tiers, measured on the benchmark inputs (BENCHMARKS.md): files up to 256 KiB are read whole,
 //! up to 64 MiB memory-mapped, larger ones streamed in 8 MiB rounds whose prefilter runs on every
 //! core — a 1 GiB file costs one round of memory, not 1 GiB of resident pages.
@@ -170,7 +174,7 @@ pub fn scan_unit(
                 return Ok(Outcome::Binary);
             }
             progress.bytes(data.len() as u64);
-            scan_bytes(engine, scratch, &origin, &data, opts, emit)
+            scan_bytes_decoded(engine, scratch, &origin, &data, opts, emit)
                 .map_err(|e| ScanError::engine(&origin, e))?;
             Ok(Outcome::Scanned {
                 bytes: data.len() as u64,
@@ -245,7 +249,7 @@ fn scan_capped(
     })
 }
 
-/// Scans a complete in-memory input.
+/// Scans a complete in-memory input: exactly what stream mode finds in the same bytes.
 pub fn scan_bytes(
     engine: &Engine,
     scratch: &mut Scratch,
@@ -254,9 +258,50 @@ pub fn scan_bytes(
     opts: &FindingOptions,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<(), EngineError> {
+    scan_block(engine, scratch, origin, hay, opts, false, emit)
+}
+
+/// Scans a complete in-memory input the way `guard scan` scans a file or a blob: its own
+/// matches, plus the matches inside its encoded runs ([`crate::engine::decode`]), in order of
+/// position (a decoded finding sits at its run's start).
+pub fn scan_bytes_decoded(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    origin: &Origin,
+    hay: &[u8],
+    opts: &FindingOptions,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<(), EngineError> {
+    scan_block(engine, scratch, origin, hay, opts, true, emit)
+}
+
+fn scan_block(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    origin: &Origin,
+    hay: &[u8],
+    opts: &FindingOptions,
+    decode: bool,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<(), EngineError> {
     let matches = engine.scan_block(scratch, hay)?;
+    let decoded = if decode {
+        engine.scan_encoded(scratch, hay, &matches)?
+    } else {
+        Vec::new()
+    };
     let mut cursor = crate::engine::LineCursor::new();
+    let mut d = decoded.iter().peekable();
     for m in &matches {
+        while let Some(x) = d.next_if(|x| x.run.start < m.start) {
+            cursor.advance(hay, 0, x.run.start);
+            let view = crate::engine::View {
+                hay,
+                base: 0,
+                cursor: &cursor,
+            };
+            emit(Finding::from_decoded(engine, origin, x, &view, opts));
+        }
         cursor.advance(hay, 0, m.start);
         let view = crate::engine::View {
             hay,
@@ -264,6 +309,15 @@ pub fn scan_bytes(
             cursor: &cursor,
         };
         emit(Finding::from_match(engine, origin, m, &view, opts));
+    }
+    for x in d {
+        cursor.advance(hay, 0, x.run.start);
+        let view = crate::engine::View {
+            hay,
+            base: 0,
+            cursor: &cursor,
+        };
+        emit(Finding::from_decoded(engine, origin, x, &view, opts));
     }
     Ok(())
 }
@@ -304,7 +358,7 @@ fn scan_file(
             return Ok(Outcome::Binary);
         }
         progress.bytes(hay.len() as u64);
-        scan_bytes(engine, scratch, origin, hay, opts, emit)
+        scan_bytes_decoded(engine, scratch, origin, hay, opts, emit)
             .map_err(|e| ScanError::engine(origin, e))?;
         return Ok(Outcome::Scanned {
             bytes: hay.len() as u64,
