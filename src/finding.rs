@@ -246,6 +246,9 @@ pub struct FindingOptions {
     pub reveal: Reveal,
     /// Key for finding ids (`GUARD_FINDING_KEY`); `None` uses the built-in key.
     pub id_key: Option<Vec<u8>>,
+    /// Also decode base64 / hex / URL-encoded runs of whole inputs and scan what they hold
+    /// (`guard scan --decode`; on in the git hooks, whose inputs are small).
+    pub decode: bool,
 }
 
 impl Default for FindingOptions {
@@ -253,6 +256,7 @@ impl Default for FindingOptions {
         FindingOptions {
             reveal: Reveal::Redacted,
             id_key: None,
+            decode: false,
         }
     }
 }

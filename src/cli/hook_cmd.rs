@@ -211,7 +211,7 @@ fn run_pipeline(
     };
     let run_opts = RunOptions {
         limits: Limits::default(),
-        findings: scan_cmd::finding_options(reveal),
+        findings: scan_cmd::finding_options(reveal, true),
         threads: None,
     };
     let added = AddedOnly::new(changes);

@@ -272,7 +272,7 @@ pub fn scan_bytes_decoded(
     opts: &FindingOptions,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<(), EngineError> {
-    scan_block(engine, scratch, origin, hay, opts, true, emit)
+    scan_block(engine, scratch, origin, hay, opts, opts.decode, emit)
 }
 
 fn scan_block(
