@@ -196,6 +196,39 @@ impl Parser<'_> {
     }
 }
 
+/// rsyslog's `#ooo` escapes of control characters decoded: the plain bytes, and for each plain
+/// byte (plus the end) its offset in `msg`. `None` when there is no such escape.
+fn unescape_control(msg: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {
+    let is_oct = |c: u8| (b'0'..=b'7').contains(&c);
+    let esc = |i: usize| -> Option<u8> {
+        let d = msg.get(i + 1..i + 4)?;
+        if msg[i] != b'#' || !d.iter().all(|&c| is_oct(c)) {
+            return None;
+        }
+        let v = (d[0] - b'0') as u32 * 64 + (d[1] - b'0') as u32 * 8 + (d[2] - b'0') as u32;
+        (v < 0x20 || v == 0x7f).then_some(v as u8)
+    };
+    memchr::memchr(b'#', msg)?;
+    let mut plain = Vec::with_capacity(msg.len());
+    let mut at = Vec::with_capacity(msg.len() + 1);
+    let mut i = 0;
+    let mut any = false;
+    while i < msg.len() {
+        if let Some(b) = esc(i) {
+            plain.push(b);
+            at.push(i);
+            i += 4;
+            any = true;
+        } else {
+            plain.push(msg[i]);
+            at.push(i);
+            i += 1;
+        }
+    }
+    at.push(msg.len());
+    any.then_some((plain, at))
+}
+
 /// Appends `b` as the inside of a JSON string: quotes, backslashes and control bytes escaped,
 /// every other byte as is (rsyslog reads bytes; invalid UTF-8 stays what it was).
 pub fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
@@ -232,7 +265,7 @@ impl Rsyslog<'_> {
         let (Some(msg), Some(nonce)) = (m.msg, m.nonce) else {
             return REFUSE.to_vec();
         };
-        let Ok((out, log)) = redact_bytes(engine, self.known.clone(), &self.opts, &msg) else {
+        let Ok((out, log)) = self.redact_msg(engine, &msg) else {
             return REFUSE.to_vec();
         };
         let mut r = Vec::with_capacity(out.len() + nonce.len() + 48);
@@ -249,6 +282,31 @@ impl Rsyslog<'_> {
             on(x, id);
         }
         r
+    }
+
+    /// Redacts a message as rsyslog delivers it. rsyslog escapes control characters on receipt
+    /// (`parser.escapeControlCharactersOnReceive`, on by default): a newline arrives as `#012`.
+    /// The engine sees the unescaped text — so a key split over lines is still one key — and
+    /// the replacements are mapped back onto the escaped text rsyslog will write.
+    fn redact_msg(
+        &self,
+        engine: &Engine,
+        msg: &[u8],
+    ) -> Result<(Vec<u8>, Vec<(Redaction, String)>), super::RedactError> {
+        let Some((plain, at)) = unescape_control(msg) else {
+            return redact_bytes(engine, self.known.clone(), &self.opts, msg);
+        };
+        let (_, log) = redact_bytes(engine, self.known.clone(), &self.opts, &plain)?;
+        let mut out = Vec::with_capacity(msg.len());
+        let mut pos = 0;
+        for (r, id) in &log {
+            let (s, e) = (at[r.start as usize], at[r.end as usize]);
+            out.extend_from_slice(&msg[pos..s.max(pos)]);
+            self.opts.template.render(id, &mut out);
+            pos = pos.max(e);
+        }
+        out.extend_from_slice(&msg[pos..]);
+        Ok((out, log))
     }
 
     /// The filter loop: one reply per line, flushed, until EOF. A write error ends it.
@@ -306,6 +364,14 @@ mod tests {
         assert_eq!(parse(b"{\"msg\": \"unterminated}"), None);
         assert_eq!(parse(b"[1,2]"), None);
         assert_eq!(parse(b"{\"msg\":\"a\"} trailing"), None);
+    }
+
+    #[test]
+    fn control_escapes_are_undone_and_mapped_back() {
+        let (plain, at) = unescape_control(b"a#012b#0x #177").unwrap();
+        assert_eq!(plain, b"a\nb#0x \x7f");
+        assert_eq!(at, vec![0, 1, 5, 6, 7, 8, 9, 10, 14]);
+        assert!(unescape_control(b"no escapes #999 here").is_none());
     }
 
     #[test]
