@@ -502,7 +502,8 @@ mod tests {
         let tok = gh_token();
         let inner = format!("GITHUB_TOKEN={tok}");
         let line1 = format!("config: {}\n", b64(&inner));
-        let url = format!("token%3D{tok}%26scope%3Drepo");
+        // The token's first letter percent-encoded too: only URL-decoding reveals it.
+        let url = format!("token%3D%67{}%26scope%3Drepo", &tok[1..]);
         let line2 = format!("blob: {}\n", b64(&format!("next={url} ok")));
         let hay = format!("{line1}{line2}");
         let direct = e.scan_block(&mut s, hay.as_bytes()).expect("scan");
