@@ -80,6 +80,9 @@ pub struct KnownEntry {
     pub anchors: Vec<u32>,
     /// HMAC-SHA256 of the span, first 16 bytes, hex.
     pub mac: String,
+    /// Whether the span contains a newline (else stream mode settles it at every newline).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub newline: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -257,6 +260,7 @@ impl KnownSet {
                     len: span.len() as u32,
                     anchors: (0..n).map(|j| anchor_hash(k, window_at(span, j))).collect(),
                     mac: hex::encode(mac_of(&key, span)),
+                    newline: span.contains(&b'\n'),
                 });
             }
         }
@@ -312,6 +316,7 @@ pub struct KnownMatcher {
     /// Anchor hash → (entry, offset of the anchor in the span).
     table: HashMap<u32, Vec<(u32, u8)>>,
     max_len: usize,
+    line_local: bool,
 }
 
 impl fmt::Debug for KnownMatcher {
@@ -344,7 +349,9 @@ impl KnownMatcher {
             }
         }
         let max_len = set.entries.iter().map(|e| e.len as usize).max().unwrap_or(0);
+        let line_local = !set.entries.iter().any(|e| e.newline);
         KnownMatcher {
+            line_local,
             set,
             key,
             k,
@@ -368,6 +375,11 @@ impl KnownMatcher {
         self.stride
     }
 
+    /// No entry spans a newline: an occurrence lies within one line.
+    pub fn line_local(&self) -> bool {
+        self.line_local
+    }
+
     /// Longest span of any entry.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -384,7 +396,7 @@ impl KnownMatcher {
         out: &mut Vec<Candidate>,
     ) -> u64 {
         let s = self.stride as u64;
-        let mut q = from.div_ceil(s) * s;
+        let mut q = from.max(base).div_ceil(s) * s;
         let total = base + hay.len() as u64;
         if self.set.entries.is_empty() {
             return (total + 1).div_ceil(s) * s;

@@ -489,8 +489,14 @@ impl<'e> StreamScanner<'e> {
             .matcher
             .anchors(&self.buf, self.base, k.next, &mut k.candidates);
         let (buf, base, matcher) = (&self.buf, self.base, &k.matcher);
+        // With no stored form holding a newline, a candidate across a line end cannot match, and
+        // nothing can still start before the last newline: complete lines settle at once.
+        let line_end = if matcher.line_local() { self.line_end } else { 0 };
         let hits = &mut k.hits;
         k.candidates.retain(|c| {
+            if c.start < line_end && c.end > line_end {
+                return false;
+            }
             if c.end > total {
                 return !eof;
             }
@@ -503,7 +509,10 @@ impl<'e> StreamScanner<'e> {
             }
             false
         });
-        let untested = k.next.saturating_sub(k.matcher.stride() as u64 - 1);
+        let untested = k
+            .next
+            .saturating_sub(k.matcher.stride() as u64 - 1)
+            .max(line_end);
         k.settled = if eof {
             u64::MAX
         } else {
