@@ -31,8 +31,8 @@ fn main() {
             .expect("rule file names should be UTF-8")
             .to_string();
         let text = fs::read_to_string(f).expect("rule files should be readable UTF-8");
-        let doc: toml::Value = toml::from_str(&text)
-            .unwrap_or_else(|e| panic!("rules/{name}: {}", e.message()));
+        let doc: toml::Value =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("rules/{name}: {}", e.message()));
         let Some(list) = doc.get("rule").and_then(|r| r.as_array()) else {
             continue;
         };
@@ -42,9 +42,14 @@ fn main() {
                 .get("pattern")
                 .and_then(|v| v.as_str())
                 .unwrap_or_else(|| panic!("rules/{name}: rule {id} has no pattern"));
-            let info = pattern::analyze(pat)
-                .unwrap_or_else(|e| panic!("rules/{name}: rule {id}: {e}"));
-            for a in spec.get("allow").and_then(|v| v.as_array()).into_iter().flatten() {
+            let info =
+                pattern::analyze(pat).unwrap_or_else(|e| panic!("rules/{name}: rule {id}: {e}"));
+            for a in spec
+                .get("allow")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
                 let a = a.as_str().unwrap_or_default();
                 if let Err(e) = pattern::byte_regex(a) {
                     panic!("rules/{name}: rule {id}: allow regex {a:?} does not compile: {e}");

@@ -62,14 +62,17 @@ pub fn load(path: &Path) -> Result<KnownSet, FingerprintFileError> {
             found: head.guard_fingerprints,
         });
     }
-    let f: FileFormat = serde_json::from_slice(&bytes).map_err(|e| FingerprintFileError::Damaged {
-        path: path.to_path_buf(),
-        why: format!("malformed at line {} column {}", e.line(), e.column()),
-    })?;
-    f.set.validate().map_err(|why| FingerprintFileError::Damaged {
-        path: path.to_path_buf(),
-        why,
-    })?;
+    let f: FileFormat =
+        serde_json::from_slice(&bytes).map_err(|e| FingerprintFileError::Damaged {
+            path: path.to_path_buf(),
+            why: format!("malformed at line {} column {}", e.line(), e.column()),
+        })?;
+    f.set
+        .validate()
+        .map_err(|why| FingerprintFileError::Damaged {
+            path: path.to_path_buf(),
+            why,
+        })?;
     Ok(f.set)
 }
 

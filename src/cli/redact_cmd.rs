@@ -92,7 +92,9 @@ One trailing newline is dropped. Values shorter than 8 bytes are refused. The fi
         version: u32,
     },
     /// Add many values at once: lines `NAME<TAB>VALUE` on stdin (a CI job's masked variables)
-    #[command(after_help = "Example:\n  env | grep ^DEPLOY_ | tr = '\\t' | guard fingerprint add-many --file ci.fp")]
+    #[command(
+        after_help = "Example:\n  env | grep ^DEPLOY_ | tr = '\\t' | guard fingerprint add-many --file ci.fp"
+    )]
     AddMany {
         #[arg(long, value_name = "FP")]
         file: PathBuf,
@@ -140,7 +142,10 @@ pub fn run_fingerprint(c: FingerprintCmd) -> anyhow::Result<i32> {
             zero(&mut value);
             fingerprint::save(&file, &set)?;
             let n = set.entries().iter().filter(|e| e.id == name).count();
-            eprintln!("guard: {name}: {n} fingerprints written to {}", file.display());
+            eprintln!(
+                "guard: {name}: {n} fingerprints written to {}",
+                file.display()
+            );
             Ok(0)
         }
         FingerprintCmd::AddMany { file } => {
@@ -168,13 +173,19 @@ pub fn run_fingerprint(c: FingerprintCmd) -> anyhow::Result<i32> {
             }
             zero(&mut input);
             fingerprint::save(&file, &set)?;
-            eprintln!("guard: {added} values fingerprinted into {}", file.display());
+            eprintln!(
+                "guard: {added} values fingerprinted into {}",
+                file.display()
+            );
             Ok(0)
         }
         FingerprintCmd::List { file } => {
             let set = fingerprint::load(&file)?;
-            let mut names: Vec<(&str, u32)> =
-                set.entries().iter().map(|e| (e.id.as_str(), e.version)).collect();
+            let mut names: Vec<(&str, u32)> = set
+                .entries()
+                .iter()
+                .map(|e| (e.id.as_str(), e.version))
+                .collect();
             names.dedup();
             let mut out = io::stdout().lock();
             for (n, v) in names {
@@ -261,7 +272,10 @@ impl Events {
         };
         if let Err(err) = res {
             if !self.warned && !self.quiet {
-                eprintln!("guard: warning: leak event for {} not recorded: {err}", ev.secret);
+                eprintln!(
+                    "guard: warning: leak event for {} not recorded: {err}",
+                    ev.secret
+                );
             }
             self.warned = true;
         }
@@ -303,9 +317,21 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
         let stdin = io::stdin();
         let mut input = stdin.lock();
         let mut out = io::stdout().lock();
-        copy_redacted(&engine, known.as_ref(), opts, &mut input, &mut out, "redact:stdin", &mut events)?
+        copy_redacted(
+            &engine,
+            known.as_ref(),
+            opts,
+            &mut input,
+            &mut out,
+            "redact:stdin",
+            &mut events,
+        )?
     };
-    Ok(if a.fail_on_redact && redacted > 0 { 1 } else { 0 })
+    Ok(if a.fail_on_redact && redacted > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 /// Streams `input` to `out` through a redactor; returns how many replacements were written.

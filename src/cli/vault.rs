@@ -75,7 +75,9 @@ enum VaultCmd {
         context: Option<String>,
     },
     /// Export the fingerprints of every stored value (every version) for `guard redact`
-    #[command(after_help = "Example:\n  guard vault fingerprints --file ~/.config/guard/vault.fp\n  app 2>&1 | guard redact --fingerprints ~/.config/guard/vault.fp\n\nThe file holds keyed hashes, never a value (created 0600); values shorter than 8 bytes\ncannot be fingerprinted and are listed.")]
+    #[command(
+        after_help = "Example:\n  guard vault fingerprints --file ~/.config/guard/vault.fp\n  app 2>&1 | guard redact --fingerprints ~/.config/guard/vault.fp\n\nThe file holds keyed hashes, never a value (created 0600); values shorter than 8 bytes\ncannot be fingerprinted and are listed."
+    )]
     Fingerprints {
         /// Where to write the fingerprint file
         #[arg(long, value_name = "FP")]

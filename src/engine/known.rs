@@ -150,8 +150,14 @@ pub fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
         }
     };
     for (enc, engine) in [
-        (Encoding::Base64, &base64::engine::general_purpose::STANDARD_NO_PAD),
-        (Encoding::Base64Url, &base64::engine::general_purpose::URL_SAFE_NO_PAD),
+        (
+            Encoding::Base64,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+        ),
+        (
+            Encoding::Base64Url,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ),
     ] {
         for align in 0..3usize {
             // The value preceded by `align` bytes: the characters that depend only on the value
@@ -166,8 +172,16 @@ pub fn encodings(value: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
             }
         }
     }
-    push(&mut out, Encoding::HexLower, hex::encode(value).into_bytes());
-    push(&mut out, Encoding::HexUpper, hex::encode_upper(value).into_bytes());
+    push(
+        &mut out,
+        Encoding::HexLower,
+        hex::encode(value).into_bytes(),
+    );
+    push(
+        &mut out,
+        Encoding::HexUpper,
+        hex::encode_upper(value).into_bytes(),
+    );
     let mut url = Vec::with_capacity(value.len() * 3);
     for &b in value {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -211,7 +225,8 @@ impl KnownSet {
         for (i, e) in self.entries.iter().enumerate() {
             let mut m = [0u8; 16];
             let bad = |what: &str| format!("entry {} ({}): {what}", i + 1, e.id);
-            hex::decode_to_slice(&e.mac, &mut m).map_err(|_| bad("the MAC is not 32 hex digits"))?;
+            hex::decode_to_slice(&e.mac, &mut m)
+                .map_err(|_| bad("the MAC is not 32 hex digits"))?;
             let len = e.len as usize;
             if !(MIN_VALUE_LEN..=MAX_PIECE).contains(&len) {
                 return Err(bad("length out of range"));
@@ -348,7 +363,12 @@ impl KnownMatcher {
                 table.entry(h).or_default().push((i as u32, j as u8));
             }
         }
-        let max_len = set.entries.iter().map(|e| e.len as usize).max().unwrap_or(0);
+        let max_len = set
+            .entries
+            .iter()
+            .map(|e| e.len as usize)
+            .max()
+            .unwrap_or(0);
         let line_local = !set.entries.iter().any(|e| e.newline);
         KnownMatcher {
             line_local,
@@ -478,7 +498,10 @@ mod tests {
     #[test]
     fn refuses_short_values_and_empty_names() {
         let mut s = KnownSet::new([1; 32]);
-        assert_eq!(s.add("a", 1, b"short"), Err(KnownError::TooShort { len: 5 }));
+        assert_eq!(
+            s.add("a", 1, b"short"),
+            Err(KnownError::TooShort { len: 5 })
+        );
         assert_eq!(s.add("", 1, VALUE), Err(KnownError::EmptyId));
         assert!(s.is_empty());
     }
@@ -522,7 +545,11 @@ mod tests {
                 }
             }
         }
-        let hexed = format!("hex={} HEX={}", hex::encode(VALUE), hex::encode_upper(VALUE));
+        let hexed = format!(
+            "hex={} HEX={}",
+            hex::encode(VALUE),
+            hex::encode_upper(VALUE)
+        );
         let kinds: Vec<_> = found(&m, hexed.as_bytes()).iter().map(|h| h.1).collect();
         assert_eq!(kinds, vec![Encoding::HexLower, Encoding::HexUpper]);
         let q = "https://x/?t=fake-Stored-Value%2F42%2Bxyz&a=1";
@@ -533,8 +560,13 @@ mod tests {
     fn json_escaped_and_long_values() {
         let v = b"line one \"quoted\"\n\tsecret-part-9f8e7d";
         let m = set_with(&[("multi", v)]);
-        let doc = format!("{{\"v\":{}}}", serde_json::to_string(std::str::from_utf8(v).unwrap()).unwrap());
-        assert!(found(&m, doc.as_bytes()).iter().any(|h| h.1 == Encoding::JsonEscaped));
+        let doc = format!(
+            "{{\"v\":{}}}",
+            serde_json::to_string(std::str::from_utf8(v).unwrap()).unwrap()
+        );
+        assert!(found(&m, doc.as_bytes())
+            .iter()
+            .any(|h| h.1 == Encoding::JsonEscaped));
         // A value longer than a piece is found piece by piece, covering all of it.
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let long: Vec<u8> = (0..MAX_PIECE * 2 + 100)
@@ -548,7 +580,10 @@ mod tests {
         let m = set_with(&[("pem", &long)]);
         let mut hay = b"prefix ".to_vec();
         hay.extend_from_slice(&long);
-        let raw: Vec<_> = found(&m, &hay).into_iter().filter(|h| h.1 == Encoding::Raw).collect();
+        let raw: Vec<_> = found(&m, &hay)
+            .into_iter()
+            .filter(|h| h.1 == Encoding::Raw)
+            .collect();
         assert_eq!(raw.len(), 3);
         assert_eq!(raw[0].2, 7);
         assert_eq!(raw.last().unwrap().3, hay.len());

@@ -14,10 +14,10 @@
 //! while a pending match or window needs them, at most [`Engine::max_holdback`] plus one chunk,
 //! with an open window capped at [`STREAM_HOLD_CAP`] before it is searched with a horizon.
 
+use super::known::{Candidate, KnownHit, KnownMatcher};
 #[cfg(feature = "hyperscan")]
 use super::windows::hit_recorder;
 use super::windows::{add_window, merge_windows, split_at};
-use super::known::{Candidate, KnownHit, KnownMatcher};
 use super::{Engine, EngineError, LineCursor, Match, RuleIndex, Scratch, CONTEXT};
 use std::sync::Arc;
 
@@ -491,7 +491,11 @@ impl<'e> StreamScanner<'e> {
         let (buf, base, matcher) = (&self.buf, self.base, &k.matcher);
         // With no stored form holding a newline, a candidate across a line end cannot match, and
         // nothing can still start before the last newline: complete lines settle at once.
-        let line_end = if matcher.line_local() { self.line_end } else { 0 };
+        let line_end = if matcher.line_local() {
+            self.line_end
+        } else {
+            0
+        };
         let hits = &mut k.hits;
         k.candidates.retain(|c| {
             if c.start < line_end && c.end > line_end {

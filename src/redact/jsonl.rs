@@ -96,7 +96,8 @@ impl JsonLines<'_> {
     ) -> Result<(), RedactError> {
         match v {
             Value::String(s) => {
-                let (out, l) = redact_bytes(self.engine, self.known.clone(), &self.opts, s.as_bytes())?;
+                let (out, l) =
+                    redact_bytes(self.engine, self.known.clone(), &self.opts, s.as_bytes())?;
                 if !l.is_empty() {
                     *s = String::from_utf8(out)
                         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());

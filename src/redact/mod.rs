@@ -397,7 +397,10 @@ mod tests {
     #[test]
     fn rule_hits_and_known_values_are_replaced_bytes_elsewhere_kept() {
         let k = known(&[("api", b"fake-secret-123"), ("db", b"pw-xyz-long")]);
-        let input = format!("a fake-secret-123 b pw-xyz-long\n#\x00 token={} end\r\n", ghp());
+        let input = format!(
+            "a fake-secret-123 b pw-xyz-long\n#\x00 token={} end\r\n",
+            ghp()
+        );
         let mut bytes = input.into_bytes();
         bytes[32] = 0xff; // invalid UTF-8 stays as is
         let out = run(Some(k), &[&bytes]);
@@ -406,7 +409,13 @@ mod tests {
         want.extend_from_slice(b" token=[REDACTED:github.pat_classic] end\r\n");
         assert_eq!(out, want);
         // A near miss is not redacted.
-        assert_eq!(run(Some(known(&[("api", b"fake-secret-123")])), &[b"fake-secret-124"]), b"fake-secret-124");
+        assert_eq!(
+            run(
+                Some(known(&[("api", b"fake-secret-123")])),
+                &[b"fake-secret-124"]
+            ),
+            b"fake-secret-124"
+        );
     }
 
     #[test]

@@ -74,7 +74,12 @@ impl Parser<'_> {
         self.walk_object(&mut Vec::new(), on, 0)
     }
 
-    fn walk_object<'k>(&mut self, path: &mut Vec<Vec<u8>>, on: &mut OnString, depth: usize) -> Option<()> {
+    fn walk_object<'k>(
+        &mut self,
+        path: &mut Vec<Vec<u8>>,
+        on: &mut OnString,
+        depth: usize,
+    ) -> Option<()> {
         if depth > 32 {
             return None;
         }
@@ -137,7 +142,8 @@ impl Parser<'_> {
             _ => {
                 // number, true, false, null
                 let start = self.i;
-                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || b"+-.".contains(&c)) {
+                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+                {
                     self.i += 1;
                 }
                 if self.i == start {
@@ -172,10 +178,14 @@ impl Parser<'_> {
                         b't' => out.push(b'\t'),
                         b'u' => {
                             let mut cp = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&cp) && self.s.get(self.i..self.i + 2) == Some(b"\\u") {
+                            if (0xD800..0xDC00).contains(&cp)
+                                && self.s.get(self.i..self.i + 2) == Some(b"\\u")
+                            {
                                 self.i += 2;
                                 let lo = self.hex4()?;
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF);
+                                cp = 0x10000
+                                    + ((cp - 0xD800) << 10)
+                                    + (lo.wrapping_sub(0xDC00) & 0x3FF);
                             }
                             let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
                             let mut b = [0u8; 4];
@@ -319,7 +329,8 @@ impl Rsyslog<'_> {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = std::io::Read::take(&mut *input, MAX_LINE as u64).read_until(b'\n', &mut line)?;
+            let n =
+                std::io::Read::take(&mut *input, MAX_LINE as u64).read_until(b'\n', &mut line)?;
             if n == 0 {
                 return Ok(());
             }
@@ -359,7 +370,10 @@ mod tests {
     fn parses_bytes_with_escapes_and_invalid_utf8() {
         let line = b"{ \"msg\": \" a\\\"b\\n\xff\xfe \\u00e9\\ud83d\\ude00\", \"n\": 5, \"x\": [1, {\"msg\": \"inner\"}], \"$!\": { \"guard_nonce\": \"AB12\" } }";
         let m = parse(line).expect("parses");
-        assert_eq!(m.msg.as_deref(), Some(&b" a\"b\n\xff\xfe \xc3\xa9\xf0\x9f\x98\x80"[..]));
+        assert_eq!(
+            m.msg.as_deref(),
+            Some(&b" a\"b\n\xff\xfe \xc3\xa9\xf0\x9f\x98\x80"[..])
+        );
         assert_eq!(m.nonce.as_deref(), Some(&b"AB12"[..]));
         assert_eq!(parse(b"{\"msg\": \"unterminated}"), None);
         assert_eq!(parse(b"[1,2]"), None);

@@ -52,9 +52,7 @@ impl Spool {
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
-            })?;
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
         Some(state.join("guard/leaks"))
     }
 
@@ -154,7 +152,12 @@ mod tests {
             at: now_secs(),
         };
         assert!(s.record(&e).unwrap());
-        assert!(!s.record(&LeakEvent { offset: 99, ..e.clone() }).unwrap());
+        assert!(!s
+            .record(&LeakEvent {
+                offset: 99,
+                ..e.clone()
+            })
+            .unwrap());
         assert!(s
             .record(&LeakEvent {
                 encoding: "raw".into(),
@@ -166,7 +169,10 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].1, e);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&events[0].0).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&events[0].0)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -342,7 +342,12 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
     let (e2, k2) = (engine.clone(), known.clone());
     let threads = vec![
         std::thread::spawn(move || {
-            redact_output(engine, known, std::fs::File::from(out_r), std::fs::File::from(out))
+            redact_output(
+                engine,
+                known,
+                std::fs::File::from(out_r),
+                std::fs::File::from(out),
+            )
         }),
         std::thread::spawn(move || {
             redact_output(e2, k2, std::fs::File::from(err_r), std::fs::File::from(err))

@@ -3,9 +3,11 @@
 //!
 //! Labels: `corpus/<case>.expected` lines `rule.id LINE` are the positives. Every other non-blank
 //! line of `<case>.txt` that does not start with `#` is a labelled negative. A finding is a true
-//! positive when a label names its rule and start line; any other finding is a false positive (on
-//! a negative line, or of another rule on a labelled line); a label with no finding of its rule on
-//! its line is a miss. Findings are taken from `guard scan -f jsonl` of the corpus directory (the
+//! positive when a label names its rule and start line, and a false positive on any line that
+//! carries no label. A finding of another rule on a labelled line is neither: the leaked line was
+//! caught, under another name (several families cover the same file shapes: `.npmrc`, docker
+//! auths, wp-config), and it is listed for curation. A label is a miss when nothing at all was
+//! found on its line. Findings are taken from `guard scan -f jsonl` of the corpus directory (the
 //! file path a user runs, encoded-content decoding included).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,6 +108,23 @@ fn findings() -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// Rules declared `confidence = "low"` (generic detectors): their precision is held by the
+/// overall floor, not a per-rule one (`guard scan --min-confidence medium` drops them).
+fn low_confidence_rules() -> BTreeSet<String> {
+    let out = Command::cargo_bin("guard")
+        .expect("the guard binary should be built")
+        .args(["rules", "list", "-f", "json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rules list JSON");
+    v.as_array()
+        .expect("a list of rules")
+        .iter()
+        .filter(|r| r["confidence"] == "low")
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
 #[derive(Default, Clone, Copy)]
 struct Score {
     tp: u64,
@@ -179,29 +198,41 @@ fn score(
     let mut wrong = Vec::new();
     let by_case: BTreeMap<&str, &Case> = cases.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut hit: BTreeSet<(&str, &str, u64)> = BTreeSet::new();
+    let mut lines_hit: BTreeSet<(&str, u64)> = BTreeSet::new();
     for (file, rule, line) in found {
         let Some(case) = by_case.get(file.as_str()) else {
             continue; // .expected and thresholds.toml are not cases
         };
         let s = per.entry(rule.clone()).or_default();
+        lines_hit.insert((file.as_str(), *line));
         if case.positives.contains(&(rule.clone(), *line)) {
             if hit.insert((file, rule, *line)) {
                 s.tp += 1;
             }
+        } else if case.positives.iter().any(|(_, l)| l == line) {
+            wrong.push(format!(
+                "{file}:{line} {rule} (another rule on a labelled line)"
+            ));
         } else {
             s.fp += 1;
             let why = if case.negatives.contains(line) {
                 "negative line"
             } else {
-                "no such label"
+                "unlabelled line"
             };
             wrong.push(format!("{file}:{line} {rule} ({why})"));
         }
     }
     for c in cases {
         for (rule, line) in &c.positives {
-            if !hit.contains(&(c.name.as_str(), rule.as_str(), *line)) {
-                per.entry(rule.clone()).or_default().missed += 1;
+            let s = per.entry(rule.clone()).or_default();
+            if hit.contains(&(c.name.as_str(), rule.as_str(), *line)) {
+                continue;
+            }
+            if lines_hit.contains(&(c.name.as_str(), *line)) {
+                s.tp += 1; // caught by another rule
+            } else {
+                s.missed += 1;
                 wrong.push(format!("{}:{line} {rule} (missed)", c.name));
             }
         }
@@ -255,6 +286,8 @@ fn corpus_recall_and_precision_meet_thresholds() {
         total.precision(),
         th.overall.precision,
     );
+    let low = low_confidence_rules();
+    assert!(low.len() < per.len(), "rules list gave confidences");
     for (rule, s) in &per {
         let own = th.rule.get(rule).copied().unwrap_or(Floors {
             recall: None,
@@ -266,7 +299,8 @@ fn corpus_recall_and_precision_meet_thresholds() {
                 .map_or(th.per_rule.recall, |r| r.max(th.per_rule.recall));
             floor(format!("{rule} recall"), s.recall(), Some(min));
         }
-        if s.tp + s.fp >= th.per_rule.min_samples || own.precision.is_some() {
+        let judged = !low.contains(rule) && s.tp + s.fp >= th.per_rule.min_samples;
+        if judged || own.precision.is_some() {
             let min = own
                 .precision
                 .map_or(th.per_rule.precision, |p| p.max(th.per_rule.precision));
@@ -281,7 +315,7 @@ fn corpus_recall_and_precision_meet_thresholds() {
     );
 }
 
-/// The scorer itself: a miss, a false positive on a negative line, and a wrong rule on a label.
+/// The scorer itself: a miss, a false positive on a negative line, and another rule on a label.
 #[test]
 fn quality_scoring_counts_misses_and_false_positives() {
     let cases = vec![Case {
@@ -298,19 +332,26 @@ fn quality_scoring_counts_misses_and_false_positives() {
     ];
     let (per, wrong) = score(&cases, &found);
     let a = per["a.x"];
-    assert_eq!((a.tp, a.fp, a.missed), (1, 0, 1));
+    assert_eq!(
+        (a.tp, a.fp, a.missed),
+        (2, 0, 0),
+        "line 4 was caught by b.y"
+    );
     let b = per["b.y"];
-    assert_eq!((b.tp, b.fp, b.missed), (0, 2, 0));
+    assert_eq!((b.tp, b.fp, b.missed), (0, 1, 0));
     assert_eq!(b.precision(), 0.0);
-    assert_eq!(a.recall(), 0.5);
+    assert_eq!(a.recall(), 1.0);
     assert_eq!(
         wrong,
         [
             "c.txt:3 b.y (negative line)",
-            "c.txt:4 b.y (no such label)",
-            "c.txt:4 a.x (missed)"
+            "c.txt:4 b.y (another rule on a labelled line)",
         ]
     );
+    // Nothing on a labelled line is a miss.
+    let (per, wrong) = score(&cases, &found[..1]);
+    assert_eq!(per["a.x"].missed, 1);
+    assert_eq!(wrong, ["c.txt:4 a.x (missed)"]);
 }
 
 /// The corpus is big enough for the figures above to mean something (issue 10: >= 500 labelled

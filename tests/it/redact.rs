@@ -153,11 +153,21 @@ fn rule_hit_replaced_every_other_byte_identical() {
     let want = replace_all(&input, tok.as_bytes(), gh_redacted().as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "stderr: {}", lossy(&out.stderr));
-    assert_eq!(out.stdout, want, "\n got: {:?}\nwant: {:?}", lossy(&out.stdout), lossy(&want));
+    assert_eq!(
+        out.stdout,
+        want,
+        "\n got: {:?}\nwant: {:?}",
+        lossy(&out.stdout),
+        lossy(&want)
+    );
 
     // Clean binary input passes byte for byte (every byte value, NUL and CR included).
     let all: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let out = guard().arg("redact").write_stdin(all.clone()).output().expect("runs");
+    let out = guard()
+        .arg("redact")
+        .write_stdin(all.clone())
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout == all, "clean binary input changed");
 }
@@ -187,7 +197,11 @@ fn fail_on_redact_exit_codes() {
     let secret = format!("x {tok}\n");
     let clean = "nothing to see here\n";
     let code = |args: &[&str], input: &str| {
-        let o = guard().args(args).write_stdin(input.to_string()).output().expect("runs");
+        let o = guard()
+            .args(args)
+            .write_stdin(input.to_string())
+            .output()
+            .expect("runs");
         (o.status.code(), o.stdout)
     };
     let (c, out) = code(&["redact", "--fail-on-redact"], &secret);
@@ -278,7 +292,10 @@ fn known_matcher() -> Arc<KnownMatcher> {
 enum Enc {
     Raw,
     /// Inside a larger base64 blob: the value starts at byte `3n + align` of the blob's plaintext.
-    B64 { url: bool, align: usize },
+    B64 {
+        url: bool,
+        align: usize,
+    },
     HexLower,
     HexUpper,
     Url,
@@ -287,12 +304,30 @@ enum Enc {
 
 const ENCS: [Enc; 11] = [
     Enc::Raw,
-    Enc::B64 { url: false, align: 0 },
-    Enc::B64 { url: false, align: 1 },
-    Enc::B64 { url: false, align: 2 },
-    Enc::B64 { url: true, align: 0 },
-    Enc::B64 { url: true, align: 1 },
-    Enc::B64 { url: true, align: 2 },
+    Enc::B64 {
+        url: false,
+        align: 0,
+    },
+    Enc::B64 {
+        url: false,
+        align: 1,
+    },
+    Enc::B64 {
+        url: false,
+        align: 2,
+    },
+    Enc::B64 {
+        url: true,
+        align: 0,
+    },
+    Enc::B64 {
+        url: true,
+        align: 1,
+    },
+    Enc::B64 {
+        url: true,
+        align: 2,
+    },
     Enc::HexLower,
     Enc::HexUpper,
     Enc::Url,
@@ -400,14 +435,19 @@ fn build(segs: &[Seg]) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 fn redact_lib(input: &[u8]) -> Vec<u8> {
-    redact_bytes(engine(), Some(known_matcher()), &RedactOptions::default(), input)
-        .expect("redacts")
-        .0
+    redact_bytes(
+        engine(),
+        Some(known_matcher()),
+        &RedactOptions::default(),
+        input,
+    )
+    .expect("redacts")
+    .0
 }
 
 fn redact_chunked(input: &[u8], sizes: &[usize]) -> Vec<u8> {
-    let mut r = Redactor::new(engine(), Some(known_matcher()), RedactOptions::default())
-        .expect("redactor");
+    let mut r =
+        Redactor::new(engine(), Some(known_matcher()), RedactOptions::default()).expect("redactor");
     let mut out = Vec::new();
     let mut i = 0;
     let mut k = 0;
@@ -477,7 +517,11 @@ proptest! {
 }
 
 /// Writes `input` to the child's stdin in the given chunk sizes with small pauses.
-fn feed_slowly(child: &mut Child, input: Vec<u8>, sizes: Vec<usize>) -> std::thread::JoinHandle<()> {
+fn feed_slowly(
+    child: &mut Child,
+    input: Vec<u8>,
+    sizes: Vec<usize>,
+) -> std::thread::JoinHandle<()> {
     let mut stdin = child.stdin.take().expect("stdin");
     std::thread::spawn(move || {
         let mut i = 0;
@@ -536,7 +580,14 @@ const VALUE: &str = "Fake-DB-pass/w0rd+\"quoted\" & 100% NOT-REAL";
 /// `guard fingerprint add NAME --file FP [--version V]` with `value` on stdin.
 fn fp_add(fp: &Path, name: &str, version: u32, value: &[u8]) -> std::process::Output {
     guard()
-        .args(["fingerprint", "add", name, "--version", &version.to_string(), "--file"])
+        .args([
+            "fingerprint",
+            "add",
+            name,
+            "--version",
+            &version.to_string(),
+            "--file",
+        ])
         .arg(fp)
         .write_stdin(value.to_vec())
         .output()
@@ -575,17 +626,30 @@ fn fingerprint_cli_file_0600_no_value_and_every_encoding_redacted() {
     assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
     let body = std::fs::read(&fp).expect("read");
     for f in forms(VALUE.as_bytes()) {
-        assert!(!contains(&body, &f), "the fingerprint file contains {:?}", lossy(&f));
+        assert!(
+            !contains(&body, &f),
+            "the fingerprint file contains {:?}",
+            lossy(&f)
+        );
     }
-    let list = guard().args(["fingerprint", "list", "--file"]).arg(&fp).output().expect("runs");
+    let list = guard()
+        .args(["fingerprint", "list", "--file"])
+        .arg(&fp)
+        .output()
+        .expect("runs");
     assert_eq!(list.status.code(), Some(0));
-    assert!(lossy(&list.stdout).contains("db-password"), "{}", lossy(&list.stdout));
+    assert!(
+        lossy(&list.stdout).contains("db-password"),
+        "{}",
+        lossy(&list.stdout)
+    );
 
     // One line per encoding, each inside other text.
     let mut input = Vec::new();
     let mut cores = Vec::new();
     for (i, e) in ENCS.iter().enumerate() {
-        let (text, core) = plant(VALUE.as_bytes(), *e, format!("pad{i}-").as_bytes()).expect("utf-8");
+        let (text, core) =
+            plant(VALUE.as_bytes(), *e, format!("pad{i}-").as_bytes()).expect("utf-8");
         input.extend_from_slice(format!("line {i} {e:?}: ").as_bytes());
         input.extend_from_slice(&text);
         input.extend_from_slice(b" end\n");
@@ -602,7 +666,12 @@ fn fingerprint_cli_file_0600_no_value_and_every_encoding_redacted() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(0), "{}", lossy(&out.stderr));
     for f in forms(VALUE.as_bytes()).iter().chain(&cores) {
-        assert!(!contains(&out.stdout, f), "{:?} survived:\n{}", lossy(f), lossy(&out.stdout));
+        assert!(
+            !contains(&out.stdout, f),
+            "{:?} survived:\n{}",
+            lossy(f),
+            lossy(&out.stdout)
+        );
     }
     for (i, line) in lossy(&out.stdout).lines().enumerate() {
         assert!(line.contains("[REDACTED:db-password]"), "line {i}: {line}");
@@ -619,7 +688,10 @@ fn fingerprint_short_value_refused() {
         let out = fp_add(&fp, "short", 1, v);
         assert_ne!(out.status.code(), Some(0), "{:?} accepted", lossy(v));
         let err = lossy(&out.stderr);
-        assert!(err.contains("shorter than 8") || err.contains("too short"), "no reason: {err}");
+        assert!(
+            err.contains("shorter than 8") || err.contains("too short"),
+            "no reason: {err}"
+        );
         assert!(!fp.exists(), "a file was written for a refused value");
     }
     assert_eq!(fp_add(&fp, "ok", 1, b"12345678\n").status.code(), Some(0));
@@ -629,7 +701,10 @@ fn fingerprint_short_value_refused() {
 fn bad_fingerprint_files_refused_nothing_passed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.fp");
-    assert_eq!(fp_add(&good, "db", 1, VALUE.as_bytes()).status.code(), Some(0));
+    assert_eq!(
+        fp_add(&good, "db", 1, VALUE.as_bytes()).status.code(),
+        Some(0)
+    );
     let good_body = std::fs::read_to_string(&good).expect("read");
     let mut v: serde_json::Value = serde_json::from_str(&good_body).expect("json");
     v["guard_fingerprints"] = 2.into();
@@ -637,11 +712,27 @@ fn bad_fingerprint_files_refused_nothing_passed() {
     let mut damaged: serde_json::Value = serde_json::from_str(&good_body).expect("json");
     damaged["set"]["entries"][0]["mac"] = "zz".into();
     let cases: Vec<(&str, String, &[&str])> = vec![
-        ("corrupt", good_body[..good_body.len() / 2].to_string(), &["not a guard fingerprint file", "damaged"]),
-        ("garbage", "\u{0}\u{1}not json at all".into(), &["not a guard fingerprint file"]),
-        ("foreign", r#"{"name": "something else", "entries": []}"#.into(), &["not a guard fingerprint file"]),
+        (
+            "corrupt",
+            good_body[..good_body.len() / 2].to_string(),
+            &["not a guard fingerprint file", "damaged"],
+        ),
+        (
+            "garbage",
+            "\u{0}\u{1}not json at all".into(),
+            &["not a guard fingerprint file"],
+        ),
+        (
+            "foreign",
+            r#"{"name": "something else", "entries": []}"#.into(),
+            &["not a guard fingerprint file"],
+        ),
         ("version", v2, &["format 2"]),
-        ("damaged", serde_json::to_string(&damaged).expect("json"), &["damaged"]),
+        (
+            "damaged",
+            serde_json::to_string(&damaged).expect("json"),
+            &["damaged"],
+        ),
     ];
     let tok = ghp("BadFingerprintFileToken");
     let input = format!("clean first line\n{VALUE}\nand {tok}\n");
@@ -651,13 +742,30 @@ fn bad_fingerprint_files_refused_nothing_passed() {
         for mode in [&[][..], &["--jsonl"][..], &["--", "cat"][..]] {
             let mut args = vec!["redact", "--fingerprints", fp.to_str().expect("utf-8 path")];
             args.extend(mode);
-            let out = guard().args(&args).write_stdin(input.clone()).output().expect("runs");
+            let out = guard()
+                .args(&args)
+                .write_stdin(input.clone())
+                .output()
+                .expect("runs");
             let err = lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{what} {mode:?}: {err}");
-            assert!(out.stdout.is_empty(), "{what} {mode:?}: stdout {:?}", lossy(&out.stdout));
-            assert!(err.contains(fp.to_str().unwrap()), "{what}: the error does not name the file: {err}");
-            assert!(reasons.iter().any(|r| err.contains(r)), "{what}: unclear error: {err}");
-            assert!(!err.contains(VALUE) && !err.contains(&tok), "{what}: the error quotes input");
+            assert!(
+                out.stdout.is_empty(),
+                "{what} {mode:?}: stdout {:?}",
+                lossy(&out.stdout)
+            );
+            assert!(
+                err.contains(fp.to_str().unwrap()),
+                "{what}: the error does not name the file: {err}"
+            );
+            assert!(
+                reasons.iter().any(|r| err.contains(r)),
+                "{what}: unclear error: {err}"
+            );
+            assert!(
+                !err.contains(VALUE) && !err.contains(&tok),
+                "{what}: the error quotes input"
+            );
         }
         // The rsyslog filter answers every message `{}` (no ack: quarantined).
         let out = guard()
@@ -673,7 +781,9 @@ fn bad_fingerprint_files_refused_nothing_passed() {
 }
 
 fn spool_events(dir: &Path) -> Vec<(Vec<u8>, serde_json::Value)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut v: Vec<_> = rd
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -691,7 +801,12 @@ fn spool_events(dir: &Path) -> Vec<(Vec<u8>, serde_json::Value)> {
 fn leak_events_for_known_values_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fp = dir.path().join("ci.fp");
-    assert_eq!(fp_add(&fp, "db-password", 3, VALUE.as_bytes()).status.code(), Some(0));
+    assert_eq!(
+        fp_add(&fp, "db-password", 3, VALUE.as_bytes())
+            .status
+            .code(),
+        Some(0)
+    );
     let spool = dir.path().join("spool");
     let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE);
     let input = format!("raw: {VALUE}\nb64: {b64}\nhex: {}\n", hex::encode(VALUE));
@@ -729,7 +844,10 @@ fn leak_events_for_known_values_only() {
         if with_fp {
             c.arg("--fingerprints").arg(&fp);
         }
-        let out = c.write_stdin(format!("token {tok}\n")).output().expect("runs");
+        let out = c
+            .write_stdin(format!("token {tok}\n"))
+            .output()
+            .expect("runs");
         assert_eq!(lossy(&out.stdout), format!("token {}\n", gh_redacted()));
         assert!(spool_events(&spool2).is_empty(), "an event for a rule hit");
     }
@@ -785,7 +903,12 @@ fn no_newline_256mib_in_bounded_memory() {
         }
         (n, bad)
     });
-    let chunk: Vec<u8> = PHRASE.iter().cycle().take(PHRASE.len() * 18_000).copied().collect();
+    let chunk: Vec<u8> = PHRASE
+        .iter()
+        .cycle()
+        .take(PHRASE.len() * 18_000)
+        .copied()
+        .collect();
     let mut stdin = child.stdin.take().expect("stdin");
     let mut sent = 0usize;
     let mut peak = 0u64;
@@ -793,7 +916,9 @@ fn no_newline_256mib_in_bounded_memory() {
     while sent < TOTAL {
         let off = sent % PHRASE.len();
         let n = (chunk.len() - PHRASE.len()).min(TOTAL - sent);
-        stdin.write_all(&chunk[off..off + n]).expect("guard takes its input");
+        stdin
+            .write_all(&chunk[off..off + n])
+            .expect("guard takes its input");
         sent += n;
         if sent >= next_probe {
             peak = peak.max(vm_hwm_kib(pid).unwrap_or(0));
@@ -833,14 +958,24 @@ fn max_hold_fails_closed_on_a_pending_match() {
             .output()
             .expect("runs");
         assert_eq!(out.status.code(), Some(0), "{}", lossy(&out.stderr));
-        assert!(!contains(&out.stdout, tok.as_bytes()), "the held token was passed");
-        assert!(!contains(&out.stdout, &tok.as_bytes()[4..]), "the held token's body was passed");
+        assert!(
+            !contains(&out.stdout, tok.as_bytes()),
+            "the held token was passed"
+        );
+        assert!(
+            !contains(&out.stdout, &tok.as_bytes()[4..]),
+            "the held token's body was passed"
+        );
         let text = lossy(&out.stdout);
         assert!(
             text.contains("[REDACTED:guard.overflow]") || text.contains(&gh_redacted()),
             "nothing redacted"
         );
-        assert!(text.starts_with("before\n") && text.ends_with("after\n"), "{}", &text[..200.min(text.len())]);
+        assert!(
+            text.starts_with("before\n") && text.ends_with("after\n"),
+            "{}",
+            &text[..200.min(text.len())]
+        );
     }
 }
 
@@ -851,7 +986,13 @@ fn max_hold_fails_closed_on_a_pending_match() {
 fn command_streams_redacted_separately_and_status_kept() {
     let tok = ghp("CommandOutputFakeToken");
     let out = guard()
-        .args(["redact", "--", "sh", "-c", "echo out $T; echo err $T >&2; echo out2"])
+        .args([
+            "redact",
+            "--",
+            "sh",
+            "-c",
+            "echo out $T; echo err $T >&2; echo out2",
+        ])
         .env("T", &tok)
         .output()
         .expect("runs");
@@ -886,13 +1027,19 @@ fn command_signal_and_missing_command() {
         .output()
         .expect("runs");
     assert!(
-        out.status.signal() == Some(libc::SIGTERM) || out.status.code() == Some(128 + libc::SIGTERM),
+        out.status.signal() == Some(libc::SIGTERM)
+            || out.status.code() == Some(128 + libc::SIGTERM),
         "status {:?}",
         out.status
     );
     assert_eq!(lossy(&out.stdout), "before\n");
     let out = guard()
-        .args(["redact", "--", "/nonexistent/guard-test-no-such-command", "x"])
+        .args([
+            "redact",
+            "--",
+            "/nonexistent/guard-test-no-such-command",
+            "x",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(127));
@@ -913,13 +1060,22 @@ fn jsonl_records() {
     invalid.extend_from_slice(b"\xff end");
     let clean = r#"{ "msg" : "nothing here \u00e9 \/", "z": 1e3, "a": [ ] }"#;
     let run = |args: &[&str], input: Vec<u8>| {
-        let out = guard().args(args).write_stdin(input).output().expect("runs");
+        let out = guard()
+            .args(args)
+            .write_stdin(input)
+            .output()
+            .expect("runs");
         assert_eq!(out.status.code(), Some(0), "{}", lossy(&out.stderr));
         out.stdout
     };
 
     let mut input = Vec::new();
-    for l in [secret_rec.as_bytes(), both.as_bytes(), &invalid[..], clean.as_bytes()] {
+    for l in [
+        secret_rec.as_bytes(),
+        both.as_bytes(),
+        &invalid[..],
+        clean.as_bytes(),
+    ] {
         input.extend_from_slice(l);
         input.push(b'\n');
     }
@@ -934,12 +1090,18 @@ fn jsonl_records() {
     let got: serde_json::Value = serde_json::from_slice(lines[1]).expect("valid JSON out");
     assert_eq!(got["detail"], format!("d {}", gh_redacted()));
     assert_eq!(got["n"], 1.5);
-    assert_eq!(lines[2], replace_all(&invalid, tok.as_bytes(), gh_redacted().as_bytes()));
+    assert_eq!(
+        lines[2],
+        replace_all(&invalid, tok.as_bytes(), gh_redacted().as_bytes())
+    );
     assert_eq!(lines[3], clean.as_bytes(), "a clean record was rewritten");
     assert!(lines[4].is_empty());
 
     // --field msg: only msg is redacted; the rest of the record is untouched.
-    let out = run(&["redact", "--jsonl", "--field", "msg"], format!("{both}\n{clean}\n").into_bytes());
+    let out = run(
+        &["redact", "--jsonl", "--field", "msg"],
+        format!("{both}\n{clean}\n").into_bytes(),
+    );
     let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
     let got: serde_json::Value = serde_json::from_slice(lines[0]).expect("valid JSON out");
     assert_eq!(got["msg"], format!("m {}", gh_redacted()));
@@ -989,14 +1151,23 @@ impl Rsyslogd {
         for (from, to) in [
             ("/usr/local/bin/guard", bin().to_string()),
             ("/var/cache/guard", cache_dir().display().to_string()),
-            ("/var/log/guard-redacted.log", d.join("out.log").display().to_string()),
-            ("/var/log/guard-quarantine.log", d.join("quarantine.log").display().to_string()),
+            (
+                "/var/log/guard-redacted.log",
+                d.join("out.log").display().to_string(),
+            ),
+            (
+                "/var/log/guard-quarantine.log",
+                d.join("quarantine.log").display().to_string(),
+            ),
             (
                 "string=\"%timereported:::date-rfc3339% %hostname% %syslogtag%%msg%\\n\"",
                 "string=\"%msg%\\n\"".to_string(),
             ),
         ] {
-            assert!(snippet.contains(from), "the shipped config no longer has {from}");
+            assert!(
+                snippet.contains(from),
+                "the shipped config no longer has {from}"
+            );
             snippet = snippet.replace(from, &to);
         }
         std::fs::write(d.join("guard-redact.conf"), snippet).expect("write");
@@ -1053,7 +1224,11 @@ impl Rsyslogd {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("rsyslogd exited: {st:?}\n{}", self.diagnostics());
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "no port file\n{}", self.diagnostics());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no port file\n{}",
+                self.diagnostics()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -1081,10 +1256,16 @@ impl Rsyslogd {
         let me = self.child.id().to_string();
         let mut v = Vec::new();
         for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // Field 4 (after the parenthesised command) is the parent pid.
-            let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
+            let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+                continue;
+            };
             if rest.split_whitespace().nth(1) != Some(me.as_str()) {
                 continue;
             }
@@ -1114,7 +1295,9 @@ fn rsyslogd_present() -> bool {
     if Path::new(RSYSLOGD).exists() {
         return true;
     }
-    eprintln!("SKIPPED: {RSYSLOGD} is absent (Debian package `rsyslog`; scripts/deps test installs it)");
+    eprintln!(
+        "SKIPPED: {RSYSLOGD} is absent (Debian package `rsyslog`; scripts/deps test installs it)"
+    );
     false
 }
 
@@ -1124,10 +1307,14 @@ fn rsyslogd_end_to_end_fail_closed() {
         return;
     }
     let mut rs = Rsyslogd::start("");
-    let toks: Vec<String> = (0..4).map(|i| ghp(&format!("RsyslogFakeToken{i}"))).collect();
+    let toks: Vec<String> = (0..4)
+        .map(|i| ghp(&format!("RsyslogFakeToken{i}")))
+        .collect();
     let mut s = rs.connect();
-    s.write_all(&syslog_line("clean-one nothing secret")).expect("send");
-    s.write_all(&syslog_line(&format!("secret-one token={} end", toks[0]))).expect("send");
+    s.write_all(&syslog_line("clean-one nothing secret"))
+        .expect("send");
+    s.write_all(&syslog_line(&format!("secret-one token={} end", toks[0])))
+        .expect("send");
     let mut bad = b"<13>Jan  1 00:00:00 testhost app: secret-two bad utf8 \xff\xfe\xc3 ".to_vec();
     bad.extend_from_slice(toks[1].as_bytes());
     bad.extend_from_slice(b" \xff end\n");
@@ -1136,12 +1323,23 @@ fn rsyslogd_end_to_end_fail_closed() {
         format!("secret-three multi\nline one\n{}\nline three", toks[2]).as_bytes(),
     ))
     .expect("send");
-    s.write_all(&syslog_line("clean-two still nothing")).expect("send");
+    s.write_all(&syslog_line("clean-two still nothing"))
+        .expect("send");
     s.flush().expect("flush");
-    rs.wait_for(&["clean-one", "secret-one", "secret-two", "secret-three", "clean-two"]);
+    rs.wait_for(&[
+        "clean-one",
+        "secret-one",
+        "secret-two",
+        "secret-three",
+        "clean-two",
+    ]);
     let out = rs.read("out.log");
     for t in &toks {
-        assert!(!contains(&out, t.as_bytes()), "a token reached out.log\n{}", rs.diagnostics());
+        assert!(
+            !contains(&out, t.as_bytes()),
+            "a token reached out.log\n{}",
+            rs.diagnostics()
+        );
     }
     let text = lossy(&out);
     for want in [
@@ -1149,21 +1347,36 @@ fn rsyslogd_end_to_end_fail_closed() {
         format!("secret-one token={} end\n", gh_redacted()),
         "clean-two still nothing\n".to_string(),
     ] {
-        assert!(text.contains(&want), "out.log lacks {want:?}\n{}", rs.diagnostics());
+        assert!(
+            text.contains(&want),
+            "out.log lacks {want:?}\n{}",
+            rs.diagnostics()
+        );
     }
     let mut two = format!("secret-two bad utf8 \u{FFFD}").into_bytes();
     two.truncate(two.len() - 3);
     two.extend_from_slice(b"\xff\xfe\xc3 ");
     two.extend_from_slice(format!("{} ", gh_redacted()).as_bytes());
     two.extend_from_slice(b"\xff end\n");
-    assert!(contains(&out, &two), "the invalid UTF-8 message changed\n{}", rs.diagnostics());
-    assert_eq!(text.matches(&gh_redacted()).count(), 3, "{}", rs.diagnostics());
+    assert!(
+        contains(&out, &two),
+        "the invalid UTF-8 message changed\n{}",
+        rs.diagnostics()
+    );
+    assert_eq!(
+        text.matches(&gh_redacted()).count(),
+        3,
+        "{}",
+        rs.diagnostics()
+    );
     assert!(rs.read("quarantine.log").is_empty(), "{}", rs.diagnostics());
 
     // Fail closed: the filter dies while secrets keep coming.
     let filters = rs.filters();
     assert_eq!(filters.len(), 1, "guard filters of rsyslogd: {filters:?}");
-    let burst: Vec<String> = (0..40).map(|i| ghp(&format!("AfterKillFakeToken{i}"))).collect();
+    let burst: Vec<String> = (0..40)
+        .map(|i| ghp(&format!("AfterKillFakeToken{i}")))
+        .collect();
     let mut payload = Vec::new();
     for (i, t) in burst.iter().enumerate() {
         payload.extend(syslog_line(&format!("burst-{i:02} {t}")));
@@ -1177,23 +1390,38 @@ fn rsyslogd_end_to_end_fail_closed() {
     std::thread::sleep(Duration::from_millis(500));
     let mut later = rs.connect();
     for i in 0..5 {
-        later.write_all(&syslog_line(&format!("clean-after-{i} fine"))).expect("send");
+        later
+            .write_all(&syslog_line(&format!("clean-after-{i} fine")))
+            .expect("send");
     }
     later.flush().expect("flush");
     rs.wait_for(&["clean-after-0 fine", "clean-after-4 fine"]);
     let out = rs.read("out.log");
     for t in toks.iter().chain(&burst) {
-        assert!(!contains(&out, t.as_bytes()), "{t} reached out.log\n{}", rs.diagnostics());
+        assert!(
+            !contains(&out, t.as_bytes()),
+            "{t} reached out.log\n{}",
+            rs.diagnostics()
+        );
     }
     let text = lossy(&out);
     let redacted = (0..burst.len())
         .filter(|i| text.contains(&format!("burst-{i:02} {}", gh_redacted())))
         .count();
     let q = lossy(&rs.read("quarantine.log"));
-    let quarantined = (0..burst.len()).filter(|i| q.contains(&format!("burst-{i:02} "))).count();
-    eprintln!("after SIGKILL: {redacted} redacted, {quarantined} quarantined of {}", burst.len());
+    let quarantined = (0..burst.len())
+        .filter(|i| q.contains(&format!("burst-{i:02} ")))
+        .count();
+    eprintln!(
+        "after SIGKILL: {redacted} redacted, {quarantined} quarantined of {}",
+        burst.len()
+    );
     for i in 0..5 {
-        assert!(text.contains(&format!("clean-after-{i} fine\n")), "{}", rs.diagnostics());
+        assert!(
+            text.contains(&format!("clean-after-{i} fine\n")),
+            "{}",
+            rs.diagnostics()
+        );
     }
     assert_eq!(rs.filters().len(), 1, "rsyslogd did not restart the filter");
 }
@@ -1207,18 +1435,30 @@ fn rsyslogd_multiline_pem_key_redacted() {
     }
     const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEARkFLRS1URVNULUtFWS1OT1QtUkVBTJ82DfsgEbEkuaroPp3a\nECvg/hSJ7a79wn55JTbrQyR1ot9EmS3skW8Vt6TRfxiktLp/VeVG+oqgg82I7SkY\nNU/y9fcyt2eoTbrJoY1te2tFsy9aO/g+b2unh13fQR4vBODnS3L2S0mxpd8cVqxo\n-----END RSA PRIVATE KEY-----";
     for (how, extra) in [
-        ("escaping off", " parser.escapeControlCharactersOnReceive=\"off\""),
+        (
+            "escaping off",
+            " parser.escapeControlCharactersOnReceive=\"off\"",
+        ),
         ("rsyslog's default escaping", ""),
     ] {
         let mut rs = Rsyslogd::start(extra);
         let mut s = rs.connect();
-        s.write_all(&octet_counted(format!("pem-key\n{PEM}\nafter").as_bytes())).expect("send");
+        s.write_all(&octet_counted(format!("pem-key\n{PEM}\nafter").as_bytes()))
+            .expect("send");
         s.write_all(&syslog_line("clean-end")).expect("send");
         rs.wait_for(&["pem-key", "clean-end"]);
         let out = rs.read("out.log");
         for body in PEM.lines().skip(1).take(3) {
-            assert!(!contains(&out, body.as_bytes()), "{how}: key material reached out.log\n{}", rs.diagnostics());
+            assert!(
+                !contains(&out, body.as_bytes()),
+                "{how}: key material reached out.log\n{}",
+                rs.diagnostics()
+            );
         }
-        assert!(lossy(&out).contains("[REDACTED:private_key.rsa]"), "{how}\n{}", rs.diagnostics());
+        assert!(
+            lossy(&out).contains("[REDACTED:private_key.rsa]"),
+            "{how}\n{}",
+            rs.diagnostics()
+        );
     }
 }

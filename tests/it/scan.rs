@@ -184,7 +184,7 @@ proptest! {
     }
 }
 
-const FIXTURE: &str = "# settings\nGITHUB_TOKEN=__GH__\nplain line\nAWS_ACCESS_KEY_ID=AKIAZ7VBXQ3MWT5KPRYD\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n";
+const FIXTURE: &str = "# settings\nGITHUB_TOKEN=__GH__\nplain line\nAWS_ACCESS_KEY_ID=AKIAZ7VBXQ3MWT5KPRYD\naws_secret_access_key = \"q7Hx2mVb9LkP0sT4uW8yZ1cE3fG5hJ6kN8pRFAKE\"\n";
 
 fn github_token(seed: &str) -> String {
     let random: String = seed.chars().cycle().take(30).collect();
@@ -812,7 +812,8 @@ fn encoded_secrets_are_found_at_the_encoded_run() {
     let tok = github_token("EncodedFixtureToken00");
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("GITHUB_TOKEN={tok}\n"));
     let hex = hex::encode(format!("token: {tok}"));
-    let url = format!("https%3A%2F%2Fx%3A{tok}%40github.com%2Fo%2Fr");
+    // The token's first letter percent-encoded too: only URL-decoding reveals it.
+    let url = format!("https%3A%2F%2Fx%3A%67{}%40github.com%2Fo%2Fr", &tok[1..]);
     std::fs::write(
         d.path().join("k8s.yaml"),
         format!("kind: Secret\ndata:\n  env: {b64}\n  hex: {hex}\nremote: {url}\n"),
@@ -820,8 +821,17 @@ fn encoded_secrets_are_found_at_the_encoded_run() {
     .expect("write");
     // Off by default (it costs ~30% on a source tree): nothing inside the runs is seen.
     let plain = run_in(d.path(), cache.path(), &["scan", "-f", "jsonl", "k8s.yaml"]);
-    assert_eq!(plain.status.code(), Some(0), "{}", String::from_utf8_lossy(&plain.stdout));
-    let out = run_in(d.path(), cache.path(), &["scan", "--decode", "-f", "jsonl", "k8s.yaml"]);
+    assert_eq!(
+        plain.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plain.stdout)
+    );
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &["scan", "--decode", "-f", "jsonl", "k8s.yaml"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!text.contains(&tok) && !text.contains(&b64) && !text.contains(&hex));
@@ -858,11 +868,15 @@ fn encoded_secrets_are_found_at_the_encoded_run() {
         serde_json::from_slice(plain.stdout.split(|&b| b == b'\n').next().expect("a line"))
             .expect("json");
     assert!(found.iter().any(|v| v["id"] == id["id"]));
-    let human = run_in(d.path(), cache.path(), &["scan", "k8s.yaml"]);
+    let human = run_in(d.path(), cache.path(), &["scan", "--decode", "k8s.yaml"]);
     let h = String::from_utf8_lossy(&human.stdout);
     assert!(h.contains("inside base64-encoded content"), "{h}");
     assert!(!h.contains(&tok) && !h.contains(&b64));
-    let sarif = run_in(d.path(), cache.path(), &["scan", "-f", "sarif", "k8s.yaml"]);
+    let sarif = run_in(
+        d.path(),
+        cache.path(),
+        &["scan", "--decode", "-f", "sarif", "k8s.yaml"],
+    );
     let v: serde_json::Value = serde_json::from_slice(&sarif.stdout).expect("json");
     let encs: BTreeSet<&str> = v["runs"][0]["results"]
         .as_array()
@@ -874,7 +888,14 @@ fn encoded_secrets_are_found_at_the_encoded_run() {
     let shown = run_in(
         d.path(),
         cache.path(),
-        &["scan", "--show-secrets", "-f", "jsonl", "k8s.yaml"],
+        &[
+            "scan",
+            "--decode",
+            "--show-secrets",
+            "-f",
+            "jsonl",
+            "k8s.yaml",
+        ],
     );
     assert!(String::from_utf8_lossy(&shown.stdout).contains(&tok));
 }

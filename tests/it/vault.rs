@@ -2204,14 +2204,24 @@ fn fingerprints_export_every_version_and_redact_without_values() {
     for s in [&old, &new] {
         assert!(!text.contains(s.as_str()) && !text.contains(&hex::encode(s)));
     }
-    assert_eq!(std::fs::metadata(&fp).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&fp).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("u:{new}"));
     let input = format!("old {old}\nnew in base64 {b64}\n");
     let mut c = v.cmd(&["redact", "--fingerprints", fp.to_str().unwrap(), "--spool"]);
     c.arg(v.work.join("spool"));
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     let got = String::from_utf8(o.stdout).unwrap();
     assert!(got.starts_with("old [REDACTED:tok]\n"), "{got}");
@@ -2222,8 +2232,14 @@ fn fingerprints_export_every_version_and_redact_without_values() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events.iter().all(|e| !e.contains(&old) && !e.contains(&new)));
-    assert!(events.iter().any(|e| e.contains("\"version\":1") && e.contains("\"raw\"")));
-    assert!(events.iter().any(|e| e.contains("\"version\":2") && e.contains("\"base64\"")));
+    assert!(events
+        .iter()
+        .all(|e| !e.contains(&old) && !e.contains(&new)));
+    assert!(events
+        .iter()
+        .any(|e| e.contains("\"version\":1") && e.contains("\"raw\"")));
+    assert!(events
+        .iter()
+        .any(|e| e.contains("\"version\":2") && e.contains("\"base64\"")));
     assert!(!v.audit_text().contains(&new));
 }
