@@ -211,6 +211,16 @@ fn redaction_engine() -> Result<Arc<crate::engine::Engine>, String> {
         .clone()
 }
 
+/// Builds the redaction engine and its stream database in the background (the daemon calls it
+/// at start), so the first `guard exec` does not wait for a cold compile.
+pub fn warm_redaction() {
+    std::thread::spawn(|| {
+        if let Ok(e) = redaction_engine() {
+            let _ = crate::engine::StreamScanner::new(&e);
+        }
+    });
+}
+
 /// The fingerprints of the injected values, under a fresh key. A value too short to fingerprint
 /// is refused: it could not be redacted from the output (and would redact noise).
 fn injected_fingerprints(

@@ -1482,6 +1482,8 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
         Some(tracer) => return Err(ServerError::Traced { tracer }),
         None => return Err(ServerError::Traced { tracer: u32::MAX }),
     }
+    // Compile (or load) the output redactor's databases now, not on the first `guard exec`.
+    crate::vault::exec::warm_redaction();
     for var in ["LD_PRELOAD", "LD_AUDIT"] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
             return Err(ServerError::Injected { var: var.into() });

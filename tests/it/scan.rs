@@ -454,7 +454,7 @@ fn config_rules_allowlists_and_inline_marker() {
         r#"
 [allowlist]
 paths = ['(^|/)testdata/']
-stopwords = ["examplekey"]
+stopwords = ["kn8prfake"]
 
 [[rule]]
 id = "acme.token"
