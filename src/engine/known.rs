@@ -330,6 +330,8 @@ pub struct KnownMatcher {
     bitmap: Vec<u64>,
     /// Anchor hash → (entry, offset of the anchor in the span).
     table: HashMap<u32, Vec<(u32, u8)>>,
+    /// Each entry's MAC, decoded once (a candidate is checked without allocating).
+    macs: Vec<[u8; 16]>,
     max_len: usize,
     line_local: bool,
 }
@@ -370,7 +372,17 @@ impl KnownMatcher {
             .max()
             .unwrap_or(0);
         let line_local = !set.entries.iter().any(|e| e.newline);
+        // Validated when loaded; a MAC that does not decode can never match.
+        let macs = set
+            .entries
+            .iter()
+            .map(|e| {
+                let mut m = [0u8; 16];
+                hex::decode_to_slice(&e.mac, &mut m).map_or([0xff; 16], |()| m)
+            })
+            .collect();
         KnownMatcher {
+            macs,
             line_local,
             set,
             key,
@@ -449,7 +461,7 @@ impl KnownMatcher {
             return false;
         }
         let span = &hay[(c.start - base) as usize..(c.end - base) as usize];
-        hex::encode(mac_of(&self.key, span)) == self.set.entries[c.entry as usize].mac
+        mac_of(&self.key, span) == self.macs[c.entry as usize]
     }
 
     /// Every known value in a whole input, sorted.

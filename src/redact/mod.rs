@@ -118,6 +118,17 @@ struct Span {
     label: Label,
 }
 
+impl Span {
+    /// A rule match's secret span.
+    fn of_match(m: &crate::engine::Match) -> Span {
+        Span {
+            start: m.secret_start,
+            end: m.secret_end,
+            label: Label::Rule(m.rule),
+        }
+    }
+}
+
 pub struct Redactor<'e> {
     engine: &'e Engine,
     known: Option<Arc<KnownMatcher>>,
@@ -192,13 +203,7 @@ impl<'e> Redactor<'e> {
         for piece in chunk.chunks(PIECE) {
             let spans = &mut self.spans;
             let scanner = self.scanner.as_mut().expect("feed after finish");
-            scanner.feed(piece, &mut |m, _| {
-                spans.push(Span {
-                    start: m.secret_start,
-                    end: m.secret_end,
-                    label: Label::Rule(m.rule),
-                })
-            })?;
+            scanner.feed(piece, &mut |m, _| spans.push(Span::of_match(m)))?;
             let hits = scanner.take_known();
             let settled = scanner.settled();
             self.push_known(hits);
@@ -225,13 +230,7 @@ impl<'e> Redactor<'e> {
             return Ok(());
         };
         let spans = &mut self.spans;
-        let known = scanner.finish(&mut |m, _| {
-            spans.push(Span {
-                start: m.secret_start,
-                end: m.secret_end,
-                label: Label::Rule(m.rule),
-            })
-        })?;
+        let known = scanner.finish(&mut |m, _| spans.push(Span::of_match(m)))?;
         self.push_known(known);
         let total = self.written + self.held.len() as u64;
         self.write_upto(total, out)?;
