@@ -6,7 +6,7 @@
 //! that does not validate, is refused with the reason: a redactor must not run with a set it
 //! half understood.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -113,10 +113,22 @@ pub fn save(path: &Path, set: &KnownSet) -> Result<(), FingerprintFileError> {
     Ok(())
 }
 
-/// 32 bytes from the kernel's random source.
+/// 32 bytes from the kernel's random source (`getrandom(2)`: no device file to depend on).
 pub fn random_key() -> std::io::Result<[u8; 32]> {
     let mut k = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut k)?;
+    let mut filled = 0;
+    while filled < k.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `k`.
+        let n = unsafe { libc::getrandom(k[filled..].as_mut_ptr().cast(), k.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
     Ok(k)
 }
 

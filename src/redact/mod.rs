@@ -259,28 +259,47 @@ impl<'e> Redactor<'e> {
         while used < self.spans.len() {
             let first = self.spans[used];
             if first.end <= pos {
-                used += 1; // inside a replacement already written
+                // Inside a replacement already written; a known value there is still logged
+                // (its leak event must not depend on a rule covering the same bytes).
+                if let Label::Known(_) = first.label {
+                    self.log.push(Redaction {
+                        start: first.start,
+                        end: first.end,
+                        label: first.label,
+                    });
+                }
+                used += 1;
                 continue;
             }
             let start = first.start.max(pos);
             if start >= upto {
                 break;
             }
+            let at_log = self.log.len();
+            self.log.push(Redaction {
+                start,
+                end: first.end,
+                label: first.label,
+            });
             let mut end = first.end;
             used += 1;
             while used < self.spans.len() && self.spans[used].start < end {
-                end = end.max(self.spans[used].end);
+                let s = self.spans[used];
+                end = end.max(s.end);
+                if let Label::Known(_) = s.label {
+                    self.log.push(Redaction {
+                        start: s.start,
+                        end: s.end,
+                        label: s.label,
+                    });
+                }
                 used += 1;
             }
+            self.log[at_log].end = end;
             let at = |x: u64| (x - base) as usize;
             self.out.extend_from_slice(&self.held[at(pos)..at(start)]);
             let id = self.label_id(first.label).to_string();
             self.opts.template.render(&id, &mut self.out);
-            self.log.push(Redaction {
-                start,
-                end,
-                label: first.label,
-            });
             pos = end;
         }
         self.spans.drain(..used);

@@ -54,7 +54,7 @@ impl ReaderSource {
 }
 
 fn stdin_is_closed_or_null() -> bool {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     // SAFETY: fstat writes into a zeroed, properly sized stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(0, &mut st) } == -1 {
@@ -64,7 +64,12 @@ fn stdin_is_closed_or_null() -> bool {
         Ok(m) => m,
         Err(_) => return false,
     };
-    (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == null.rdev()
+    // The device itself, or the very file at `/dev/null` (some sandboxes put a regular file
+    // there; the runtime reopens a closed stdin on whatever that path is).
+    let same_device = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
+        && null.file_type().is_char_device()
+        && st.st_rdev == null.rdev();
+    same_device || (st.st_dev == null.dev() && st.st_ino == null.ino())
 }
 
 /// Scans everything `reader` yields; `on_bytes` is told how many bytes were read (progress).

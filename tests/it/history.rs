@@ -19,7 +19,9 @@ fn guard(cache: &Path) -> Command {
 fn git_cmd(dir: &Path) -> StdCommand {
     let mut c = StdCommand::new("git");
     c.current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // An empty stdin that is not `/dev/null` (see `empty_git_config`).
+        .stdin(std::process::Stdio::piped())
+        .env("GIT_CONFIG_GLOBAL", crate::empty_git_config())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "Ada Tester")
         .env("GIT_AUTHOR_EMAIL", "ada@example.test")
@@ -233,7 +235,21 @@ fn bare_clones_tags_and_missing_objects() {
         &["hash-object", "-w", blob_file.to_str().expect("utf-8 path")],
     );
     git(&r, &["tag", "loose-blob", blob.trim()]);
-    git(&r, &["gc", "-q"]);
+    // Packed, as most real repositories are. Not `git gc`/`repack`: they feed `/dev/null` to
+    // `pack-objects` as its list of revisions, and some sandboxes put a regular file with
+    // content there; here the (empty) list comes from a closed pipe.
+    git(
+        &r,
+        &[
+            "pack-objects",
+            "-q",
+            "--revs",
+            "--all",
+            ".git/objects/pack/pack",
+        ],
+    );
+    git(&r, &["prune-packed"]);
+    git(&r, &["pack-refs", "--all"]);
     let bare = d.path().join("bare.git");
     git(
         d.path(),

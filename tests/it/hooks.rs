@@ -38,7 +38,9 @@ impl Repo {
 
     fn env(&self, c: &mut std::process::Command) {
         c.current_dir(&self.dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            // An empty stdin that is not `/dev/null` (see `empty_git_config`).
+            .stdin(std::process::Stdio::piped())
+            .env("GIT_CONFIG_GLOBAL", crate::empty_git_config())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GUARD_CACHE_DIR", self.tmp.path().join("cache"))
             .env("NO_COLOR", "1")
@@ -87,7 +89,7 @@ impl Repo {
     fn guard(&self) -> Command {
         let mut c = Command::cargo_bin("guard").expect("the guard binary should be built");
         c.current_dir(&self.dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_GLOBAL", crate::empty_git_config())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GUARD_CACHE_DIR", self.tmp.path().join("cache"))
             .env("NO_COLOR", "1")

@@ -511,8 +511,10 @@ proptest! {
         let (out, log) = redact_bytes(engine(), Some(k), &RedactOptions::default(), &input).expect("redacts");
         prop_assert!(!contains(&out, &value), "{:?}: the value survived in {:?}", ENCS[e], lossy(&out));
         prop_assert!(!contains(&out, &core), "{:?}: {:?} survived in {:?}", ENCS[e], lossy(&core), lossy(&out));
-        prop_assert!(contains(&out, b"[REDACTED:stored]"), "{:?}: no replacement in {:?}", ENCS[e], lossy(&out));
-        prop_assert!(log.iter().any(|(_, id)| id == "stored"));
+        // A rule may cover the same span (a JSON `"password"` value) and name the replacement;
+        // the known value is still what the log records, so its leak event is written.
+        prop_assert!(contains(&out, b"[REDACTED:"), "{:?}: no replacement in {:?}", ENCS[e], lossy(&out));
+        prop_assert!(log.iter().any(|(_, id)| id == "stored"), "{:?}: the known value is not in the log", ENCS[e]);
     }
 }
 
