@@ -94,3 +94,14 @@ fn reset_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command definition (duplicate flags, bad defaults) only in debug builds,
+    /// by panicking when the command runs: check every subcommand here, in every profile.
+    #[test]
+    fn command_line_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

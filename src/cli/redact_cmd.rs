@@ -80,7 +80,9 @@ pub enum FingerprintCmd {
   guard fingerprint add db-password --file ci.fp < /run/secrets/db
 
 One trailing newline is dropped. Values shorter than 8 bytes are refused. The file is created
-0600 with a fresh random key; adding a NAME again replaces its fingerprints.")]
+0600 with a fresh random key; adding a NAME again replaces its fingerprints.",
+        // `--version` here is the secret's version, not guard's.
+        disable_version_flag = true)]
     Add {
         /// The secret's name, written in place of the value: [REDACTED:NAME]
         name: String,

@@ -54,6 +54,7 @@ pub struct StreamScanner<'e> {
     literal_at: Vec<std::collections::VecDeque<u64>>,
     /// Start literals are searched from here on the next feed.
     literal_from: u64,
+    literal_scratch: super::literals::LiteralScratch,
     /// Look for start literals (settle multi-line rules early): worth it on a pipe, where a
     /// line should be reported when it arrives; not on a large file, where it cost 13% of the
     /// CPU of the 1 GiB benchmark and nobody waits for the first finding.
@@ -135,6 +136,7 @@ impl<'e> StreamScanner<'e> {
             settled: 0,
             literal_at: vec![Default::default(); engine.compiled.len()],
             literal_from: 0,
+            literal_scratch: engine.start_literals.scratch(),
             track_literals: !external,
             prefiltered,
             known: None,
@@ -240,21 +242,17 @@ impl<'e> StreamScanner<'e> {
     /// last `len - 1` bytes before them, where one may have been cut).
     fn find_start_literals(&mut self) {
         let e = self.engine;
-        if e.start_lit_rule.is_empty() || !self.track_literals {
+        if e.start_literals.is_empty() || !self.track_literals {
             return;
         }
         let total = self.base + self.buf.len() as u64;
         let from = self.literal_from.max(self.base);
-        let mut found: Vec<(usize, u64)> = e
-            .start_literals
-            .find_overlapping_iter(&self.buf[(from - self.base) as usize..])
-            .map(|m| {
-                (
-                    e.start_lit_rule[m.pattern().as_usize()],
-                    from + m.start() as u64,
-                )
-            })
-            .collect();
+        let mut found: Vec<(usize, u64)> = Vec::new();
+        e.start_literals.find(
+            &mut self.literal_scratch,
+            &self.buf[(from - self.base) as usize..],
+            &mut |r, at| found.push((r, from + at as u64)),
+        );
         found.sort_unstable();
         for (r, at) in found {
             let list = &mut self.literal_at[r];
@@ -262,7 +260,8 @@ impl<'e> StreamScanner<'e> {
                 list.push_back(at);
             }
         }
-        self.literal_from = total.saturating_sub(e.start_literal_len.saturating_sub(1) as u64);
+        self.literal_from =
+            total.saturating_sub(e.start_literals.max_len().saturating_sub(1) as u64);
     }
 
     fn close_stream(&mut self) -> Result<(), EngineError> {
