@@ -16,6 +16,7 @@ use crate::fingerprint;
 use crate::redact::jsonl::JsonLines;
 use crate::redact::rsyslog::Rsyslog;
 use crate::redact::spool::{now_secs, LeakEvent, Spool};
+use crate::redact::BlockRedactor;
 use crate::redact::{Label, RedactOptions, Redaction, Template, DEFAULT_TEMPLATE};
 
 #[derive(Args)]
@@ -298,12 +299,7 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
     let redacted = if !a.command.is_empty() {
         return run_command(&a, &engine, known, opts, &mut events);
     } else if a.jsonl {
-        let j = JsonLines {
-            engine: &engine,
-            known: known.clone(),
-            opts,
-            fields: a.field.clone(),
-        };
+        let j = JsonLines::new(&engine, known.clone(), opts, a.field.clone())?;
         let stdin = io::stdin();
         let mut input = stdin.lock();
         let mut out = io::stdout().lock();
@@ -369,13 +365,12 @@ fn run_rsyslog(a: &RedactArgs) -> anyhow::Result<i32> {
         (Some(e), false, _) | (Some(e), true, Some(_)) => Some(e),
         _ => None, // a fingerprint file was named but did not load: refuse everything
     };
+    let opts = RedactOptions {
+        template: Template::parse(&a.replacement),
+        max_hold: a.max_hold,
+    };
     let r = Rsyslog {
-        engine,
-        known: known.clone(),
-        opts: RedactOptions {
-            template: Template::parse(&a.replacement),
-            max_hold: a.max_hold,
-        },
+        redactor: engine.and_then(|e| BlockRedactor::new(e, known.clone(), opts).ok()),
     };
     let mut events = Events::new(a.spool.clone(), true);
     let stdin = io::stdin();

@@ -34,7 +34,7 @@ use std::fmt;
 /// Bytes hashed per anchor.
 pub const ANCHOR: usize = 8;
 /// Anchors kept per form: one every `stride` positions is then enough to find any occurrence.
-pub const MAX_STRIDE: usize = 4;
+pub const MAX_STRIDE: usize = 8;
 /// Shortest value that may be fingerprinted.
 pub const MIN_VALUE_LEN: usize = 8;
 /// Longest span one entry covers; longer forms are split into pieces.
@@ -53,38 +53,53 @@ fn filter_slot(h: u32) -> (usize, u64) {
     (w, (1u64 << ((h >> 18) & 63)) | (1u64 << ((h >> 24) & 63)))
 }
 
-/// The anchor filter's memory: zeroed, aligned to 2 MiB and advised as a huge page.
+/// The anchor filter's memory: zeroed, 2 MiB-aligned and advised as a huge page before it is
+/// touched (an allocator would zero it first, faulting in 4 KiB pages).
 struct Filter {
     ptr: std::ptr::NonNull<u64>,
+    /// The whole mapping (`ptr` lies inside it).
+    map: (*mut libc::c_void, usize),
 }
 
-// SAFETY: `Filter` owns its allocation exclusively; shared access is read-only.
+// SAFETY: `Filter` owns its mapping exclusively; shared access is read-only.
 unsafe impl Send for Filter {}
 unsafe impl Sync for Filter {}
 
 impl Filter {
-    const LAYOUT: std::alloc::Layout =
-        match std::alloc::Layout::from_size_align(FILTER_WORDS * 8, FILTER_WORDS * 8) {
-            Ok(l) => l,
-            Err(_) => panic!("filter layout"),
-        };
+    const BYTES: usize = FILTER_WORDS * 8;
 
     fn new() -> Filter {
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc_zeroed(Self::LAYOUT) };
-        let Some(ptr) = std::ptr::NonNull::new(raw.cast::<u64>()) else {
-            std::alloc::handle_alloc_error(Self::LAYOUT)
+        let len = 2 * Self::BYTES;
+        // SAFETY: a private anonymous mapping; checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range is this allocation; advice does not change its contents.
-        unsafe {
-            libc::madvise(raw.cast(), Self::LAYOUT.size(), libc::MADV_HUGEPAGE);
+        if map == libc::MAP_FAILED {
+            std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len, 8).expect("layout"),
+            );
         }
-        Filter { ptr }
+        let start = (map as usize).next_multiple_of(Self::BYTES);
+        // SAFETY: `start..start + BYTES` lies inside the mapping (it is twice as long).
+        unsafe {
+            #[cfg(target_os = "linux")]
+            libc::madvise(start as *mut libc::c_void, Self::BYTES, libc::MADV_HUGEPAGE);
+        }
+        Filter {
+            ptr: std::ptr::NonNull::new(start as *mut u64).expect("mapping is not null"),
+            map: (map, len),
+        }
     }
 
     fn words(&self) -> &[u64] {
-        // SAFETY: FILTER_WORDS initialised (zeroed) u64s owned by `self`.
+        // SAFETY: FILTER_WORDS zero-initialised u64s inside the mapping owned by `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), FILTER_WORDS) }
     }
 
@@ -96,8 +111,10 @@ impl Filter {
 
 impl Drop for Filter {
     fn drop(&mut self) {
-        // SAFETY: allocated in `Filter::new` with the same layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::LAYOUT) }
+        // SAFETY: the mapping made in `Filter::new`.
+        unsafe {
+            libc::munmap(self.map.0, self.map.1);
+        }
     }
 }
 
@@ -732,5 +749,29 @@ mod tests {
         back.validate().unwrap();
         assert_eq!(back.entries(), s.entries());
         assert!(!format!("{s:?}").contains(&s.key));
+    }
+}
+#[cfg(test)]
+mod zz_bench {
+    #[test]
+    #[ignore]
+    fn zz_bench_find_all() {
+        let set =
+            crate::fingerprint::load(std::path::Path::new("target/bench/redact-10k.fp")).unwrap();
+        let m = super::KnownMatcher::new(set);
+        let hay = std::fs::read("target/bench/big-100m.txt").unwrap();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let n = m.find_all(&hay).len();
+            eprintln!(
+                "find_all: {n} hits, {:?} stride {}",
+                t.elapsed(),
+                m.stride()
+            );
+        }
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        m.anchors(&hay, 0, 0, &mut out);
+        eprintln!("anchors only: {} cands {:?}", out.len(), t.elapsed());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{redact_bytes, RedactError, RedactOptions, Redaction, Redactor};
+use super::{BlockRedactor, RedactError, RedactOptions, Redaction};
 use crate::engine::known::KnownMatcher;
 use crate::engine::Engine;
 
@@ -18,14 +18,26 @@ use crate::engine::Engine;
 pub const MAX_RECORD: usize = 8 << 20;
 
 pub struct JsonLines<'e> {
-    pub engine: &'e Engine,
-    pub known: Option<Arc<KnownMatcher>>,
-    pub opts: RedactOptions,
+    block: BlockRedactor<'e>,
     /// Top-level field names (a dotted path reaches into objects); empty = every string value.
-    pub fields: Vec<String>,
+    fields: Vec<String>,
 }
 
-impl JsonLines<'_> {
+impl<'e> JsonLines<'e> {
+    /// `fields`: top-level field names (a dotted path reaches into objects); empty = every
+    /// string value.
+    pub fn new(
+        engine: &'e Engine,
+        known: Option<Arc<KnownMatcher>>,
+        opts: RedactOptions,
+        fields: Vec<String>,
+    ) -> Result<JsonLines<'e>, crate::engine::EngineError> {
+        Ok(JsonLines {
+            block: BlockRedactor::new(engine, known, opts)?,
+            fields,
+        })
+    }
+
     /// Copies `input` to `out` record by record, flushing after each; `on` sees each
     /// replacement with its id and the record's offset in the input.
     pub fn run(
@@ -61,7 +73,7 @@ impl JsonLines<'_> {
     pub fn record(&self, line: &[u8]) -> Result<(Vec<u8>, Vec<(Redaction, String)>), RedactError> {
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
-            return redact_bytes(self.engine, self.known.clone(), &self.opts, line);
+            return self.block.redact(line);
         };
         let mut log = Vec::new();
         let mut changed = false;
@@ -96,8 +108,7 @@ impl JsonLines<'_> {
     ) -> Result<(), RedactError> {
         match v {
             Value::String(s) => {
-                let (out, l) =
-                    redact_bytes(self.engine, self.known.clone(), &self.opts, s.as_bytes())?;
+                let (out, l) = self.block.redact(s.as_bytes())?;
                 if !l.is_empty() {
                     *s = String::from_utf8(out)
                         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -129,7 +140,7 @@ impl JsonLines<'_> {
         offset: u64,
         on: &mut dyn FnMut(&Redaction, &str, u64),
     ) -> Result<u64, RedactError> {
-        let mut r = Redactor::new(self.engine, self.known.clone(), self.opts.clone())?;
+        let mut r = self.block.stream()?;
         let mut total = head.len() as u64;
         r.feed(head, out)?;
         loop {

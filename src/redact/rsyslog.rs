@@ -12,11 +12,8 @@
 //! `{}` (no ack: quarantined). Nothing but replies is ever written to stdout, nothing to stderr.
 
 use std::io::{BufRead, Write};
-use std::sync::Arc;
 
-use super::{redact_bytes, RedactOptions, Redaction};
-use crate::engine::known::KnownMatcher;
-use crate::engine::Engine;
+use super::{BlockRedactor, Redaction};
 
 /// Longest input line processed; a longer one is answered `{}` (quarantined) and skipped.
 pub const MAX_LINE: usize = 16 << 20;
@@ -256,17 +253,16 @@ pub fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 pub struct Rsyslog<'e> {
-    /// `None`: the engine could not be built; every message is answered `{}` (quarantined).
-    pub engine: Option<&'e Engine>,
-    pub known: Option<Arc<KnownMatcher>>,
-    pub opts: RedactOptions,
+    /// `None`: the engine (or the fingerprint file) could not be loaded; every message is
+    /// answered `{}` (quarantined).
+    pub redactor: Option<BlockRedactor<'e>>,
 }
 
 impl Rsyslog<'_> {
     /// The reply line (with its newline) for one input line.
     pub fn reply(&self, line: &[u8], on: &mut dyn FnMut(&Redaction, &str)) -> Vec<u8> {
         const REFUSE: &[u8] = b"{}\n";
-        let Some(engine) = self.engine else {
+        let Some(redactor) = &self.redactor else {
             return REFUSE.to_vec();
         };
         let Some(m) = parse(line.strip_suffix(b"\n").unwrap_or(line)) else {
@@ -275,7 +271,7 @@ impl Rsyslog<'_> {
         let (Some(msg), Some(nonce)) = (m.msg, m.nonce) else {
             return REFUSE.to_vec();
         };
-        let Ok((out, log)) = self.redact_msg(engine, &msg) else {
+        let Ok((out, log)) = redact_msg(redactor, &msg) else {
             return REFUSE.to_vec();
         };
         let mut r = Vec::with_capacity(out.len() + nonce.len() + 48);
@@ -292,31 +288,6 @@ impl Rsyslog<'_> {
             on(x, id);
         }
         r
-    }
-
-    /// Redacts a message as rsyslog delivers it. rsyslog escapes control characters on receipt
-    /// (`parser.escapeControlCharactersOnReceive`, on by default): a newline arrives as `#012`.
-    /// The engine sees the unescaped text — so a key split over lines is still one key — and
-    /// the replacements are mapped back onto the escaped text rsyslog will write.
-    fn redact_msg(
-        &self,
-        engine: &Engine,
-        msg: &[u8],
-    ) -> Result<(Vec<u8>, Vec<(Redaction, String)>), super::RedactError> {
-        let Some((plain, at)) = unescape_control(msg) else {
-            return redact_bytes(engine, self.known.clone(), &self.opts, msg);
-        };
-        let (_, log) = redact_bytes(engine, self.known.clone(), &self.opts, &plain)?;
-        let mut out = Vec::with_capacity(msg.len());
-        let mut pos = 0;
-        for (r, id) in &log {
-            let (s, e) = (at[r.start as usize], at[r.end as usize]);
-            out.extend_from_slice(&msg[pos..s.max(pos)]);
-            self.opts.template.render(id, &mut out);
-            pos = pos.max(e);
-        }
-        out.extend_from_slice(&msg[pos..]);
-        Ok((out, log))
     }
 
     /// The filter loop: one reply per line, flushed, until EOF. A write error ends it.
@@ -360,6 +331,33 @@ impl Rsyslog<'_> {
             out.flush()?;
         }
     }
+}
+
+/// Redacts a message as rsyslog delivers it. rsyslog escapes control characters on receipt
+/// (`parser.escapeControlCharactersOnReceive`, on by default): a newline arrives as `#012`.
+/// The engine sees the unescaped text — so a key split over lines is still one key — and
+/// the replacements are mapped back onto the escaped text rsyslog will write.
+fn redact_msg(
+    redactor: &BlockRedactor,
+    msg: &[u8],
+) -> Result<(Vec<u8>, Vec<(Redaction, String)>), super::RedactError> {
+    let Some((plain, at)) = unescape_control(msg) else {
+        return redactor.redact(msg);
+    };
+    let (_, log) = redactor.redact(&plain)?;
+    let mut out = Vec::with_capacity(msg.len());
+    let mut pos = 0;
+    for (r, id) in &log {
+        let (s, e) = (at[r.start as usize], at[r.end as usize]);
+        if e <= pos {
+            continue; // a known value inside the replacement just written
+        }
+        out.extend_from_slice(&msg[pos..s.max(pos)]);
+        redactor.opts().template.render(id, &mut out);
+        pos = pos.max(e);
+    }
+    out.extend_from_slice(&msg[pos..]);
+    Ok((out, log))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use assert_cmd::Command;
 use base64::Engine as _;
 use guard::engine::known::{KnownMatcher, KnownSet};
 use guard::engine::{Allowlist, Engine};
-use guard::redact::{redact_bytes, RedactOptions, Redactor};
+use guard::redact::{redact_bytes, BlockRedactor, RedactOptions, Redactor};
 use proptest::prelude::*;
 
 const GH: &str = "github.pat_classic";
@@ -477,6 +477,11 @@ proptest! {
         prop_assert!(whole == chunked, "chunking changed the output:\n{:?}\n{:?}", lossy(&whole), lossy(&chunked));
         let one_by_one = redact_chunked(&input, &[1]);
         prop_assert!(whole == one_by_one, "byte-by-byte feeding changed the output");
+        // Block mode (the log-shipper adapters: one text at a time) writes the same.
+        let block = BlockRedactor::new(engine(), Some(known_matcher()), RedactOptions::default())
+            .expect("block redactor");
+        let (b, _) = block.redact(&input).expect("redacts");
+        prop_assert!(whole == b, "block mode differs from the stream:\n{:?}\n{:?}", lossy(&whole), lossy(&b));
         for b in &banned {
             prop_assert!(!contains(&whole, b), "{:?} survived in {:?}", lossy(b), lossy(&whole));
         }
