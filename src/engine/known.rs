@@ -28,7 +28,6 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::collections::HashMap;
 use std::fmt;
 
 /// Bytes hashed per anchor.
@@ -39,11 +38,14 @@ pub const MAX_STRIDE: usize = 8;
 pub const MIN_VALUE_LEN: usize = 8;
 /// Longest span one entry covers; longer forms are split into pieces.
 pub const MAX_PIECE: usize = 16 * 1024;
-/// Words of the anchor filter: 2^18 × 64 bits = 2 MiB, two bits per anchor in one word. With
-/// 10,000 values × every encoding (~240k anchors) about 0.1% of tested positions pass it. It is
-/// one huge page where the kernel allows (`Filter`): random probes of a 4 KiB-paged filter miss
-/// the TLB on most tests.
+/// Words of the second anchor filter: 2^18 × 64 bits = 2 MiB, two bits per anchor in one word.
+/// With 10,000 values × every encoding (~480k anchors) about 0.3% of the positions it is asked
+/// about pass it. It is one huge page where the kernel allows (`Filter`).
 const FILTER_WORDS: usize = 1 << 18;
+/// Words of the first anchor filter, probed at every tested position: 2^16 × 64 bits = 512 KiB,
+/// so it stays in a core's L2 (the 2 MiB one alone lived in L3: 12 ns a probe while Hyperscan ran
+/// on the other core); three bits per anchor in one word, ~3% of positions pass it.
+const NEAR_WORDS: usize = 1 << 16;
 
 /// The filter word and its two-bit mask for an anchor hash (bits 0–17 pick the word, 18–23 and
 /// 24–29 the bits).
@@ -51,6 +53,18 @@ const FILTER_WORDS: usize = 1 << 18;
 fn filter_slot(h: u32) -> (usize, u64) {
     let w = h as usize & (FILTER_WORDS - 1);
     (w, (1u64 << ((h >> 18) & 63)) | (1u64 << ((h >> 24) & 63)))
+}
+
+/// The first filter's word and three-bit mask: from a remix of the hash, so it errs
+/// independently of the second filter.
+#[inline]
+fn near_slot(h: u32) -> (usize, u64) {
+    let x = u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let w = (x >> 48) as usize & (NEAR_WORDS - 1);
+    (
+        w,
+        (1u64 << ((x >> 42) & 63)) | (1u64 << ((x >> 36) & 63)) | (1u64 << ((x >> 30) & 63)),
+    )
 }
 
 /// The anchor filter's memory: zeroed, 2 MiB-aligned and advised as a huge page before it is
@@ -117,27 +131,6 @@ impl Drop for Filter {
         }
     }
 }
-
-/// The anchor hashes are keyed already: the table uses them as they are.
-#[derive(Clone, Copy, Default)]
-struct AnchorHasher(u64);
-
-impl std::hash::Hasher for AnchorHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        // Spread over the high bits too (hashbrown takes its tag from the top 7).
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type AnchorTable = HashMap<u32, Vec<(u32, u8)>, std::hash::BuildHasherDefault<AnchorHasher>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -391,12 +384,13 @@ impl KnownSet {
 /// Piece ranges of a form of `len` bytes.
 fn pieces(len: usize) -> Vec<std::ops::Range<usize>> {
     if len <= MAX_PIECE {
+        #[allow(clippy::single_range_in_vec_init)] // one piece: the whole form
         return vec![0..len];
     }
     let mut v: Vec<_> = (0..len / MAX_PIECE)
         .map(|i| i * MAX_PIECE..(i + 1) * MAX_PIECE)
         .collect();
-    if len % MAX_PIECE != 0 {
+    if !len.is_multiple_of(MAX_PIECE) {
         v.push(len - MAX_PIECE..len);
     }
     v
@@ -426,8 +420,10 @@ pub struct KnownMatcher {
     k: (u64, u64),
     stride: usize,
     filter: Filter,
-    /// Anchor hash → (entry, offset of the anchor in the span).
-    table: AnchorTable,
+    near: Vec<u64>,
+    /// (anchor hash, entry, offset of the anchor in the span), sorted: one flat allocation,
+    /// searched only for the rare position that passes the filter.
+    table: Vec<(u32, u32, u8)>,
     /// Each entry's MAC, decoded once (a candidate is checked without allocating).
     macs: Vec<[u8; 16]>,
     max_len: usize,
@@ -455,12 +451,15 @@ impl KnownMatcher {
             .unwrap_or(MAX_STRIDE)
             .clamp(1, MAX_STRIDE);
         let mut filter = Filter::new();
-        let mut table = AnchorTable::default();
+        let mut near = vec![0u64; NEAR_WORDS];
+        let mut table = Vec::with_capacity(set.entries.len() * stride);
         for (i, e) in set.entries.iter().enumerate() {
             for (j, &h) in e.anchors.iter().enumerate().take(stride) {
                 let (w, mask) = filter_slot(h);
                 filter.words_mut()[w] |= mask;
-                table.entry(h).or_default().push((i as u32, j as u8));
+                let (w, mask) = near_slot(h);
+                near[w] |= mask;
+                table.push((h, i as u32, j as u8));
             }
         }
         let max_len = set
@@ -469,6 +468,7 @@ impl KnownMatcher {
             .map(|e| e.len as usize)
             .max()
             .unwrap_or(0);
+        table.sort_unstable();
         let line_local = !set.entries.iter().any(|e| e.newline);
         // Validated when loaded; a MAC that does not decode can never match.
         let macs = set
@@ -487,6 +487,7 @@ impl KnownMatcher {
             k,
             stride,
             filter,
+            near,
             table,
             max_len,
         }
@@ -531,19 +532,19 @@ impl KnownMatcher {
         if self.set.entries.is_empty() {
             return (total + 1).div_ceil(s) * s;
         }
-        // Eight positions per round: their filter words are loaded independently (the filter
-        // lives in L2, so the loads overlap), and one branch covers all eight.
+        // Eight positions per round: their first-filter words are loaded independently (the
+        // loads overlap), and one branch covers all eight.
         const BATCH: usize = 8;
         let stride = self.stride;
-        let filter = self.filter.words();
+        let near = &self.near[..];
         while q + ((BATCH - 1) * stride + ANCHOR) as u64 <= total {
             let at = (q - base) as usize;
             let mut hs = [0u32; BATCH];
             let mut pass = 0u32;
             for (i, h) in hs.iter_mut().enumerate() {
                 *h = anchor_hash(self.k, window_at(hay, at + i * stride));
-                let (w, mask) = filter_slot(*h);
-                pass |= u32::from(filter[w] & mask == mask) << i;
+                let (w, mask) = near_slot(*h);
+                pass |= u32::from(near[w] & mask == mask) << i;
             }
             while pass != 0 {
                 let i = pass.trailing_zeros() as usize;
@@ -554,8 +555,8 @@ impl KnownMatcher {
         }
         while q + ANCHOR as u64 <= total {
             let h = anchor_hash(self.k, window_at(hay, (q - base) as usize));
-            let (w, mask) = filter_slot(h);
-            if filter[w] & mask == mask {
+            let (w, mask) = near_slot(h);
+            if near[w] & mask == mask {
                 self.candidates_at(h, q, out);
             }
             q += s;
@@ -566,17 +567,20 @@ impl KnownMatcher {
     /// The candidates of an anchor hash `h` that passed the filter at absolute position `q`.
     #[inline]
     fn candidates_at(&self, h: u32, q: u64, out: &mut Vec<Candidate>) {
-        if let Some(list) = self.table.get(&h) {
-            for &(e, j) in list {
-                let Some(start) = q.checked_sub(j as u64) else {
-                    continue;
-                };
-                out.push(Candidate {
-                    start,
-                    end: start + self.set.entries[e as usize].len as u64,
-                    entry: e,
-                });
-            }
+        let (w, mask) = filter_slot(h);
+        if self.filter.words()[w] & mask != mask {
+            return;
+        }
+        let from = self.table.partition_point(|t| t.0 < h);
+        for &(_, e, j) in self.table[from..].iter().take_while(|t| t.0 == h) {
+            let Some(start) = q.checked_sub(j as u64) else {
+                continue;
+            };
+            out.push(Candidate {
+                start,
+                end: start + self.set.entries[e as usize].len as u64,
+                entry: e,
+            });
         }
     }
 
@@ -605,6 +609,101 @@ impl KnownMatcher {
         hits.sort();
         hits.dedup();
         hits
+    }
+}
+
+/// The fingerprint stage over a stream: its own copy of the bytes it may still need (a
+/// candidate's span, the last anchor window), so it can run beside the rule stages — on another
+/// thread ([`StreamScanner::with_known`](super::stream::StreamScanner::with_known)) — and give
+/// the same hits for any chunking.
+pub struct KnownStream {
+    matcher: std::sync::Arc<KnownMatcher>,
+    buf: Vec<u8>,
+    /// Absolute offset of `buf[0]`.
+    base: u64,
+    /// Next anchor position to test.
+    next: u64,
+    /// Just past the last newline fed.
+    line_end: u64,
+    /// Anchor hits whose span has not fully arrived.
+    candidates: Vec<Candidate>,
+    /// Verified hits not yet taken.
+    hits: Vec<KnownHit>,
+    /// Every known value starting before this offset has been found.
+    settled: u64,
+}
+
+impl KnownStream {
+    pub fn new(matcher: std::sync::Arc<KnownMatcher>) -> KnownStream {
+        KnownStream {
+            matcher,
+            buf: Vec::new(),
+            base: 0,
+            next: 0,
+            line_end: 0,
+            candidates: Vec::new(),
+            hits: Vec::new(),
+            settled: 0,
+        }
+    }
+
+    /// Every known value starting before this offset has been found.
+    pub fn settled(&self) -> u64 {
+        self.settled
+    }
+
+    /// Hits found since the last call, in the order found.
+    pub fn take_hits(&mut self) -> Vec<KnownHit> {
+        std::mem::take(&mut self.hits)
+    }
+
+    /// Appends `chunk` (the end of the input when `eof`): tests its anchors, verifies the
+    /// candidates whose span is complete, drops the bytes no candidate can need.
+    pub fn feed(&mut self, chunk: &[u8], eof: bool) {
+        if let Some(p) = memchr::memrchr(b'\n', chunk) {
+            self.line_end = self.base + (self.buf.len() + p + 1) as u64;
+        }
+        self.buf.extend_from_slice(chunk);
+        let m = &self.matcher;
+        let total = self.base + self.buf.len() as u64;
+        self.next = m.anchors(&self.buf, self.base, self.next, &mut self.candidates);
+        // With no stored form holding a newline, a candidate across a line end cannot match, and
+        // nothing can still start before the last newline: complete lines settle at once.
+        let line_end = if m.line_local() { self.line_end } else { 0 };
+        let (buf, base, hits) = (&self.buf, self.base, &mut self.hits);
+        self.candidates.retain(|c| {
+            if c.start < line_end && c.end > line_end {
+                return false;
+            }
+            if c.end > total {
+                return !eof;
+            }
+            if m.verify(buf, base, c) {
+                hits.push(KnownHit {
+                    start: c.start,
+                    end: c.end,
+                    entry: c.entry,
+                });
+            }
+            false
+        });
+        let untested = self
+            .next
+            .saturating_sub(m.stride() as u64 - 1)
+            .max(line_end);
+        let first_candidate = self.candidates.iter().map(|c| c.start).min();
+        self.settled = if eof {
+            u64::MAX
+        } else {
+            first_candidate.unwrap_or(u64::MAX).min(untested)
+        };
+        // Keep what a candidate or the next anchor window may read.
+        let keep = first_candidate
+            .unwrap_or(u64::MAX)
+            .min(self.next.saturating_sub(m.stride() as u64 - 1))
+            .clamp(self.base, total);
+        self.buf.drain(..(keep - self.base) as usize);
+        self.base = keep;
     }
 }
 
@@ -749,29 +848,5 @@ mod tests {
         back.validate().unwrap();
         assert_eq!(back.entries(), s.entries());
         assert!(!format!("{s:?}").contains(&s.key));
-    }
-}
-#[cfg(test)]
-mod zz_bench {
-    #[test]
-    #[ignore]
-    fn zz_bench_find_all() {
-        let set =
-            crate::fingerprint::load(std::path::Path::new("target/bench/redact-10k.fp")).unwrap();
-        let m = super::KnownMatcher::new(set);
-        let hay = std::fs::read("target/bench/big-100m.txt").unwrap();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let n = m.find_all(&hay).len();
-            eprintln!(
-                "find_all: {n} hits, {:?} stride {}",
-                t.elapsed(),
-                m.stride()
-            );
-        }
-        let mut out = Vec::new();
-        let t = std::time::Instant::now();
-        m.anchors(&hay, 0, 0, &mut out);
-        eprintln!("anchors only: {} cands {:?}", out.len(), t.elapsed());
     }
 }

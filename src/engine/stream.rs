@@ -14,7 +14,7 @@
 //! while a pending match or window needs them, at most [`Engine::max_holdback`] plus one chunk,
 //! with an open window capped at [`STREAM_HOLD_CAP`] before it is searched with a horizon.
 
-use super::known::{Candidate, KnownHit, KnownMatcher};
+use super::known::{KnownHit, KnownMatcher, KnownStream};
 #[cfg(feature = "hyperscan")]
 use super::windows::hit_recorder;
 use super::windows::{add_window, merge_windows, split_at};
@@ -68,17 +68,138 @@ pub struct StreamScanner<'e> {
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
 }
 
-/// Stream state of the fingerprint stage.
-struct Known {
-    matcher: Arc<KnownMatcher>,
-    /// Next anchor position to test.
-    next: u64,
-    /// Anchor hits whose span has not fully arrived.
-    candidates: Vec<Candidate>,
-    /// Verified hits not yet taken.
-    hits: Vec<KnownHit>,
-    /// Every known value starting before this offset has been found.
-    settled: u64,
+/// The fingerprint stage of a stream: inline, or on a worker thread that tests the anchors of a
+/// chunk while this thread runs the rule stages over it (both are memory-bound; on two cores
+/// the fingerprints of 10,000 values then cost little wall time). Either way each feed returns
+/// only once the stage has seen the chunk, so what is settled does not depend on timing.
+enum Known {
+    Inline(KnownStream),
+    Worker {
+        jobs: std::sync::mpsc::Sender<(Vec<u8>, bool)>,
+        replies: std::sync::mpsc::Receiver<(Vec<KnownHit>, u64, Vec<u8>)>,
+        /// A chunk was sent and its reply not yet received.
+        waiting: bool,
+        hits: Vec<KnownHit>,
+        settled: u64,
+        /// Buffers returned by the worker, reused for the next chunk.
+        spare: Vec<u8>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+/// Sets with fewer entries than this are tested inline: a thread hand-off per chunk costs more
+/// than their anchors.
+const KNOWN_WORKER_MIN_ENTRIES: usize = 1024;
+
+impl Known {
+    fn new(matcher: Arc<KnownMatcher>) -> Known {
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        if !parallel || matcher.set().len() < KNOWN_WORKER_MIN_ENTRIES {
+            return Known::Inline(KnownStream::new(matcher));
+        }
+        let (jobs, job_rx) = std::sync::mpsc::channel::<(Vec<u8>, bool)>();
+        let (reply_tx, replies) = std::sync::mpsc::channel();
+        let inline = matcher.clone();
+        let mut stream = KnownStream::new(matcher);
+        let thread = std::thread::Builder::new()
+            .name("guard-known".into())
+            .spawn(move || {
+                for (chunk, eof) in job_rx {
+                    stream.feed(&chunk, eof);
+                    if reply_tx
+                        .send((stream.take_hits(), stream.settled(), chunk))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Known::Worker {
+                jobs,
+                replies,
+                waiting: false,
+                hits: Vec::new(),
+                settled: 0,
+                spare: Vec::new(),
+                thread: Some(t),
+            },
+            // No thread to be had: the same stage, inline.
+            Err(_) => Known::Inline(KnownStream::new(inline)),
+        }
+    }
+
+    /// Hands `chunk` to the stage (on the worker: returns at once; [`Known::wait`] collects).
+    fn start(&mut self, chunk: &[u8], eof: bool) {
+        match self {
+            Known::Inline(k) => k.feed(chunk, eof),
+            Known::Worker {
+                jobs,
+                waiting,
+                spare,
+                ..
+            } => {
+                let mut v = std::mem::take(spare);
+                v.clear();
+                v.extend_from_slice(chunk);
+                // A worker that died cannot answer: `wait` then fails closed.
+                *waiting = jobs.send((v, eof)).is_ok();
+            }
+        }
+    }
+
+    /// Waits for the stage to have seen every chunk handed to it.
+    fn wait(&mut self) {
+        if let Known::Worker {
+            replies,
+            waiting,
+            hits,
+            settled,
+            spare,
+            ..
+        } = self
+        {
+            if std::mem::take(waiting) {
+                match replies.recv() {
+                    Ok((h, s, buf)) => {
+                        hits.extend(h);
+                        *settled = s;
+                        *spare = buf;
+                    }
+                    // The worker is gone (it panicked): nothing is settled any more, so a
+                    // redactor holds and then fails closed rather than writing unexamined bytes.
+                    Err(_) => *settled = 0,
+                }
+            }
+        }
+    }
+
+    fn settled(&self) -> u64 {
+        match self {
+            Known::Inline(k) => k.settled(),
+            Known::Worker { settled, .. } => *settled,
+        }
+    }
+
+    fn take_hits(&mut self) -> Vec<KnownHit> {
+        match self {
+            Known::Inline(k) => k.take_hits(),
+            Known::Worker { hits, .. } => std::mem::take(hits),
+        }
+    }
+}
+
+impl Drop for Known {
+    fn drop(&mut self) {
+        if let Known::Worker { jobs, thread, .. } = self {
+            // Closing the channel ends the worker's loop.
+            let (closed, _) = std::sync::mpsc::channel();
+            drop(std::mem::replace(jobs, closed));
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 type Sink<'s> = &'s mut dyn FnMut(&Match, &View);
@@ -149,22 +270,14 @@ impl<'e> StreamScanner<'e> {
     /// [`StreamScanner::take_known`].
     pub fn with_known(mut self, matcher: Arc<KnownMatcher>) -> Self {
         if !matcher.set().is_empty() {
-            self.known = Some(Known {
-                matcher,
-                next: 0,
-                candidates: Vec::new(),
-                hits: Vec::new(),
-                settled: 0,
-            });
+            self.known = Some(Known::new(matcher));
         }
         self
     }
 
     /// Known values found so far (each once), in the order found.
     pub fn take_known(&mut self) -> Vec<KnownHit> {
-        self.known
-            .as_mut()
-            .map_or_else(Vec::new, |k| std::mem::take(&mut k.hits))
+        self.known.as_mut().map_or_else(Vec::new, Known::take_hits)
     }
 
     /// Absolute offset of the first byte still held.
@@ -180,7 +293,7 @@ impl<'e> StreamScanner<'e> {
     /// Every byte before this offset is final: no match that is not yet handed to the sink can
     /// cover it. (What a redactor may write out.)
     pub fn settled(&self) -> u64 {
-        let known = self.known.as_ref().map_or(u64::MAX, |k| k.settled);
+        let known = self.known.as_ref().map_or(u64::MAX, Known::settled);
         self.pending
             .first()
             .map_or(self.settled, |(m, _)| m.start.min(self.settled))
@@ -194,15 +307,32 @@ impl<'e> StreamScanner<'e> {
         windows: impl IntoIterator<Item = (RuleIndex, u64, u64)>,
         sink: Sink,
     ) -> Result<(), EngineError> {
+        if let Some(k) = &mut self.known {
+            k.start(chunk, false);
+        }
         for (r, lo, hi) in windows {
             add_window(&mut self.scratch.windows[r.get()], lo, hi);
         }
         self.append(chunk);
         self.process(false, sink);
+        if let Some(k) = &mut self.known {
+            k.wait();
+        }
         Ok(())
     }
 
     pub fn feed(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+        if let Some(k) = &mut self.known {
+            k.start(chunk, false);
+        }
+        let fed = self.feed_rules(chunk, sink);
+        if let Some(k) = &mut self.known {
+            k.wait();
+        }
+        fed
+    }
+
+    fn feed_rules(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
         #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = &self.hs {
             let mut record = hit_recorder(
@@ -225,8 +355,14 @@ impl<'e> StreamScanner<'e> {
     /// Ends the stream: hands out every remaining match, and returns the known values found
     /// since the last [`StreamScanner::take_known`].
     pub fn finish(mut self, sink: Sink) -> Result<Vec<KnownHit>, EngineError> {
+        if let Some(k) = &mut self.known {
+            k.start(&[], true);
+        }
         let closed = self.close_stream();
         self.process(true, sink);
+        if let Some(k) = &mut self.known {
+            k.wait();
+        }
         closed.map(|()| self.take_known())
     }
 
@@ -431,7 +567,6 @@ impl<'e> StreamScanner<'e> {
         if let Some((m, _)) = self.pending.first() {
             keep_from = keep_from.min(m.start);
         }
-        keep_from = keep_from.min(self.process_known(eof));
         let keep_from = keep_from.saturating_sub(CONTEXT as u64).max(self.base);
         let drop = (keep_from - self.base) as usize;
         if drop > 0 {
@@ -474,59 +609,6 @@ impl<'e> StreamScanner<'e> {
                 },
             );
         }
-    }
-
-    /// The fingerprint stage: tests the anchors of the new bytes, verifies candidates whose span
-    /// is complete; returns the first offset it still needs (a candidate's start, or the
-    /// earliest start an untested anchor could belong to).
-    fn process_known(&mut self, eof: bool) -> u64 {
-        let Some(k) = self.known.as_mut() else {
-            return u64::MAX;
-        };
-        let total = self.base + self.buf.len() as u64;
-        k.next = k
-            .matcher
-            .anchors(&self.buf, self.base, k.next, &mut k.candidates);
-        let (buf, base, matcher) = (&self.buf, self.base, &k.matcher);
-        // With no stored form holding a newline, a candidate across a line end cannot match, and
-        // nothing can still start before the last newline: complete lines settle at once.
-        let line_end = if matcher.line_local() {
-            self.line_end
-        } else {
-            0
-        };
-        let hits = &mut k.hits;
-        k.candidates.retain(|c| {
-            if c.start < line_end && c.end > line_end {
-                return false;
-            }
-            if c.end > total {
-                return !eof;
-            }
-            if matcher.verify(buf, base, c) {
-                hits.push(KnownHit {
-                    start: c.start,
-                    end: c.end,
-                    entry: c.entry,
-                });
-            }
-            false
-        });
-        let untested = k
-            .next
-            .saturating_sub(k.matcher.stride() as u64 - 1)
-            .max(line_end);
-        k.settled = if eof {
-            u64::MAX
-        } else {
-            k.candidates
-                .iter()
-                .map(|c| c.start)
-                .min()
-                .unwrap_or(u64::MAX)
-                .min(untested)
-        };
-        k.settled
     }
 
     /// An open window longer than the hold-back cap is searched with a horizon instead of waiting

@@ -70,7 +70,7 @@ impl<'e> JsonLines<'e> {
     }
 
     /// Redacts one record (with its newline, if any).
-    pub fn record(&self, line: &[u8]) -> Result<(Vec<u8>, Vec<(Redaction, String)>), RedactError> {
+    pub fn record(&self, line: &[u8]) -> Result<super::Redacted, RedactError> {
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
             return self.block.redact(line);

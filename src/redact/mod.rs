@@ -28,7 +28,7 @@ use crate::engine::known::{Encoding, KnownMatcher};
 use crate::engine::{Engine, EngineError, RuleIndex, StreamScanner};
 
 /// Largest piece fed to the engine at once: the hold-back check runs between pieces.
-const PIECE: usize = 16 * 1024;
+const PIECE: usize = 256 * 1024;
 
 /// The replacement text: `{id}` is replaced by the rule id or the stored secret's name.
 #[derive(Clone, Debug)]
@@ -85,6 +85,9 @@ impl Default for RedactOptions {
         }
     }
 }
+
+/// A redacted text and each replacement with the id written for it.
+pub type Redacted = (Vec<u8>, Vec<(Redaction, String)>);
 
 /// What was redacted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -377,7 +380,7 @@ impl<'e> BlockRedactor<'e> {
     }
 
     /// The redacted text and each replacement with its id.
-    pub fn redact(&self, input: &[u8]) -> Result<(Vec<u8>, Vec<(Redaction, String)>), RedactError> {
+    pub fn redact(&self, input: &[u8]) -> Result<Redacted, RedactError> {
         let mut spans: Vec<Span> = self
             .engine
             .scan_block(&mut self.scratch.borrow_mut(), input)?
@@ -418,7 +421,7 @@ pub fn redact_bytes(
     known: Option<Arc<KnownMatcher>>,
     opts: &RedactOptions,
     input: &[u8],
-) -> Result<(Vec<u8>, Vec<(Redaction, String)>), RedactError> {
+) -> Result<Redacted, RedactError> {
     let mut r = Redactor::new(engine, known, opts.clone())?;
     let mut out = Vec::with_capacity(input.len() + 64);
     r.feed(input, &mut out)?;
@@ -443,7 +446,7 @@ pub fn copy_stream(
     on: &mut dyn FnMut(&Redactor, &Redaction),
 ) -> Result<(), RedactError> {
     let mut r = Redactor::new(engine, known, opts)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; PIECE];
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -506,6 +509,35 @@ mod tests {
         let random = "FakeRedactorTestToken000000000";
         let crc = crate::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
         format!("ghp_{random}{}", std::str::from_utf8(&crc).unwrap())
+    }
+
+    /// A set large enough that the stream tests its anchors on the worker thread: the same
+    /// output as block mode (which tests them inline) for every chunking, every value found.
+    #[test]
+    fn large_sets_on_the_worker_thread_match_block_mode() {
+        let values: Vec<String> = (0..1500)
+            .map(|i| format!("fake-stored-value-{i:05}-x"))
+            .collect();
+        let mut s = KnownSet::new([5; 32]);
+        for (i, v) in values.iter().enumerate() {
+            s.add(&format!("v{i}"), 1, v.as_bytes()).unwrap();
+        }
+        let k = Arc::new(KnownMatcher::new(s));
+        let mut input = Vec::new();
+        for i in 0..400 {
+            input.extend_from_slice(format!("line {i} value={} tail\n", values[i * 3]).as_bytes());
+        }
+        let block = BlockRedactor::new(engine(), Some(k.clone()), RedactOptions::default())
+            .unwrap()
+            .redact(&input)
+            .unwrap();
+        assert_eq!(block.1.len(), 400);
+        for size in [13usize, 4096, 1 << 20] {
+            let chunks: Vec<&[u8]> = input.chunks(size).collect();
+            let out = run(Some(k.clone()), &chunks);
+            assert!(out == block.0, "chunks of {size} differ from block mode");
+        }
+        assert!(!String::from_utf8_lossy(&block.0).contains("fake-stored-value"));
     }
 
     #[test]

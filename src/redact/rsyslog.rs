@@ -71,7 +71,7 @@ impl Parser<'_> {
         self.walk_object(&mut Vec::new(), on, 0)
     }
 
-    fn walk_object<'k>(
+    fn walk_object(
         &mut self,
         path: &mut Vec<Vec<u8>>,
         on: &mut OnString,
@@ -337,10 +337,7 @@ impl Rsyslog<'_> {
 /// (`parser.escapeControlCharactersOnReceive`, on by default): a newline arrives as `#012`.
 /// The engine sees the unescaped text — so a key split over lines is still one key — and
 /// the replacements are mapped back onto the escaped text rsyslog will write.
-fn redact_msg(
-    redactor: &BlockRedactor,
-    msg: &[u8],
-) -> Result<(Vec<u8>, Vec<(Redaction, String)>), super::RedactError> {
+fn redact_msg(redactor: &BlockRedactor, msg: &[u8]) -> Result<super::Redacted, super::RedactError> {
     let Some((plain, at)) = unescape_control(msg) else {
         return redactor.redact(msg);
     };

@@ -101,7 +101,8 @@ impl Spool {
         Ok(true)
     }
 
-    /// Every event in `dir`, oldest first (files that do not parse are skipped and named).
+    /// Every event in `dir`, oldest first, and the files that do not parse (skipped, named).
+    #[allow(clippy::type_complexity)]
     pub fn read_all(dir: &Path) -> io::Result<(Vec<(PathBuf, LeakEvent)>, Vec<PathBuf>)> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -1360,7 +1360,7 @@ fn rsyslogd_end_to_end_fail_closed() {
             rs.diagnostics()
         );
     }
-    let mut two = format!("secret-two bad utf8 \u{FFFD}").into_bytes();
+    let mut two = "secret-two bad utf8 \u{FFFD}".to_string().into_bytes();
     two.truncate(two.len() - 3);
     two.extend_from_slice(b"\xff\xfe\xc3 ");
     two.extend_from_slice(format!("{} ", gh_redacted()).as_bytes());
