@@ -9,10 +9,12 @@
 //! - a keyed MAC (HMAC-SHA256, truncated to 128 bits) of the whole encoded form, and its length.
 //!
 //! The scan ([`KnownMatcher`]) tests one anchor position every `stride` bytes (stride = up to
-//! [`MAX_STRIDE`], less only when a stored form is too short for it): a bitmap lookup of the keyed
-//! hash per tested position, whatever the number of stored values. Only on an anchor hit is the
-//! full MAC computed over the candidate span. A hit names the entry (id, version, encoding),
-//! never the value. Cost is flat in the number of values; the bitmap keeps false anchor hits rare.
+//! [`MAX_STRIDE`], less only when a stored form is too short for it): per tested position one
+//! probe of a 512 KiB filter that stays in L2, whatever the number of stored values; the ~3% that
+//! pass it probe a 2 MiB filter, and the rare survivors a sorted table. Only on an anchor hit is
+//! the full MAC computed over the candidate span. A hit names the entry (id, version, encoding),
+//! never the value. Cost is flat in the number of values. [`KnownStream`] runs the stage over a
+//! stream with its own copy of the bytes it needs, so it can run on another thread.
 //!
 //! What a reader of a fingerprint file can learn: the key is in the file (any guard process must
 //! be able to match), so a value with little entropy can be brute-forced from its MAC, as from any
