@@ -113,22 +113,10 @@ pub fn save(path: &Path, set: &KnownSet) -> Result<(), FingerprintFileError> {
     Ok(())
 }
 
-/// 32 bytes from the kernel's random source (`getrandom(2)`: no device file to depend on).
+/// 32 bytes from the kernel's random source.
 pub fn random_key() -> std::io::Result<[u8; 32]> {
     let mut k = [0u8; 32];
-    let mut filled = 0;
-    while filled < k.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `k`.
-        let n = unsafe { libc::getrandom(k[filled..].as_mut_ptr().cast(), k.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
+    crate::random::fill_random(&mut k)?;
     Ok(k)
 }
 

@@ -24,6 +24,11 @@
 //!   confirmed, through shared filters (path allowlist, baseline, duplicates) into
 //!   [`pipeline::FindingSink`]s: the [`report`] formats (human, JSON, JSONL, SARIF) and
 //!   [`baseline::BaselineWriter`].
+//! - [`redact`]: the output guard behind `guard redact`, `guard exec` and the log-shipper
+//!   adapters (JSON lines, rsyslog mmexternal): every byte written only once the stream has
+//!   settled it, each rule match and each known stored value (the engine's fingerprint stage)
+//!   replaced, fail-closed; leak events for known values go to a spool. [`fingerprint`] reads and
+//!   writes the fingerprint files; [`random`] is the kernel's random source.
 //! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`;
 //!   only a human with the passphrase on the terminal approves, and no value reaches a client
 //!   (THREAT_MODEL.md).
@@ -56,6 +61,7 @@ pub mod fingerprint;
 pub mod gitleaks;
 pub mod pattern;
 pub mod pipeline;
+pub mod random;
 pub mod redact;
 pub mod report;
 pub mod rules;

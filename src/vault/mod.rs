@@ -47,29 +47,7 @@ pub mod tty;
 pub use config::{VaultConfig, VaultPaths};
 pub use secret::SecretValue;
 
-/// Fill a buffer from the kernel CSPRNG (getrandom(2)); never fails silently.
-pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of a live mutable slice.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast::<libc::c_void>(),
-                buf.len() - filled,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(())
-}
+pub use crate::random::fill_random;
 
 /// A random identifier like `lease_3f9a…` (16 random bytes, hex).
 pub fn random_id(prefix: &str) -> String {
