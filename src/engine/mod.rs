@@ -30,8 +30,6 @@ pub mod check;
 pub mod confirm;
 pub mod decode;
 pub mod entropy;
-#[cfg(feature = "hyperscan")]
-mod hs_worker;
 pub mod known;
 pub mod lines;
 mod literals;

@@ -66,9 +66,6 @@ pub struct StreamScanner<'e> {
     known: Option<Known>,
     #[cfg(feature = "hyperscan")]
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
-    /// The Hyperscan stream, moved to its own thread ([`StreamScanner::with_prefilter_thread`]).
-    #[cfg(feature = "hyperscan")]
-    hs_worker: Option<super::hs_worker::HsWorker>,
 }
 
 /// The fingerprint stage of a stream: inline, or on a worker thread that tests the anchors of a
@@ -266,25 +263,7 @@ impl<'e> StreamScanner<'e> {
             known: None,
             #[cfg(feature = "hyperscan")]
             hs,
-            #[cfg(feature = "hyperscan")]
-            hs_worker: None,
         })
-    }
-
-    /// Runs the Hyperscan stream on a thread of its own, pipelined with the confirm stage (when
-    /// there is more than one CPU). For long-lived streams that carry a lot — `guard redact`; a
-    /// thread per scanner does not pay for itself on a small input.
-    pub fn with_prefilter_thread(mut self) -> Self {
-        #[cfg(feature = "hyperscan")]
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-            if let Some((st, sc)) = self.hs.take() {
-                match super::hs_worker::HsWorker::start(st, sc) {
-                    Ok(w) => self.hs_worker = Some(w),
-                    Err(back) => self.hs = Some(back),
-                }
-            }
-        }
-        self
     }
 
     /// Also find the known values of `matcher` (the fingerprint stage); take them with
@@ -355,24 +334,6 @@ impl<'e> StreamScanner<'e> {
 
     fn feed_rules(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
         #[cfg(feature = "hyperscan")]
-        if self.hs_worker.is_some() && !chunk.is_empty() {
-            // Piece i is confirmed while the prefilter thread scans piece i + 1.
-            const PIECE: usize = 32 * 1024;
-            let pieces: Vec<&[u8]> = chunk.chunks(PIECE).collect();
-            self.hs_worker.as_mut().expect("checked").send(pieces[0]);
-            for (i, piece) in pieces.iter().enumerate() {
-                let w = self.hs_worker.as_mut().expect("checked");
-                if let Some(next) = pieces.get(i + 1) {
-                    w.send(next);
-                }
-                let hits = w.recv()?;
-                self.add_hits(&hits);
-                self.append(piece);
-                self.process(false, sink);
-            }
-            return Ok(());
-        }
-        #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = &self.hs {
             let mut record = hit_recorder(
                 self.engine.ruleset.rules(),
@@ -439,27 +400,7 @@ impl<'e> StreamScanner<'e> {
             total.saturating_sub(e.start_literals.max_len().saturating_sub(1) as u64);
     }
 
-    /// Adds prefilter hits `(rule, end)` from the prefilter thread as windows.
-    #[cfg(feature = "hyperscan")]
-    fn add_hits(&mut self, hits: &[(u32, u64)]) {
-        let mut record = hit_recorder(
-            self.engine.ruleset.rules(),
-            &mut self.scratch.windows,
-            0,
-            0,
-            u64::MAX,
-        );
-        for &(id, end) in hits {
-            record(id, 0, end, 0);
-        }
-    }
-
     fn close_stream(&mut self) -> Result<(), EngineError> {
-        #[cfg(feature = "hyperscan")]
-        if let Some(mut w) = self.hs_worker.take() {
-            let hits = w.close()?;
-            self.add_hits(&hits);
-        }
         #[cfg(feature = "hyperscan")]
         if let Some((st, sc)) = self.hs.take() {
             let record = hit_recorder(

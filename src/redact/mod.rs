@@ -154,7 +154,7 @@ impl<'e> Redactor<'e> {
         known: Option<Arc<KnownMatcher>>,
         opts: RedactOptions,
     ) -> Result<Redactor<'e>, EngineError> {
-        let mut scanner = StreamScanner::new(engine)?.with_prefilter_thread();
+        let mut scanner = StreamScanner::new(engine)?;
         if let Some(k) = &known {
             scanner = scanner.with_known(k.clone());
         }
