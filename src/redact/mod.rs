@@ -249,6 +249,16 @@ impl<'e> Redactor<'e> {
     /// Writes `held` up to absolute offset `upto` (or further, through a span that starts before
     /// it), replacing spans.
     fn write_upto(&mut self, upto: u64, out: &mut dyn Write) -> io::Result<()> {
+        if self.spans.is_empty() {
+            // Nothing to replace (the common case): straight from the held bytes.
+            let n = (upto - self.written) as usize;
+            if n > 0 {
+                out.write_all(&self.held[..n])?;
+                self.held.drain(..n);
+                self.written = upto;
+            }
+            return Ok(());
+        }
         self.out.clear();
         let (engine, known) = (self.engine, self.known.as_deref());
         let pos = render(
