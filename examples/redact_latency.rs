@@ -103,8 +103,10 @@ fn main() {
             if now >= due {
                 break;
             }
-            if due - now > Duration::from_micros(200) {
-                std::thread::sleep(due - now - Duration::from_micros(100));
+            // Sleep through most of the gap (a real producer does not spin a core away from
+            // guard on a 2-core machine); spin only the last 50 µs for an exact write time.
+            if due - now > Duration::from_micros(60) {
+                std::thread::sleep(due - now - Duration::from_micros(50));
             } else {
                 std::hint::spin_loop();
             }
