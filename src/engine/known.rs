@@ -42,7 +42,7 @@ pub const MIN_VALUE_LEN: usize = 8;
 pub const MAX_PIECE: usize = 16 * 1024;
 /// Words of the second anchor filter: 2^18 × 64 bits = 2 MiB, two bits per anchor in one word.
 /// With 10,000 values × every encoding (~480k anchors) about 0.3% of the positions it is asked
-/// about pass it. It is one huge page where the kernel allows (`Filter`).
+/// about pass it.
 const FILTER_WORDS: usize = 1 << 18;
 /// Words of the first anchor filter, probed at every tested position: 2^16 × 64 bits = 512 KiB,
 /// so it stays in a core's L2 (the 2 MiB one alone lived in L3: 12 ns a probe while Hyperscan ran
@@ -67,71 +67,6 @@ fn near_slot(h: u32) -> (usize, u64) {
         w,
         (1u64 << ((x >> 42) & 63)) | (1u64 << ((x >> 36) & 63)) | (1u64 << ((x >> 30) & 63)),
     )
-}
-
-/// The anchor filter's memory: zeroed, 2 MiB-aligned and advised as a huge page before it is
-/// touched (an allocator would zero it first, faulting in 4 KiB pages).
-struct Filter {
-    ptr: std::ptr::NonNull<u64>,
-    /// The whole mapping (`ptr` lies inside it).
-    map: (*mut libc::c_void, usize),
-}
-
-// SAFETY: `Filter` owns its mapping exclusively; shared access is read-only.
-unsafe impl Send for Filter {}
-unsafe impl Sync for Filter {}
-
-impl Filter {
-    const BYTES: usize = FILTER_WORDS * 8;
-
-    fn new() -> Filter {
-        let len = 2 * Self::BYTES;
-        // SAFETY: a private anonymous mapping; checked for failure below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            std::alloc::handle_alloc_error(
-                std::alloc::Layout::from_size_align(len, 8).expect("layout"),
-            );
-        }
-        let start = (map as usize).next_multiple_of(Self::BYTES);
-        // SAFETY: `start..start + BYTES` lies inside the mapping (it is twice as long).
-        unsafe {
-            #[cfg(target_os = "linux")]
-            libc::madvise(start as *mut libc::c_void, Self::BYTES, libc::MADV_HUGEPAGE);
-        }
-        Filter {
-            ptr: std::ptr::NonNull::new(start as *mut u64).expect("mapping is not null"),
-            map: (map, len),
-        }
-    }
-
-    fn words(&self) -> &[u64] {
-        // SAFETY: FILTER_WORDS zero-initialised u64s inside the mapping owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), FILTER_WORDS) }
-    }
-
-    fn words_mut(&mut self) -> &mut [u64] {
-        // SAFETY: as in `words`, with exclusive access through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), FILTER_WORDS) }
-    }
-}
-
-impl Drop for Filter {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `Filter::new`.
-        unsafe {
-            libc::munmap(self.map.0, self.map.1);
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -421,7 +356,7 @@ pub struct KnownMatcher {
     key: [u8; 32],
     k: (u64, u64),
     stride: usize,
-    filter: Filter,
+    filter: Vec<u64>,
     near: Vec<u64>,
     /// (anchor hash, entry, offset of the anchor in the span), sorted: one flat allocation,
     /// searched only for the rare position that passes the filter.
@@ -452,13 +387,13 @@ impl KnownMatcher {
             .min()
             .unwrap_or(MAX_STRIDE)
             .clamp(1, MAX_STRIDE);
-        let mut filter = Filter::new();
+        let mut filter = vec![0u64; FILTER_WORDS];
         let mut near = vec![0u64; NEAR_WORDS];
         let mut table = Vec::with_capacity(set.entries.len() * stride);
         for (i, e) in set.entries.iter().enumerate() {
             for (j, &h) in e.anchors.iter().enumerate().take(stride) {
                 let (w, mask) = filter_slot(h);
-                filter.words_mut()[w] |= mask;
+                filter[w] |= mask;
                 let (w, mask) = near_slot(h);
                 near[w] |= mask;
                 table.push((h, i as u32, j as u8));
@@ -570,7 +505,7 @@ impl KnownMatcher {
     #[inline]
     fn candidates_at(&self, h: u32, q: u64, out: &mut Vec<Candidate>) {
         let (w, mask) = filter_slot(h);
-        if self.filter.words()[w] & mask != mask {
+        if self.filter[w] & mask != mask {
             return;
         }
         let from = self.table.partition_point(|t| t.0 < h);

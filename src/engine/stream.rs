@@ -75,7 +75,8 @@ pub struct StreamScanner<'e> {
 enum Known {
     Inline(KnownStream),
     Worker {
-        jobs: std::sync::mpsc::Sender<(Vec<u8>, bool)>,
+        /// `None` once dropped: closing the channel ends the worker's loop.
+        jobs: Option<std::sync::mpsc::Sender<(Vec<u8>, bool)>>,
         replies: std::sync::mpsc::Receiver<(Vec<KnownHit>, u64, Vec<u8>)>,
         /// A chunk was sent and its reply not yet received.
         waiting: bool,
@@ -116,7 +117,7 @@ impl Known {
             });
         match thread {
             Ok(t) => Known::Worker {
-                jobs,
+                jobs: Some(jobs),
                 replies,
                 waiting: false,
                 hits: Vec::new(),
@@ -137,13 +138,17 @@ impl Known {
                 jobs,
                 waiting,
                 spare,
+                settled,
                 ..
             } => {
                 let mut v = std::mem::take(spare);
                 v.clear();
                 v.extend_from_slice(chunk);
-                // A worker that died cannot answer: `wait` then fails closed.
-                *waiting = jobs.send((v, eof)).is_ok();
+                *waiting = jobs.as_ref().is_some_and(|j| j.send((v, eof)).is_ok());
+                if !*waiting {
+                    // The worker is gone: nothing is settled any more (fail closed).
+                    *settled = 0;
+                }
             }
         }
     }
@@ -192,9 +197,7 @@ impl Known {
 impl Drop for Known {
     fn drop(&mut self) {
         if let Known::Worker { jobs, thread, .. } = self {
-            // Closing the channel ends the worker's loop.
-            let (closed, _) = std::sync::mpsc::channel();
-            drop(std::mem::replace(jobs, closed));
+            *jobs = None;
             if let Some(t) = thread.take() {
                 let _ = t.join();
             }

@@ -114,20 +114,25 @@ pub enum RedactError {
     Io(#[from] io::Error),
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u64,
-    end: u64,
-    label: Label,
-}
+/// A span to replace is logged as what it is: a [`Redaction`].
+type Span = Redaction;
 
-impl Span {
+impl Redaction {
     /// A rule match's secret span.
-    fn of_match(m: &crate::engine::Match) -> Span {
-        Span {
+    fn of_match(m: &crate::engine::Match) -> Redaction {
+        Redaction {
             start: m.secret_start,
             end: m.secret_end,
             label: Label::Rule(m.rule),
+        }
+    }
+
+    /// A known value found by the fingerprint stage.
+    fn of_known(h: &crate::engine::known::KnownHit) -> Redaction {
+        Redaction {
+            start: h.start,
+            end: h.end,
+            label: Label::Known(h.entry),
         }
     }
 }
@@ -237,13 +242,7 @@ impl<'e> Redactor<'e> {
     }
 
     fn push_known(&mut self, hits: Vec<crate::engine::known::KnownHit>) {
-        for h in hits {
-            self.spans.push(Span {
-                start: h.start,
-                end: h.end,
-                label: Label::Known(h.entry),
-            });
-        }
+        self.spans.extend(hits.iter().map(Span::of_known));
     }
 
     /// Writes `held` up to absolute offset `upto` (or further, through a span that starts before
@@ -310,11 +309,7 @@ fn render(
         if first.end <= pos {
             // Inside a replacement already written.
             if let Label::Known(_) = first.label {
-                log.push(Redaction {
-                    start: first.start,
-                    end: first.end,
-                    label: first.label,
-                });
+                log.push(first);
             }
             used += 1;
             continue;
@@ -335,11 +330,7 @@ fn render(
             let s = spans[used];
             end = end.max(s.end);
             if let Label::Known(_) = s.label {
-                log.push(Redaction {
-                    start: s.start,
-                    end: s.end,
-                    label: s.label,
-                });
+                log.push(s);
             }
             used += 1;
         }
@@ -398,11 +389,7 @@ impl<'e> BlockRedactor<'e> {
             .map(Span::of_match)
             .collect();
         if let Some(k) = &self.known {
-            spans.extend(k.find_all(input).into_iter().map(|h| Span {
-                start: h.start,
-                end: h.end,
-                label: Label::Known(h.entry),
-            }));
+            spans.extend(k.find_all(input).iter().map(Span::of_known));
         }
         let mut out = Vec::with_capacity(input.len() + 64);
         let mut log = Vec::new();
