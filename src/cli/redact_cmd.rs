@@ -58,7 +58,7 @@ pub struct RedactArgs {
     #[arg(long)]
     rsyslog: bool,
     /// Most bytes held waiting for a pending match before they are redacted wholesale (never
-    /// less than the longest rule window plus one 256 KiB read)
+    /// less than the longest rule window plus one 1 MiB read)
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     max_hold: usize,
     /// Where leak events for known values are written [default: $XDG_STATE_HOME/guard/leaks]

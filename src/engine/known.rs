@@ -597,13 +597,52 @@ impl KnownStream {
     /// Appends `chunk` (the end of the input when `eof`): tests its anchors, verifies the
     /// candidates whose span is complete, drops the bytes no candidate can need.
     pub fn feed(&mut self, chunk: &[u8], eof: bool) {
+        self.append(chunk, None);
+        self.settle(eof);
+    }
+
+    /// The first anchor position at or after `at`: where another thread that tests the rest of
+    /// a chunk starts ([`KnownMatcher::anchors`] from there, then [`KnownStream::add_tested`]).
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    pub(crate) fn align(&self, at: u64) -> u64 {
+        let s = self.matcher.stride() as u64;
+        at.max(self.next).div_ceil(s) * s
+    }
+
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    pub(crate) fn matcher(&self) -> &std::sync::Arc<KnownMatcher> {
+        &self.matcher
+    }
+
+    /// The first half of [`KnownStream::feed`]: appends `chunk` and tests its anchors, only
+    /// those before `limit` (an [`KnownStream::align`]ed position) when given.
+    pub(crate) fn append(&mut self, chunk: &[u8], limit: Option<u64>) {
         if let Some(p) = memchr::memrchr(b'\n', chunk) {
             self.line_end = self.base + (self.buf.len() + p + 1) as u64;
         }
         self.buf.extend_from_slice(chunk);
+        let mut end = self.buf.len();
+        if let Some(l) = limit {
+            // Positions `q < l` are those whose window ends before `l + ANCHOR - 1`.
+            end = end.min((l + ANCHOR as u64 - 1).saturating_sub(self.base) as usize);
+        }
+        self.next =
+            self.matcher
+                .anchors(&self.buf[..end], self.base, self.next, &mut self.candidates);
+    }
+
+    /// Candidates found by another thread from the `limit` of [`KnownStream::append`] on, and
+    /// the position where it stopped.
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    pub(crate) fn add_tested(&mut self, candidates: &[Candidate], next: u64) {
+        self.candidates.extend_from_slice(candidates);
+        self.next = next;
+    }
+
+    /// The second half of [`KnownStream::feed`]: verifies, settles, drops what is not needed.
+    pub(crate) fn settle(&mut self, eof: bool) {
         let m = &self.matcher;
         let total = self.base + self.buf.len() as u64;
-        self.next = m.anchors(&self.buf, self.base, self.next, &mut self.candidates);
         // With no stored form holding a newline, a candidate across a line end cannot match, and
         // nothing can still start before the last newline: complete lines settle at once.
         let line_end = if m.line_local() { self.line_end } else { 0 };

@@ -77,19 +77,26 @@ fn decode_cache(bytes: &[u8], n_rules: usize) -> Option<(Vec<bool>, &[u8])> {
     Some((flags.iter().map(|&b| b == 1).collect(), rest.get(4 + n..)?))
 }
 
-/// Compiles (or loads from the cache) the database for `patterns`, indexed by rule.
+/// Compiles (or loads from the cache) the database for the `patterns` (indexed by rule) whose
+/// `include` flag is set; the others are neither in the database nor listed as rejected.
 pub fn build<T: hyperscan::Mode>(
     patterns: &[&str],
+    include: &[bool],
     mode: Mode,
     cache: Option<&dyn DatabaseCache>,
 ) -> Result<Compiled<T>, Error> {
-    let indexed: Vec<(usize, &str)> = patterns.iter().copied().enumerate().collect();
+    let indexed: Vec<(usize, &str)> = patterns
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(i, _)| include[i])
+        .collect();
     let key = cache_key(&indexed, mode);
     if let Some(cache) = cache {
         if let Some(bytes) = cache.load(&key) {
             if let Some((in_db, raw)) = decode_cache(&bytes, patterns.len()) {
                 if let Ok(db) = raw.deserialize::<T>() {
-                    let rejected = rejected(&in_db, None);
+                    let rejected = rejected(&in_db, include, None);
                     return Ok(Compiled {
                         db: Some(db),
                         in_db,
@@ -100,7 +107,7 @@ pub fn build<T: hyperscan::Mode>(
             }
         }
     }
-    let mut in_db = vec![true; patterns.len()];
+    let mut in_db = include.to_vec();
     let mut reasons: Vec<Option<String>> = vec![None; patterns.len()];
     let db = loop {
         let pats: Patterns = indexed
@@ -146,7 +153,7 @@ pub fn build<T: hyperscan::Mode>(
             cache.store(&key, &encode_cache(&in_db, &raw));
         }
     }
-    let rejected = rejected(&in_db, Some(&reasons));
+    let rejected = rejected(&in_db, include, Some(&reasons));
     Ok(Compiled {
         db,
         in_db,
@@ -155,9 +162,13 @@ pub fn build<T: hyperscan::Mode>(
     })
 }
 
-fn rejected(in_db: &[bool], reasons: Option<&[Option<String>]>) -> Vec<(usize, String)> {
+fn rejected(
+    in_db: &[bool],
+    include: &[bool],
+    reasons: Option<&[Option<String>]>,
+) -> Vec<(usize, String)> {
     (0..in_db.len())
-        .filter(|&i| !in_db[i])
+        .filter(|&i| include[i] && !in_db[i])
         .map(|i| {
             let why = reasons.and_then(|r| r[i].clone());
             (

@@ -13,6 +13,13 @@
 //! resolved, so the sink sees exactly what block mode returns, in order. Bytes are held back only
 //! while a pending match or window needs them, at most [`Engine::max_holdback`] plus one chunk,
 //! with an open window capped at [`STREAM_HOLD_CAP`] before it is searched with a horizon.
+//!
+//! With Hyperscan, the multi-line rules are prefiltered by a Hyperscan stream, and the line-local
+//! rules by block scans of the lines completed since the last feed (a line without a newline
+//! after [`STREAM_HOLD_CAP`] bytes is scanned in parts that overlap by the longest line-local
+//! match): Hyperscan's block mode is faster than its stream mode, and a large batch of lines can
+//! be cut in two and scanned on two threads (`split`). Per rule, the scanner settles only what
+//! its prefilter has covered.
 
 use super::known::{KnownHit, KnownMatcher, KnownStream};
 #[cfg(feature = "hyperscan")]
@@ -59,13 +66,26 @@ pub struct StreamScanner<'e> {
     /// line should be reported when it arrives; not on a large file, where it cost 13% of the
     /// CPU of the 1 GiB benchmark and nobody waits for the first finding.
     track_literals: bool,
-    /// Prefilter windows arrive (from the Hyperscan stream, or from the caller through
+    /// Prefilter windows arrive (from Hyperscan, or from the caller through
     /// [`StreamScanner::feed_windows`]); otherwise every rule is confirmed by full search.
     prefiltered: bool,
+    /// Line-local rules are prefiltered here by Hyperscan block scans of complete lines (a long
+    /// line without a newline is scanned in parts); multi-line rules by the Hyperscan stream.
+    block_lines: bool,
+    /// Every hit of a line-local rule ending at or before this offset is recorded.
+    lines_upto: u64,
+    /// Where the next block scan of line-local rules starts: a line start, or `max_len` before
+    /// `lines_upto` inside a long line.
+    lines_from: u64,
     /// The fingerprint stage, when known values are attached ([`StreamScanner::with_known`]).
     known: Option<Known>,
+    /// The streaming database of the multi-line rules, when Hyperscan has any.
     #[cfg(feature = "hyperscan")]
     hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+    /// The second thread of the line-local block prefilter, started at the first large batch
+    /// (`Err(())` once it could not be had or died: the batches are then scanned here alone).
+    #[cfg(feature = "hyperscan")]
+    split: Option<Result<super::split::SplitWorker, ()>>,
 }
 
 /// The fingerprint stage of a stream: inline, or on a worker thread that tests the anchors of a
@@ -74,18 +94,20 @@ pub struct StreamScanner<'e> {
 /// only once the stage has seen the chunk, so what is settled does not depend on timing.
 enum Known {
     Inline(KnownStream),
-    Worker {
-        /// `None` once dropped: closing the channel ends the worker's loop.
-        jobs: Option<std::sync::mpsc::Sender<(Vec<u8>, bool)>>,
-        replies: std::sync::mpsc::Receiver<(Vec<KnownHit>, u64, Vec<u8>)>,
-        /// A chunk was sent and its reply not yet received.
-        waiting: bool,
-        hits: Vec<KnownHit>,
-        settled: u64,
-        /// Buffers returned by the worker, reused for the next chunk.
-        spare: Vec<u8>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    },
+    Worker(KnownWorker),
+}
+
+struct KnownWorker {
+    /// `None` once dropped: closing the channel ends the worker's loop.
+    jobs: Option<std::sync::mpsc::Sender<(Vec<u8>, bool)>>,
+    replies: std::sync::mpsc::Receiver<(Vec<KnownHit>, u64, Vec<u8>)>,
+    /// A chunk was sent and its reply not yet received.
+    waiting: bool,
+    hits: Vec<KnownHit>,
+    settled: u64,
+    /// Buffers returned by the worker, reused for the next chunk.
+    spare: Vec<u8>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Sets with fewer entries than this are tested inline: a thread hand-off per chunk costs more
@@ -93,9 +115,11 @@ enum Known {
 const KNOWN_WORKER_MIN_ENTRIES: usize = 1024;
 
 impl Known {
-    fn new(matcher: Arc<KnownMatcher>) -> Known {
+    /// `split`: large batches go to the prefilter thread (`super::split`), which then runs an
+    /// inline stage as well — two threads on two cores rather than three.
+    fn new(matcher: Arc<KnownMatcher>, split: bool) -> Known {
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
-        if !parallel || matcher.set().len() < KNOWN_WORKER_MIN_ENTRIES {
+        if !parallel || split || matcher.set().len() < KNOWN_WORKER_MIN_ENTRIES {
             return Known::Inline(KnownStream::new(matcher));
         }
         let (jobs, job_rx) = std::sync::mpsc::channel::<(Vec<u8>, bool)>();
@@ -116,7 +140,7 @@ impl Known {
                 }
             });
         match thread {
-            Ok(t) => Known::Worker {
+            Ok(t) => Known::Worker(KnownWorker {
                 jobs: Some(jobs),
                 replies,
                 waiting: false,
@@ -124,7 +148,7 @@ impl Known {
                 settled: 0,
                 spare: Vec::new(),
                 thread: Some(t),
-            },
+            }),
             // No thread to be had: the same stage, inline.
             Err(_) => Known::Inline(KnownStream::new(inline)),
         }
@@ -134,13 +158,13 @@ impl Known {
     fn start(&mut self, chunk: &[u8], eof: bool) {
         match self {
             Known::Inline(k) => k.feed(chunk, eof),
-            Known::Worker {
+            Known::Worker(KnownWorker {
                 jobs,
                 waiting,
                 spare,
                 settled,
                 ..
-            } => {
+            }) => {
                 let mut v = std::mem::take(spare);
                 v.clear();
                 v.extend_from_slice(chunk);
@@ -155,14 +179,14 @@ impl Known {
 
     /// Waits for the stage to have seen every chunk handed to it.
     fn wait(&mut self) {
-        if let Known::Worker {
+        if let Known::Worker(KnownWorker {
             replies,
             waiting,
             hits,
             settled,
             spare,
             ..
-        } = self
+        }) = self
         {
             if std::mem::take(waiting) {
                 match replies.recv() {
@@ -182,30 +206,37 @@ impl Known {
     fn settled(&self) -> u64 {
         match self {
             Known::Inline(k) => k.settled(),
-            Known::Worker { settled, .. } => *settled,
+            Known::Worker(w) => w.settled,
         }
     }
 
     fn take_hits(&mut self) -> Vec<KnownHit> {
         match self {
             Known::Inline(k) => k.take_hits(),
-            Known::Worker { hits, .. } => std::mem::take(hits),
+            Known::Worker(w) => std::mem::take(&mut w.hits),
         }
     }
 }
 
-impl Drop for Known {
+impl Drop for KnownWorker {
     fn drop(&mut self) {
-        if let Known::Worker { jobs, thread, .. } = self {
-            *jobs = None;
-            if let Some(t) = thread.take() {
-                let _ = t.join();
-            }
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
 type Sink<'s> = &'s mut dyn FnMut(&Match, &View);
+
+/// What was handed to the prefilter thread: the line batch from `cut` on, and the fingerprint
+/// anchors from `known_from` on.
+#[cfg(feature = "hyperscan")]
+#[derive(Clone, Copy)]
+struct Handed {
+    cut: u64,
+    known_from: Option<u64>,
+}
 
 impl<'e> StreamScanner<'e> {
     pub fn new(engine: &'e Engine) -> Result<StreamScanner<'e>, EngineError> {
@@ -224,7 +255,7 @@ impl<'e> StreamScanner<'e> {
                 }
                 None => None,
             };
-            StreamScanner::assemble(engine, hs.is_some(), false, hs)
+            StreamScanner::assemble(engine, engine.has_block_prefilter(), false, hs)
         }
         #[cfg(not(feature = "hyperscan"))]
         StreamScanner::assemble(engine, false, false)
@@ -263,9 +294,14 @@ impl<'e> StreamScanner<'e> {
             literal_scratch: engine.start_literals.scratch(),
             track_literals: !external,
             prefiltered,
+            block_lines: prefiltered && !external,
+            lines_upto: 0,
+            lines_from: 0,
             known: None,
             #[cfg(feature = "hyperscan")]
             hs,
+            #[cfg(feature = "hyperscan")]
+            split: None,
         })
     }
 
@@ -273,7 +309,8 @@ impl<'e> StreamScanner<'e> {
     /// [`StreamScanner::take_known`].
     pub fn with_known(mut self, matcher: Arc<KnownMatcher>) -> Self {
         if !matcher.set().is_empty() {
-            self.known = Some(Known::new(matcher));
+            let split = cfg!(feature = "hyperscan") && self.block_lines;
+            self.known = Some(Known::new(matcher, split));
         }
         self
     }
@@ -325,7 +362,8 @@ impl<'e> StreamScanner<'e> {
     }
 
     pub fn feed(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
-        if let Some(k) = &mut self.known {
+        // An inline stage is fed in `feed_rules`, here or on the prefilter thread.
+        if let Some(k @ Known::Worker(_)) = &mut self.known {
             k.start(chunk, false);
         }
         let fed = self.feed_rules(chunk, sink);
@@ -336,7 +374,42 @@ impl<'e> StreamScanner<'e> {
     }
 
     fn feed_rules(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+        let chunk_start = self.base + self.buf.len() as u64;
+        self.extend(chunk);
+        // A large line batch is cut and its second part handed to the worker first, with the
+        // chunk's multi-line stream, so both run while this thread finds start literals.
+        let batch = self.line_batch(false);
         #[cfg(feature = "hyperscan")]
+        let handed = batch.and_then(|b| self.hand_off(b, chunk_start));
+        #[cfg(not(feature = "hyperscan"))]
+        let _ = (chunk_start, batch);
+        #[cfg(feature = "hyperscan")]
+        if handed.is_none() {
+            self.stream_scan(chunk)?;
+        }
+        // An inline fingerprint stage tests the anchors before the worker's part here.
+        #[cfg(feature = "hyperscan")]
+        let limit = handed.and_then(|h| h.known_from);
+        #[cfg(not(feature = "hyperscan"))]
+        let limit = None;
+        if let Some(Known::Inline(k)) = &mut self.known {
+            k.append(chunk, limit);
+        }
+        self.find_start_literals();
+        #[cfg(feature = "hyperscan")]
+        if let Some(b) = batch {
+            self.scan_lines(b, handed)?;
+        }
+        if let Some(Known::Inline(k)) = &mut self.known {
+            k.settle(false);
+        }
+        self.process(false, sink);
+        Ok(())
+    }
+
+    /// Runs the multi-line rules' Hyperscan stream over `chunk` on this thread.
+    #[cfg(feature = "hyperscan")]
+    fn stream_scan(&mut self, chunk: &[u8]) -> Result<(), EngineError> {
         if let Some((st, sc)) = &self.hs {
             let mut record = hit_recorder(
                 self.engine.ruleset.rules(),
@@ -344,14 +417,143 @@ impl<'e> StreamScanner<'e> {
                 0,
                 0,
                 u64::MAX,
+                false,
             );
             for piece in chunk.chunks(u32::MAX as usize / 2) {
                 st.scan(piece, sc, &mut record)
                     .map_err(|e| EngineError::Hyperscan(format!("stream scan failed: {e}")))?;
             }
         }
-        self.append(chunk);
-        self.process(false, sink);
+        Ok(())
+    }
+
+    /// The next block scan of the line-local rules, `(from, hay_end, ends_upto)`: the lines
+    /// completed since the last one (or, at the end, or when a line grows past
+    /// [`STREAM_HOLD_CAP`] without a newline, what there is), for the hits ending in
+    /// `(lines_upto, ends_upto]`. Advances `lines_upto` and `lines_from` past it.
+    fn line_batch(&mut self, eof: bool) -> Option<(u64, u64, u64)> {
+        if !self.block_lines {
+            return None;
+        }
+        let total = self.base + self.buf.len() as u64;
+        let (hay_end, ends_upto) = if eof {
+            (total, total)
+        } else if total - self.line_end.max(self.lines_upto) > STREAM_HOLD_CAP as u64 {
+            // A hit ending at the last byte may depend on the next one (`\b`): not yet.
+            (total, total - 1)
+        } else {
+            (self.line_end, self.line_end)
+        };
+        if ends_upto <= self.lines_upto {
+            return None;
+        }
+        debug_assert!(self.lines_from >= self.base, "block-scan start was dropped");
+        let batch = (self.lines_from.max(self.base), hay_end, ends_upto);
+        // A match ending past `ends_upto` starts on its line and at most `max_len` before it.
+        self.lines_from = if ends_upto == self.line_end {
+            self.line_end
+        } else {
+            let len = self.engine.max_len_line_local as u64 + 1;
+            self.line_end.max(ends_upto.saturating_sub(len))
+        };
+        Some(batch)
+    }
+
+    /// Cuts a large batch at a newline and hands its second part, with the multi-line stream
+    /// and the chunk (which starts at `chunk_start`), to the [`super::split`] worker (started
+    /// on first use); returns where it was cut.
+    #[cfg(feature = "hyperscan")]
+    fn hand_off(
+        &mut self,
+        (from, hay_end, ends_upto): (u64, u64, u64),
+        chunk_start: u64,
+    ) -> Option<Handed> {
+        use super::split::{Job, SplitWorker};
+        let rel = |x: u64| (x - self.base) as usize;
+        let hay = &self.buf[rel(from)..rel(hay_end)];
+        if self.split.is_none() && SplitWorker::large(hay) {
+            let db = self.engine.hs.clone()?;
+            let line_local = self
+                .engine
+                .rules()
+                .map(|r| !r.pattern.spans_newline)
+                .collect();
+            self.split = Some(SplitWorker::start(db, line_local).ok_or(()));
+        }
+        let Some(Ok(worker)) = &mut self.split else {
+            return None;
+        };
+        let at = worker.cut(hay)?;
+        let cut = from + at as u64;
+        let base = cut.min(chunk_start);
+        let mut bytes = worker.buffer();
+        bytes.extend_from_slice(&self.buf[rel(base)..]);
+        let known = match &self.known {
+            Some(Known::Inline(k)) => Some((k.matcher().clone(), k.align(cut.max(chunk_start)))),
+            _ => None,
+        };
+        let known_from = known.as_ref().map(|k| k.1);
+        let job = Job {
+            bytes,
+            base,
+            known,
+            stream: self.hs.take(),
+            stream_from: (chunk_start - base) as usize,
+            block_from: (cut - base) as usize,
+            ends_upto,
+        };
+        match worker.send(job) {
+            Ok(()) => Some(Handed { cut, known_from }),
+            Err(job) => {
+                self.hs = job.stream;
+                self.split = Some(Err(()));
+                None
+            }
+        }
+    }
+
+    /// Block-scans a batch of [`StreamScanner::line_batch`] (up to `handed`, where the worker
+    /// took over) and records the hits of both threads.
+    #[cfg(feature = "hyperscan")]
+    fn scan_lines(
+        &mut self,
+        (from, hay_end, ends_upto): (u64, u64, u64),
+        handed: Option<Handed>,
+    ) -> Result<(), EngineError> {
+        let e = self.engine;
+        let (Some(db), Some(hs)) = (&e.hs, &self.scratch.hs) else {
+            return Ok(());
+        };
+        let rel = |x: u64| (x - self.base) as usize;
+        let windows = &mut self.scratch.windows;
+        let ends_after = self.lines_upto;
+        self.lines_upto = ends_upto;
+        let (mine_end, mine_upto) = handed.map_or((hay_end, ends_upto), |h| (h.cut, h.cut));
+        let hay = &self.buf[rel(from)..rel(mine_end)];
+        let mine = e.block_hits(db, hs, windows, hay, from, ends_after, mine_upto, true);
+        if handed.is_none() {
+            return mine;
+        }
+        let reply = match &mut self.split {
+            Some(Ok(w)) => w.wait(),
+            _ => None,
+        };
+        let Some(reply) = reply else {
+            // The worker died with the stream's state: nothing more can be prefiltered.
+            self.split = Some(Err(()));
+            return Err(EngineError::Hyperscan(
+                "the prefilter thread stopped".into(),
+            ));
+        };
+        self.hs = reply.stream;
+        if let (Some(Known::Inline(k)), Some((found, next))) = (&mut self.known, &reply.known) {
+            k.add_tested(found, *next);
+        }
+        mine?;
+        for &(r, end) in &reply.hits.map_err(EngineError::Hyperscan)? {
+            let r = r as usize;
+            super::windows::add_hit(&mut windows[r], end, e.rule_at(r).max_len);
+        }
         Ok(())
     }
 
@@ -362,6 +564,11 @@ impl<'e> StreamScanner<'e> {
             k.start(&[], true);
         }
         let closed = self.close_stream();
+        #[cfg(feature = "hyperscan")]
+        let closed = match self.line_batch(true) {
+            Some(b) => closed.and_then(|()| self.scan_lines(b, None)),
+            None => closed,
+        };
         self.process(true, sink);
         if let Some(k) = &mut self.known {
             k.wait();
@@ -370,11 +577,15 @@ impl<'e> StreamScanner<'e> {
     }
 
     fn append(&mut self, chunk: &[u8]) {
+        self.extend(chunk);
+        self.find_start_literals();
+    }
+
+    fn extend(&mut self, chunk: &[u8]) {
         if let Some(p) = memchr::memrchr(b'\n', chunk) {
             self.line_end = self.base + (self.buf.len() + p + 1) as u64;
         }
         self.buf.extend_from_slice(chunk);
-        self.find_start_literals();
     }
 
     /// Records every complete start-literal occurrence in the bytes not searched yet (plus the
@@ -412,6 +623,7 @@ impl<'e> StreamScanner<'e> {
                 0,
                 0,
                 u64::MAX,
+                false,
             );
             st.close(&sc, record)
                 .map_err(|e| EngineError::Hyperscan(format!("closing a stream failed: {e}")))?;
@@ -464,10 +676,19 @@ impl<'e> StreamScanner<'e> {
         let mut found = Vec::new();
         let mut settled = u64::MAX;
         let mut keep_from = total.saturating_sub(self.engine.max_holdback() as u64);
+        if self.block_lines {
+            keep_from = keep_from.min(self.lines_from);
+        }
         for r in 0..self.engine.compiled.len() {
             let rule = self.engine.rule_at(r);
             let max_len = rule.max_len as u64;
             let line_local = !rule.pattern.spans_newline;
+            // Every prefilter hit of this rule ending at or before `hits_upto` is recorded.
+            let hits_upto = if line_local && self.block_lines && !eof {
+                self.lines_upto
+            } else {
+                total
+            };
             // No match of this rule outside the known windows starts before `structural`.
             let searched = self.full_search(r) || (!eof && self.windows_too_long(r));
             let structural = if eof {
@@ -532,7 +753,9 @@ impl<'e> StreamScanner<'e> {
             // past `total - max_len`), or that end before the rule's structural bound.
             let closable = windows
                 .iter()
-                .take_while(|w| eof || w.1 + max_len + CONTEXT as u64 <= total || w.1 <= structural)
+                .take_while(|w| {
+                    eof || w.1 + max_len + CONTEXT as u64 <= hits_upto || w.1 <= structural
+                })
                 .count();
             for &(lo, hi) in &windows[..closable] {
                 let from = lo.max(self.next[r]).max(self.base);
@@ -561,7 +784,8 @@ impl<'e> StreamScanner<'e> {
             });
             let open_from = windows.first().map_or(u64::MAX, |w| w.0);
             if !eof {
-                settled = settled.min(open_from.min(total.saturating_sub(max_len).max(structural)));
+                settled =
+                    settled.min(open_from.min(hits_upto.saturating_sub(max_len).max(structural)));
             }
             keep_from = keep_from.min(open_from);
             self.scratch.windows[r] = windows;

@@ -155,6 +155,49 @@ fn long_hit_dense_input_is_bounded_and_exact() {
     }
 }
 
+/// A pseudo-random input of about `len` bytes from [`FRAGMENTS`]; one newline in `1 + line`
+/// fragment picks, so a large `line` gives lines longer than [`STREAM_HOLD_CAP`].
+#[cfg(feature = "hyperscan")]
+fn large_hay(seed: u64, len: usize, line: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut hay = Vec::with_capacity(len + 64);
+    while hay.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(1 + line) {
+            hay.push(b'\n');
+        } else {
+            let f = FRAGMENTS[(x >> 8) as usize % FRAGMENTS.len()].bytes();
+            hay.extend(f.map(|b| if b == b'\n' { b' ' } else { b }));
+        }
+    }
+    hay
+}
+
+#[cfg(feature = "hyperscan")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Large chunks take the two-thread path (line batches cut at a newline, the second part and
+    /// the multi-line stream scanned on the worker), long lines the partial-line block scans.
+    #[test]
+    fn large_chunks_and_long_lines_never_change_findings(
+        seed in any::<u64>(),
+        line in prop_oneof![Just(8u64), Just(200), Just(20_000)],
+        stride in 20_000usize..150_000,
+        cuts in proptest::collection::vec(0usize..400_000, 0..6),
+    ) {
+        let hay = large_hay(seed, 400_000, line);
+        let mut cuts = cuts;
+        cuts.extend((stride..hay.len()).step_by(stride));
+        cuts.sort_unstable();
+        let e = Engine::builder(small_rules()).build().expect("builds");
+        let reference = scan(&e, &hay);
+        prop_assert!(!reference.is_empty());
+        prop_assert_eq!(&stream(&e, &hay, &cuts), &reference);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]

@@ -7,7 +7,8 @@
 use crate::rules::Rule;
 
 /// The Hyperscan match callback of every scan: records each hit whose absolute end
-/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule.
+/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule (only of line-local
+/// rules when `line_local_only`).
 #[cfg(feature = "hyperscan")]
 pub(super) fn hit_recorder<'a>(
     rules: &'a [Rule],
@@ -15,10 +16,14 @@ pub(super) fn hit_recorder<'a>(
     base: u64,
     ends_after: u64,
     ends_upto: u64,
+    line_local_only: bool,
 ) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
     move |id, _from, to, _flags| {
         let end = base + to;
-        if end > ends_after && end <= ends_upto {
+        if end > ends_after
+            && end <= ends_upto
+            && !(line_local_only && rules[id as usize].pattern.spans_newline)
+        {
             add_hit(&mut windows[id as usize], end, rules[id as usize].max_len);
         }
         hyperscan::Matching::Continue
@@ -27,7 +32,7 @@ pub(super) fn hit_recorder<'a>(
 
 /// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
 #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
-fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
+pub(super) fn add_hit(windows: &mut Vec<(u64, u64)>, end: u64, max_len: usize) {
     add_window(windows, end.saturating_sub(max_len as u64), end)
 }
 
