@@ -17,7 +17,7 @@ impl Engine {
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             // Block-mode Hyperscan takes a u32 length; larger inputs go through stream mode.
             if hay.len() < u32::MAX as usize {
-                self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX, false)?;
+                self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX, None)?;
             } else {
                 let mut s = StreamScanner::new(self)?;
                 s.feed(hay, &mut |m, _| out.push(m.clone()))?;
@@ -84,7 +84,7 @@ impl Engine {
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             let windows = &mut scratch.windows;
-            self.block_hits(db, hs, windows, hay, base, ends_after, ends_upto, false)?;
+            self.block_hits(db, hs, windows, hay, base, ends_after, ends_upto, None)?;
             for (r, w) in windows.iter_mut().enumerate() {
                 out.extend(w.drain(..).map(|(lo, hi)| (RuleIndex::new(r), lo, hi)));
             }
@@ -95,8 +95,8 @@ impl Engine {
     }
 
     /// Runs the block database over `hay` (at absolute offset `base`) and adds the windows of the
-    /// hits ending in `(ends_after, ends_upto]` to the per-rule lists (of line-local rules only
-    /// when `line_local_only`).
+    /// hits ending in `(ends_after, ends_upto]` to the per-rule lists (of the rules flagged in
+    /// `only`, when given).
     #[cfg(feature = "hyperscan")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block_hits(
@@ -108,7 +108,7 @@ impl Engine {
         base: u64,
         ends_after: u64,
         ends_upto: u64,
-        line_local_only: bool,
+        only: Option<&[bool]>,
     ) -> Result<(), EngineError> {
         db.scan(
             hay,
@@ -119,7 +119,7 @@ impl Engine {
                 base,
                 ends_after,
                 ends_upto,
-                line_local_only,
+                only,
             ),
         )
         .map_err(|e| EngineError::Hyperscan(format!("block scan failed: {e}")))
@@ -134,7 +134,7 @@ impl Engine {
         let mut out = vec![(0, 0); self.compiled.len()];
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX, false)?;
+            self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX, None)?;
         }
         #[cfg(not(feature = "hyperscan"))]
         let _ = hay;

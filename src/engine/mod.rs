@@ -211,6 +211,12 @@ impl EngineBuilder {
             .max()
             .unwrap_or(0)
             + 2 * CONTEXT;
+        let line_local: Arc<[bool]> = self
+            .rules
+            .rules()
+            .iter()
+            .map(|r| !r.pattern.spans_newline)
+            .collect();
         let max_len_line_local = self
             .rules
             .rules()
@@ -228,6 +234,7 @@ impl EngineBuilder {
             allow: self.allow,
             warnings: Vec::new(),
             max_holdback,
+            line_local,
             max_len_line_local,
             keep_overlaps: self.keep_overlaps,
             start_literals,
@@ -273,6 +280,9 @@ pub struct Engine {
     allow: Allowlist,
     warnings: Vec<String>,
     max_holdback: usize,
+    /// Per rule: its matches cannot span a newline (stream mode block-scans it over lines).
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    line_local: Arc<[bool]>,
     /// Longest match of a rule that cannot span a newline.
     max_len_line_local: usize,
     keep_overlaps: bool,

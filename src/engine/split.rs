@@ -3,8 +3,8 @@
 //! lines are independent of each other for those rules: a large batch is cut at a newline, and
 //! its second part is scanned here — together with the chunk's Hyperscan stream of multi-line
 //! rules, whose state travels with the job — while the stream's own thread scans the first part
-//! and looks for start literals. The fingerprint stage's anchors are divided the same way. Hyperscan is ~80% of stream mode's CPU; on two cores this is
-//! what makes `guard redact` fast.
+//! and looks for start literals. The fingerprint stage's anchors are divided the same way.
+//! Hyperscan is ~80% of stream mode's CPU; on two cores this is what makes `guard redact` fast.
 //!
 //! The worker owns its block scratch and a copy of the bytes, and hands back raw hits
 //! `(rule, end)` (the caller turns them into windows) with the stream. Each feed waits for its
@@ -15,6 +15,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use super::known::{Candidate, KnownMatcher};
+use super::windows::hit_filter;
 
 /// A batch smaller than this is scanned on the stream's thread alone: the hand-off costs more
 /// than it saves, and a line arriving on its own should not wait for another thread.
@@ -38,8 +39,8 @@ pub(super) type HsStream = (hyperscan::Stream, hyperscan::Scratch);
 /// `(block_from, ends_upto]` (absolute).
 pub(super) struct Job {
     pub bytes: Vec<u8>,
-    /// The fingerprint stage's anchors at the positions from the second value on (the first
-    /// part's are tested on the stream's thread).
+    /// The fingerprint matcher and the first anchor position to test with it (the positions
+    /// before it are tested on the stream's thread).
     pub known: Option<(Arc<KnownMatcher>, u64)>,
     pub base: u64,
     pub stream: Option<HsStream>,
@@ -73,7 +74,7 @@ impl SplitWorker {
     /// set; `None` on a single CPU, or when no thread or scratch can be had.
     pub(super) fn start(
         db: Arc<hyperscan::BlockDatabase>,
-        line_local: Vec<bool>,
+        line_local: Arc<[bool]>,
     ) -> Option<SplitWorker> {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
             return None;
@@ -164,29 +165,24 @@ fn run(
 ) -> Result<Vec<(u32, u64)>, String> {
     let mut hits = Vec::new();
     let block_base = job.base + job.block_from as u64;
+    let mut push = |r: usize, end: u64| hits.push((r as u32, end));
     db.scan(
         &job.bytes[job.block_from..],
         scratch,
-        |id: u32, _, to: u64, _| {
-            let end = block_base + to;
-            if end <= job.ends_upto && line_local[id as usize] {
-                hits.push((id, end));
-            }
-            hyperscan::Matching::Continue
-        },
+        hit_filter(
+            block_base,
+            block_base,
+            job.ends_upto,
+            Some(line_local),
+            &mut push,
+        ),
     )
     .map_err(|e| format!("block scan failed: {e}"))?;
     if let Some((st, sc)) = &job.stream {
         // Stream offsets are absolute: the stream was opened at offset 0.
-        st.scan(
-            &job.bytes[job.stream_from..],
-            sc,
-            |id: u32, _, to: u64, _| {
-                hits.push((id, to));
-                hyperscan::Matching::Continue
-            },
-        )
-        .map_err(|e| format!("stream scan failed: {e}"))?;
+        let record = hit_filter(0, 0, u64::MAX, None, &mut push);
+        st.scan(&job.bytes[job.stream_from..], sc, record)
+            .map_err(|e| format!("stream scan failed: {e}"))?;
     }
     Ok(hits)
 }

@@ -81,17 +81,18 @@ pub struct StreamScanner<'e> {
     known: Option<Known>,
     /// The streaming database of the multi-line rules, when Hyperscan has any.
     #[cfg(feature = "hyperscan")]
-    hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+    hs: Option<super::split::HsStream>,
     /// The second thread of the line-local block prefilter, started at the first large batch
     /// (`Err(())` once it could not be had or died: the batches are then scanned here alone).
     #[cfg(feature = "hyperscan")]
     split: Option<Result<super::split::SplitWorker, ()>>,
 }
 
-/// The fingerprint stage of a stream: inline, or on a worker thread that tests the anchors of a
-/// chunk while this thread runs the rule stages over it (both are memory-bound; on two cores
-/// the fingerprints of 10,000 values then cost little wall time). Either way each feed returns
-/// only once the stage has seen the chunk, so what is settled does not depend on timing.
+/// The fingerprint stage of a stream: inline (with Hyperscan on two cores, a large batch's
+/// anchors are divided with the prefilter thread, `super::split`), or, where nothing is split,
+/// on a worker thread of its own for a large set, testing the anchors of a chunk while this
+/// thread runs the rule stages over it. Either way each feed returns only once the stage has
+/// seen the chunk, so what is settled does not depend on timing.
 enum Known {
     Inline(KnownStream),
     Worker(KnownWorker),
@@ -277,7 +278,7 @@ impl<'e> StreamScanner<'e> {
         engine: &'e Engine,
         prefiltered: bool,
         external: bool,
-        #[cfg(feature = "hyperscan")] hs: Option<(hyperscan::Stream, hyperscan::Scratch)>,
+        #[cfg(feature = "hyperscan")] hs: Option<super::split::HsStream>,
     ) -> Result<StreamScanner<'e>, EngineError> {
         Ok(StreamScanner {
             engine,
@@ -309,8 +310,7 @@ impl<'e> StreamScanner<'e> {
     /// [`StreamScanner::take_known`].
     pub fn with_known(mut self, matcher: Arc<KnownMatcher>) -> Self {
         if !matcher.set().is_empty() {
-            let split = cfg!(feature = "hyperscan") && self.block_lines;
-            self.known = Some(Known::new(matcher, split));
+            self.known = Some(Known::new(matcher, self.block_lines));
         }
         self
     }
@@ -417,7 +417,7 @@ impl<'e> StreamScanner<'e> {
                 0,
                 0,
                 u64::MAX,
-                false,
+                None,
             );
             for piece in chunk.chunks(u32::MAX as usize / 2) {
                 st.scan(piece, sc, &mut record)
@@ -473,11 +473,7 @@ impl<'e> StreamScanner<'e> {
         let hay = &self.buf[rel(from)..rel(hay_end)];
         if self.split.is_none() && SplitWorker::large(hay) {
             let db = self.engine.hs.clone()?;
-            let line_local = self
-                .engine
-                .rules()
-                .map(|r| !r.pattern.spans_newline)
-                .collect();
+            let line_local = self.engine.line_local.clone();
             self.split = Some(SplitWorker::start(db, line_local).ok_or(()));
         }
         let Some(Ok(worker)) = &mut self.split else {
@@ -530,7 +526,8 @@ impl<'e> StreamScanner<'e> {
         self.lines_upto = ends_upto;
         let (mine_end, mine_upto) = handed.map_or((hay_end, ends_upto), |h| (h.cut, h.cut));
         let hay = &self.buf[rel(from)..rel(mine_end)];
-        let mine = e.block_hits(db, hs, windows, hay, from, ends_after, mine_upto, true);
+        let only = Some(&e.line_local[..]);
+        let mine = e.block_hits(db, hs, windows, hay, from, ends_after, mine_upto, only);
         if handed.is_none() {
             return mine;
         }
@@ -623,7 +620,7 @@ impl<'e> StreamScanner<'e> {
                 0,
                 0,
                 u64::MAX,
-                false,
+                None,
             );
             st.close(&sc, record)
                 .map_err(|e| EngineError::Hyperscan(format!("closing a stream failed: {e}")))?;

@@ -6,9 +6,27 @@
 #[cfg(feature = "hyperscan")]
 use crate::rules::Rule;
 
-/// The Hyperscan match callback of every scan: records each hit whose absolute end
-/// (`base + to`) lies in `(ends_after, ends_upto]` as a window of its rule (only of line-local
-/// rules when `line_local_only`).
+/// The Hyperscan match callback of every scan: hands `hit(rule, end)` each hit whose absolute
+/// end (`base + to`) lies in `(ends_after, ends_upto]`, of the rules flagged in `only` (all
+/// rules when `None`).
+#[cfg(feature = "hyperscan")]
+pub(super) fn hit_filter<'a>(
+    base: u64,
+    ends_after: u64,
+    ends_upto: u64,
+    only: Option<&'a [bool]>,
+    mut hit: impl FnMut(usize, u64) + 'a,
+) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
+    move |id, _from, to, _flags| {
+        let (r, end) = (id as usize, base + to);
+        if end > ends_after && end <= ends_upto && only.is_none_or(|o| o[r]) {
+            hit(r, end);
+        }
+        hyperscan::Matching::Continue
+    }
+}
+
+/// [`hit_filter`] recording each hit as a window of its rule.
 #[cfg(feature = "hyperscan")]
 pub(super) fn hit_recorder<'a>(
     rules: &'a [Rule],
@@ -16,18 +34,11 @@ pub(super) fn hit_recorder<'a>(
     base: u64,
     ends_after: u64,
     ends_upto: u64,
-    line_local_only: bool,
+    only: Option<&'a [bool]>,
 ) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
-    move |id, _from, to, _flags| {
-        let end = base + to;
-        if end > ends_after
-            && end <= ends_upto
-            && !(line_local_only && rules[id as usize].pattern.spans_newline)
-        {
-            add_hit(&mut windows[id as usize], end, rules[id as usize].max_len);
-        }
-        hyperscan::Matching::Continue
-    }
+    hit_filter(base, ends_after, ends_upto, only, move |r, end| {
+        add_hit(&mut windows[r], end, rules[r].max_len)
+    })
 }
 
 /// Adds a prefilter hit ending at `end` to a rule's window list, merging with the last window.
