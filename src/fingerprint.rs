@@ -47,26 +47,38 @@ pub fn load(path: &Path) -> Result<KnownSet, FingerprintFileError> {
         path: path.to_path_buf(),
         source,
     })?;
-    // Only the shape is reported, never serde's text (it could quote file contents).
-    #[derive(Deserialize)]
-    struct Head {
-        guard_fingerprints: u32,
-    }
-    let head: Head = serde_json::from_slice(&bytes).map_err(|_| FingerprintFileError::Foreign {
-        path: path.to_path_buf(),
-        why: "no `guard_fingerprints` version field".into(),
-    })?;
-    if head.guard_fingerprints != FORMAT_VERSION {
+    // Only the shape is reported, never serde's text (it could quote file contents). The
+    // whole file is parsed once; only a file that fails is looked at again, for the reason.
+    let f: FileFormat = match serde_json::from_slice(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct Head {
+                guard_fingerprints: u32,
+            }
+            let head: Head =
+                serde_json::from_slice(&bytes).map_err(|_| FingerprintFileError::Foreign {
+                    path: path.to_path_buf(),
+                    why: "no `guard_fingerprints` version field".into(),
+                })?;
+            if head.guard_fingerprints != FORMAT_VERSION {
+                return Err(FingerprintFileError::Version {
+                    path: path.to_path_buf(),
+                    found: head.guard_fingerprints,
+                });
+            }
+            return Err(FingerprintFileError::Damaged {
+                path: path.to_path_buf(),
+                why: format!("malformed at line {} column {}", e.line(), e.column()),
+            });
+        }
+    };
+    if f.guard_fingerprints != FORMAT_VERSION {
         return Err(FingerprintFileError::Version {
             path: path.to_path_buf(),
-            found: head.guard_fingerprints,
+            found: f.guard_fingerprints,
         });
     }
-    let f: FileFormat =
-        serde_json::from_slice(&bytes).map_err(|e| FingerprintFileError::Damaged {
-            path: path.to_path_buf(),
-            why: format!("malformed at line {} column {}", e.line(), e.column()),
-        })?;
     f.set
         .validate()
         .map_err(|why| FingerprintFileError::Damaged {

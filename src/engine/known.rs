@@ -34,6 +34,8 @@ use std::fmt;
 
 /// Bytes hashed per anchor.
 pub const ANCHOR: usize = 8;
+/// Anchor positions tested per round of the scan.
+const BATCH: usize = 8;
 /// Anchors kept per form: one every `stride` positions is then enough to find any occurrence.
 pub const MAX_STRIDE: usize = 8;
 /// Shortest value that may be fingerprinted.
@@ -356,8 +358,9 @@ pub struct KnownMatcher {
     key: [u8; 32],
     k: (u64, u64),
     stride: usize,
-    filter: Vec<u64>,
-    near: Vec<u64>,
+    /// Fixed sizes: a masked index needs no bounds check.
+    filter: Box<[u64; FILTER_WORDS]>,
+    near: Box<[u64; NEAR_WORDS]>,
     /// (anchor hash, entry, offset of the anchor in the span), sorted: one flat allocation,
     /// searched only for the rare position that passes the filter.
     table: Vec<(u32, u32, u8)>,
@@ -387,8 +390,14 @@ impl KnownMatcher {
             .min()
             .unwrap_or(MAX_STRIDE)
             .clamp(1, MAX_STRIDE);
-        let mut filter = vec![0u64; FILTER_WORDS];
-        let mut near = vec![0u64; NEAR_WORDS];
+        let mut filter: Box<[u64; FILTER_WORDS]> = vec![0u64; FILTER_WORDS]
+            .into_boxed_slice()
+            .try_into()
+            .expect("FILTER_WORDS long");
+        let mut near: Box<[u64; NEAR_WORDS]> = vec![0u64; NEAR_WORDS]
+            .into_boxed_slice()
+            .try_into()
+            .expect("NEAR_WORDS long");
         let mut table = Vec::with_capacity(set.entries.len() * stride);
         for (i, e) in set.entries.iter().enumerate() {
             for (j, &h) in e.anchors.iter().enumerate().take(stride) {
@@ -469,27 +478,30 @@ impl KnownMatcher {
         if self.set.entries.is_empty() {
             return (total + 1).div_ceil(s) * s;
         }
-        // Eight positions per round: their first-filter words are loaded independently (the
-        // loads overlap), and one branch covers all eight.
-        const BATCH: usize = 8;
+        // Eight positions per round (`test_batch`).
         let stride = self.stride;
-        let near = &self.near[..];
+        if stride == MAX_STRIDE {
+            // The common case (every stored form at least 15 bytes long): 64 bytes, eight
+            // windows side by side, no bounds check per window.
+            while q + (BATCH * MAX_STRIDE) as u64 <= total {
+                let at = (q - base) as usize;
+                let block: &[u8; BATCH * MAX_STRIDE] = hay[at..at + BATCH * MAX_STRIDE]
+                    .try_into()
+                    .expect("64 bytes");
+                let window = |i: usize| {
+                    let w = &block[i * MAX_STRIDE..(i + 1) * MAX_STRIDE];
+                    u64::from_le_bytes(w.try_into().expect("8 bytes"))
+                };
+                self.test_batch(q, MAX_STRIDE, window, out);
+                q += (BATCH * MAX_STRIDE) as u64;
+            }
+        }
         while q + ((BATCH - 1) * stride + ANCHOR) as u64 <= total {
             let at = (q - base) as usize;
-            let mut hs = [0u32; BATCH];
-            let mut pass = 0u32;
-            for (i, h) in hs.iter_mut().enumerate() {
-                *h = anchor_hash(self.k, window_at(hay, at + i * stride));
-                let (w, mask) = near_slot(*h);
-                pass |= u32::from(near[w] & mask == mask) << i;
-            }
-            while pass != 0 {
-                let i = pass.trailing_zeros() as usize;
-                pass &= pass - 1;
-                self.candidates_at(hs[i], q + (i * stride) as u64, out);
-            }
+            self.test_batch(q, stride, |i| window_at(hay, at + i * stride), out);
             q += (BATCH * stride) as u64;
         }
+        let near = &*self.near;
         while q + ANCHOR as u64 <= total {
             let h = anchor_hash(self.k, window_at(hay, (q - base) as usize));
             let (w, mask) = near_slot(h);
@@ -501,6 +513,31 @@ impl KnownMatcher {
         q
     }
 
+    /// Tests the [`BATCH`] positions `q + i * stride`, whose windows `window(i)` reads: their
+    /// first-filter words are loaded independently (the loads overlap), and one branch covers
+    /// all of them.
+    #[inline(always)]
+    fn test_batch(
+        &self,
+        q: u64,
+        stride: usize,
+        window: impl Fn(usize) -> u64,
+        out: &mut Vec<Candidate>,
+    ) {
+        let mut hs = [0u32; BATCH];
+        let mut pass = 0u32;
+        for (i, h) in hs.iter_mut().enumerate() {
+            *h = anchor_hash(self.k, window(i));
+            let (w, mask) = near_slot(*h);
+            pass |= u32::from(self.near[w] & mask == mask) << i;
+        }
+        while pass != 0 {
+            let i = pass.trailing_zeros() as usize;
+            pass &= pass - 1;
+            self.candidates_at(hs[i], q + (i * stride) as u64, out);
+        }
+    }
+
     /// The candidates of an anchor hash `h` that passed the filter at absolute position `q`.
     #[inline]
     fn candidates_at(&self, h: u32, q: u64, out: &mut Vec<Candidate>) {
@@ -508,6 +545,11 @@ impl KnownMatcher {
         if self.filter[w] & mask != mask {
             return;
         }
+        self.table_candidates(h, q, out);
+    }
+
+    /// The candidates of an anchor hash `h` (both filters passed) at absolute position `q`.
+    fn table_candidates(&self, h: u32, q: u64, out: &mut Vec<Candidate>) {
         let from = self.table.partition_point(|t| t.0 < h);
         for &(_, e, j) in self.table[from..].iter().take_while(|t| t.0 == h) {
             let Some(start) = q.checked_sub(j as u64) else {
@@ -592,6 +634,13 @@ impl KnownStream {
     /// Hits found since the last call, in the order found.
     pub fn take_hits(&mut self) -> Vec<KnownHit> {
         std::mem::take(&mut self.hits)
+    }
+
+    /// Returns hits taken out (while the stage ran elsewhere) to the front of the queue.
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    pub(crate) fn put_back_hits(&mut self, mut hits: Vec<KnownHit>) {
+        hits.append(&mut self.hits);
+        self.hits = hits;
     }
 
     /// Appends `chunk` (the end of the input when `eof`): tests its anchors, verifies the

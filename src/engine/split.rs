@@ -8,13 +8,20 @@
 //!
 //! The worker owns its block scratch and a copy of the bytes, and hands back raw hits
 //! `(rule, end)` (the caller turns them into windows) with the stream. Each feed waits for its
-//! job, so what is settled never depends on timing. If the worker dies the feed fails: the
-//! stream's state went with it (fail closed, as a failed stream scan does).
+//! job's scans, so what is settled never depends on timing. If the worker dies the feed fails:
+//! the stream's state went with it (fail closed, as a failed stream scan does).
+//!
+//! When the caller says more input follows at once (`StreamScanner::feed_more`), the whole
+//! fingerprint stage goes with the job instead ([`KnownWork::Stage`]) and stays here: the worker
+//! answers the scans first and then feeds the chunk to the stage, while the stream's thread
+//! writes out what is settled and reads the next chunk — time this thread would otherwise spend
+//! idle. The stage's hits and settled offset come back with the next reply ([`Msg::Known`]),
+//! and the stage itself when the stream's thread asks for it ([`SplitWorker::reclaim`]).
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use super::known::{Candidate, KnownMatcher};
+use super::known::{Candidate, KnownHit, KnownMatcher, KnownStream};
 use super::windows::hit_filter;
 
 /// A batch smaller than this is scanned on the stream's thread alone: the hand-off costs more
@@ -39,14 +46,39 @@ pub(super) type HsStream = (hyperscan::Stream, hyperscan::Scratch);
 /// `(block_from, ends_upto]` (absolute).
 pub(super) struct Job {
     pub bytes: Vec<u8>,
-    /// The fingerprint matcher and the first anchor position to test with it (the positions
-    /// before it are tested on the stream's thread).
-    pub known: Option<(Arc<KnownMatcher>, u64)>,
+    pub known: KnownWork,
     pub base: u64,
     pub stream: Option<HsStream>,
     pub stream_from: usize,
     pub block_from: usize,
     pub ends_upto: u64,
+}
+
+/// The fingerprint stage's part in a job.
+pub(super) enum KnownWork {
+    None,
+    /// Test the anchors from this position on (those before it are tested on the stream's
+    /// thread) and hand back the candidates: the stage stays on the stream's thread.
+    Anchors(Arc<KnownMatcher>, u64),
+    /// Feed the chunk (`bytes[stream_from..]`) to the stage once the scans are answered. The
+    /// stage comes with the job, or (`None`) the worker kept it from the job before.
+    Stage(Option<Box<KnownStream>>),
+}
+
+enum Task {
+    Scan(Job),
+    /// Send the stage back.
+    GiveBack,
+}
+
+/// What the worker sends, in the order of the tasks.
+enum Msg {
+    Scan(Reply),
+    /// The stage's hits and settled offset after a [`KnownWork::Stage`] chunk (and the job's
+    /// bytes, for reuse).
+    Known(Vec<KnownHit>, u64, Vec<u8>),
+    /// The stage, answering [`Task::GiveBack`] (`None` if the worker held none).
+    Stage(Option<Box<KnownStream>>),
 }
 
 pub(super) struct Reply {
@@ -60,8 +92,12 @@ pub(super) struct Reply {
 
 pub(super) struct SplitWorker {
     /// `None` once dropped: closing the channel ends the worker's loop.
-    jobs: Option<Sender<Job>>,
-    replies: Receiver<Reply>,
+    jobs: Option<Sender<Task>>,
+    replies: Receiver<Msg>,
+    /// Hits and the latest settled offset of the stage the worker holds, received and not yet
+    /// taken ([`SplitWorker::take_known`]).
+    known_hits: Vec<KnownHit>,
+    known_settled: Option<u64>,
     /// A buffer returned by the worker, reused for the next job.
     spare: Vec<u8>,
     /// The worker's share of the next batch.
@@ -80,26 +116,55 @@ impl SplitWorker {
             return None;
         }
         let scratch = db.alloc_scratch().ok()?;
-        let (jobs, job_rx) = channel::<Job>();
-        let (reply_tx, replies) = channel::<Reply>();
+        let (jobs, job_rx) = channel::<Task>();
+        let (reply_tx, replies) = channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("guard-prefilter".into())
             .spawn(move || {
-                for job in job_rx {
+                let mut kept: Option<Box<KnownStream>> = None;
+                for task in job_rx {
+                    let Task::Scan(mut job) = task else {
+                        if reply_tx.send(Msg::Stage(kept.take())).is_err() {
+                            break;
+                        }
+                        continue;
+                    };
                     let hits = run(&db, &scratch, &line_local, &job);
-                    let known = job.known.as_ref().map(|(m, from)| {
-                        let mut found = Vec::new();
-                        let next = m.anchors(&job.bytes, job.base, *from, &mut found);
-                        (found, next)
-                    });
+                    let mut stage = None;
+                    let known = match std::mem::replace(&mut job.known, KnownWork::None) {
+                        KnownWork::None => None,
+                        KnownWork::Anchors(m, from) => {
+                            let mut found = Vec::new();
+                            let next = m.anchors(&job.bytes, job.base, from, &mut found);
+                            Some((found, next))
+                        }
+                        KnownWork::Stage(sent) => {
+                            stage = sent.or(kept.take());
+                            None
+                        }
+                    };
+                    // The bytes go back for reuse with the last message of the job.
+                    let (bytes, chunk) = match stage {
+                        Some(_) => (Vec::new(), job.bytes),
+                        None => (job.bytes, Vec::new()),
+                    };
                     let reply = Reply {
                         hits,
                         stream: job.stream,
                         known,
-                        bytes: job.bytes,
+                        bytes,
                     };
-                    if reply_tx.send(reply).is_err() {
+                    if reply_tx.send(Msg::Scan(reply)).is_err() {
                         break;
+                    }
+                    // Answered: the stream's thread goes on while the stage runs here.
+                    if let Some(mut k) = stage {
+                        k.feed(&chunk[job.stream_from..], false);
+                        let msg = Msg::Known(k.take_hits(), k.settled(), chunk);
+                        kept = Some(k);
+                        if reply_tx.send(msg).is_err() {
+                            break;
+                        }
                     }
                 }
             })
@@ -107,6 +172,8 @@ impl SplitWorker {
         Some(SplitWorker {
             jobs: Some(jobs),
             replies,
+            known_hits: Vec::new(),
+            known_settled: None,
             spare: Vec::new(),
             share: FIRST_SHARE,
             thread: Some(thread),
@@ -138,22 +205,70 @@ impl SplitWorker {
     /// Hands a job to the worker; gives it back when the worker is gone.
     pub(super) fn send(&mut self, job: Job) -> Result<(), Job> {
         match &self.jobs {
-            Some(j) => j.send(job).map_err(|e| e.0),
+            Some(j) => j.send(Task::Scan(job)).map_err(|e| match e.0 {
+                Task::Scan(job) => job,
+                Task::GiveBack => unreachable!("a scan task was sent"),
+            }),
             None => Err(job),
         }
+    }
+
+    /// The next message, keeping the stage's results and a returned buffer on the way.
+    fn receive(&mut self) -> Option<Msg> {
+        let msg = self.replies.recv().ok()?;
+        Some(match msg {
+            Msg::Known(hits, settled, bytes) => {
+                self.known_hits.extend(hits);
+                self.known_settled = Some(settled);
+                self.spare = bytes;
+                Msg::Known(Vec::new(), settled, Vec::new())
+            }
+            Msg::Scan(mut r) => {
+                if r.bytes.capacity() > 0 {
+                    self.spare = std::mem::take(&mut r.bytes);
+                }
+                Msg::Scan(r)
+            }
+            other => other,
+        })
     }
 
     /// The reply to the job last sent, or `None` when the worker died before answering.
     pub(super) fn wait(&mut self) -> Option<Reply> {
         let started = std::time::Instant::now();
-        let mut reply = self.replies.recv().ok()?;
+        let reply = loop {
+            match self.receive()? {
+                Msg::Scan(r) => break r,
+                Msg::Known(..) | Msg::Stage(_) => continue,
+            }
+        };
         self.share = if started.elapsed() > WAITED {
             (self.share - 0.02).max(0.05)
         } else {
             (self.share + 0.01).min(0.95)
         };
-        self.spare = std::mem::take(&mut reply.bytes);
         Some(reply)
+    }
+
+    /// The stage's hits received since the last call, and its latest settled offset (`None`
+    /// when no stage chunk was answered since).
+    pub(super) fn take_known(&mut self) -> (Vec<KnownHit>, Option<u64>) {
+        (
+            std::mem::take(&mut self.known_hits),
+            self.known_settled.take(),
+        )
+    }
+
+    /// Asks for the stage back once every chunk sent is fed to it. `None` when the worker is
+    /// gone (with it the stage, if it held one); `Some(None)` when it held none.
+    pub(super) fn reclaim(&mut self) -> Option<Option<Box<KnownStream>>> {
+        self.jobs.as_ref()?.send(Task::GiveBack).ok()?;
+        loop {
+            match self.receive()? {
+                Msg::Stage(k) => return Some(k),
+                Msg::Scan(_) | Msg::Known(..) => continue,
+            }
+        }
     }
 }
 

@@ -96,6 +96,13 @@ pub struct StreamScanner<'e> {
 enum Known {
     Inline(KnownStream),
     Worker(KnownWorker),
+    /// The stage went to the prefilter thread with a [`StreamScanner::feed_more`] chunk
+    /// (`super::split`): its hits and settled offset as last received from there.
+    #[cfg_attr(not(feature = "hyperscan"), allow(dead_code))]
+    Lent {
+        hits: Vec<KnownHit>,
+        settled: u64,
+    },
 }
 
 struct KnownWorker {
@@ -156,9 +163,11 @@ impl Known {
     }
 
     /// Hands `chunk` to the stage (on the worker: returns at once; [`Known::wait`] collects).
+    /// A lent stage is reclaimed first (`StreamScanner::reclaim_known`).
     fn start(&mut self, chunk: &[u8], eof: bool) {
         match self {
             Known::Inline(k) => k.feed(chunk, eof),
+            Known::Lent { .. } => debug_assert!(false, "the stage is lent"),
             Known::Worker(KnownWorker {
                 jobs,
                 waiting,
@@ -208,6 +217,7 @@ impl Known {
         match self {
             Known::Inline(k) => k.settled(),
             Known::Worker(w) => w.settled,
+            Known::Lent { settled, .. } => *settled,
         }
     }
 
@@ -215,6 +225,7 @@ impl Known {
         match self {
             Known::Inline(k) => k.take_hits(),
             Known::Worker(w) => std::mem::take(&mut w.hits),
+            Known::Lent { hits, .. } => std::mem::take(hits),
         }
     }
 }
@@ -361,30 +372,90 @@ impl<'e> StreamScanner<'e> {
         Ok(())
     }
 
+    /// Appends `chunk` and hands out every match that is final; what it settles covers all of
+    /// the chunk the engine could decide.
     pub fn feed(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+        self.feed_as(chunk, sink, false)
+    }
+
+    /// [`StreamScanner::feed`] for a caller with more input at hand: the fingerprint stage may
+    /// still be testing this chunk (on the prefilter thread, while the caller writes and reads
+    /// the next one) when this returns. Its hits and settled offset then arrive with the next
+    /// feed, or with [`StreamScanner::catch_up`] — which a caller about to wait for input must
+    /// call, or the chunk's bytes stay unsettled until then. Matches and what is settled are
+    /// the same as with [`StreamScanner::feed`], only later.
+    pub fn feed_more(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+        self.feed_as(chunk, sink, true)
+    }
+
+    /// Whether the fingerprint stage is behind (after [`StreamScanner::feed_more`]).
+    pub fn lagging(&self) -> bool {
+        matches!(self.known, Some(Known::Lent { .. }))
+    }
+
+    /// Waits for the fingerprint stage to catch up with every chunk fed.
+    pub fn catch_up(&mut self) -> Result<(), EngineError> {
+        #[cfg(feature = "hyperscan")]
+        return self.reclaim_known();
+        #[cfg(not(feature = "hyperscan"))]
+        Ok(())
+    }
+
+    fn feed_as(&mut self, chunk: &[u8], sink: Sink, more: bool) -> Result<(), EngineError> {
         // An inline stage is fed in `feed_rules`, here or on the prefilter thread.
         if let Some(k @ Known::Worker(_)) = &mut self.known {
             k.start(chunk, false);
         }
-        let fed = self.feed_rules(chunk, sink);
+        let fed = self.feed_rules(chunk, sink, more);
         if let Some(k) = &mut self.known {
             k.wait();
         }
         fed
     }
 
-    fn feed_rules(&mut self, chunk: &[u8], sink: Sink) -> Result<(), EngineError> {
+    /// Takes the fingerprint stage back from the prefilter thread (if lent), with the hits
+    /// it found meanwhile. Fails when the thread died with it: nothing more can be settled.
+    #[cfg(feature = "hyperscan")]
+    fn reclaim_known(&mut self) -> Result<(), EngineError> {
+        let Some(Known::Lent { hits, .. }) = &mut self.known else {
+            return Ok(());
+        };
+        let Some(Ok(w)) = &mut self.split else {
+            return Err(EngineError::Hyperscan(
+                "the prefilter thread stopped with the fingerprint stage".into(),
+            ));
+        };
+        let back = w.reclaim();
+        hits.extend(w.take_known().0);
+        let Some(Some(mut k)) = back else {
+            self.split = Some(Err(()));
+            return Err(EngineError::Hyperscan(
+                "the prefilter thread stopped with the fingerprint stage".into(),
+            ));
+        };
+        k.put_back_hits(std::mem::take(hits));
+        self.known = Some(Known::Inline(*k));
+        Ok(())
+    }
+
+    fn feed_rules(&mut self, chunk: &[u8], sink: Sink, more: bool) -> Result<(), EngineError> {
+        #[cfg(feature = "hyperscan")]
+        if !more {
+            self.reclaim_known()?;
+        }
         let chunk_start = self.base + self.buf.len() as u64;
         self.extend(chunk);
         // A large line batch is cut and its second part handed to the worker first, with the
         // chunk's multi-line stream, so both run while this thread finds start literals.
         let batch = self.line_batch(false);
         #[cfg(feature = "hyperscan")]
-        let handed = batch.and_then(|b| self.hand_off(b, chunk_start));
+        let handed = batch.and_then(|b| self.hand_off(b, chunk_start, more));
         #[cfg(not(feature = "hyperscan"))]
-        let _ = (chunk_start, batch);
+        let _ = (chunk_start, batch, more);
         #[cfg(feature = "hyperscan")]
         if handed.is_none() {
+            // Not handed: the stage (if lent) is needed here.
+            self.reclaim_known()?;
             self.stream_scan(chunk)?;
         }
         // An inline fingerprint stage tests the anchors before the worker's part here.
@@ -467,8 +538,9 @@ impl<'e> StreamScanner<'e> {
         &mut self,
         (from, hay_end, ends_upto): (u64, u64, u64),
         chunk_start: u64,
+        more: bool,
     ) -> Option<Handed> {
-        use super::split::{Job, SplitWorker};
+        use super::split::{Job, KnownWork, SplitWorker};
         let rel = |x: u64| (x - self.base) as usize;
         let hay = &self.buf[rel(from)..rel(hay_end)];
         if self.split.is_none() && SplitWorker::large(hay) {
@@ -484,11 +556,29 @@ impl<'e> StreamScanner<'e> {
         let base = cut.min(chunk_start);
         let mut bytes = worker.buffer();
         bytes.extend_from_slice(&self.buf[rel(base)..]);
-        let known = match &self.known {
-            Some(Known::Inline(k)) => Some((k.matcher().clone(), k.align(cut.max(chunk_start)))),
-            _ => None,
+        // With more input at hand the whole stage goes along (and stays there); otherwise the
+        // worker tests the anchors of its part and this thread keeps the stage.
+        let (known, known_from) = match self.known.take() {
+            Some(Known::Inline(mut k)) if more => {
+                let (hits, settled) = (k.take_hits(), k.settled());
+                self.known = Some(Known::Lent { hits, settled });
+                (KnownWork::Stage(Some(Box::new(k))), None)
+            }
+            Some(Known::Inline(k)) => {
+                let from = k.align(cut.max(chunk_start));
+                let work = KnownWork::Anchors(k.matcher().clone(), from);
+                self.known = Some(Known::Inline(k));
+                (work, Some(from))
+            }
+            Some(lent @ Known::Lent { .. }) => {
+                self.known = Some(lent);
+                (KnownWork::Stage(None), None)
+            }
+            other => {
+                self.known = other;
+                (KnownWork::None, None)
+            }
         };
-        let known_from = known.as_ref().map(|k| k.1);
         let job = Job {
             bytes,
             base,
@@ -502,6 +592,12 @@ impl<'e> StreamScanner<'e> {
             Ok(()) => Some(Handed { cut, known_from }),
             Err(job) => {
                 self.hs = job.stream;
+                if let (KnownWork::Stage(Some(mut k)), Some(Known::Lent { hits, .. })) =
+                    (job.known, &mut self.known)
+                {
+                    k.put_back_hits(std::mem::take(hits));
+                    self.known = Some(Known::Inline(*k));
+                }
                 self.split = Some(Err(()));
                 None
             }
@@ -546,6 +642,15 @@ impl<'e> StreamScanner<'e> {
         if let (Some(Known::Inline(k)), Some((found, next))) = (&mut self.known, &reply.known) {
             k.add_tested(found, *next);
         }
+        if let (Some(Known::Lent { hits, settled }), Some(Ok(w))) =
+            (&mut self.known, &mut self.split)
+        {
+            let (found, upto) = w.take_known();
+            hits.extend(found);
+            if let Some(upto) = upto {
+                *settled = upto;
+            }
+        }
         mine?;
         for &(r, end) in &reply.hits.map_err(EngineError::Hyperscan)? {
             let r = r as usize;
@@ -557,10 +662,14 @@ impl<'e> StreamScanner<'e> {
     /// Ends the stream: hands out every remaining match, and returns the known values found
     /// since the last [`StreamScanner::take_known`].
     pub fn finish(mut self, sink: Sink) -> Result<Vec<KnownHit>, EngineError> {
-        if let Some(k) = &mut self.known {
+        #[cfg(feature = "hyperscan")]
+        let reclaimed = self.reclaim_known();
+        #[cfg(not(feature = "hyperscan"))]
+        let reclaimed = Ok(());
+        if let Some(k @ (Known::Inline(_) | Known::Worker(_))) = &mut self.known {
             k.start(&[], true);
         }
-        let closed = self.close_stream();
+        let closed = reclaimed.and(self.close_stream());
         #[cfg(feature = "hyperscan")]
         let closed = match self.line_batch(true) {
             Some(b) => closed.and_then(|()| self.scan_lines(b, None)),

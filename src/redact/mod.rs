@@ -22,6 +22,7 @@ pub mod rsyslog;
 pub mod spool;
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::engine::known::{Encoding, KnownMatcher};
@@ -167,8 +168,9 @@ impl<'e> Redactor<'e> {
             scanner = scanner.with_known(k.clone());
         }
         let opts = RedactOptions {
-            // Never below what the engine itself may need to hold for a match in progress.
-            max_hold: opts.max_hold.max(engine.max_holdback() + PIECE),
+            // Never below what the engine itself may need to hold for a match in progress, plus
+            // a piece whose fingerprint stage is still running (`feed_more`).
+            max_hold: opts.max_hold.max(engine.max_holdback() + 2 * PIECE),
             ..opts
         };
         Ok(Redactor {
@@ -207,10 +209,52 @@ impl<'e> Redactor<'e> {
 
     /// Feeds `chunk` and writes every byte that is now final (not flushed: the caller decides).
     pub fn feed(&mut self, chunk: &[u8], out: &mut dyn Write) -> Result<(), RedactError> {
+        self.feed_as(chunk, out, false)
+    }
+
+    /// [`Redactor::feed`] for a caller with more input at hand: the fingerprint stage may
+    /// finish the last piece while the caller reads the next chunk
+    /// ([`StreamScanner::feed_more`]). A caller about to wait for input calls
+    /// [`Redactor::catch_up`] first, or the last piece is written only with the next feed.
+    pub fn feed_more(&mut self, chunk: &[u8], out: &mut dyn Write) -> Result<(), RedactError> {
+        self.feed_as(chunk, out, true)
+    }
+
+    /// Whether written output is behind the input (after [`Redactor::feed_more`]).
+    pub fn lagging(&self) -> bool {
+        self.scanner.as_ref().is_some_and(StreamScanner::lagging)
+    }
+
+    /// Waits for the engine to catch up with everything fed, and writes what is then final.
+    pub fn catch_up(&mut self, out: &mut dyn Write) -> Result<(), RedactError> {
+        let Some(scanner) = self.scanner.as_mut() else {
+            return Ok(());
+        };
+        scanner.catch_up()?;
+        let hits = scanner.take_known();
+        let settled = scanner.settled();
+        self.push_known(hits);
+        let total = self.written + self.held.len() as u64;
+        self.write_upto(settled.min(total), out)?;
+        Ok(())
+    }
+
+    fn feed_as(
+        &mut self,
+        chunk: &[u8],
+        out: &mut dyn Write,
+        more: bool,
+    ) -> Result<(), RedactError> {
         for piece in chunk.chunks(PIECE) {
             let spans = &mut self.spans;
             let scanner = self.scanner.as_mut().expect("feed after finish");
-            scanner.feed(piece, &mut |m, _| spans.push(Span::of_match(m)))?;
+            let sink: &mut dyn FnMut(&crate::engine::Match, &crate::engine::View) =
+                &mut |m, _| spans.push(Span::of_match(m));
+            if more {
+                scanner.feed_more(piece, sink)?;
+            } else {
+                scanner.feed(piece, sink)?;
+            }
             let hits = scanner.take_known();
             let settled = scanner.settled();
             self.push_known(hits);
@@ -434,27 +478,50 @@ pub fn redact_bytes(
     Ok((out, named))
 }
 
+/// An input that can say whether a read would return at once (a file descriptor).
+pub trait Input: Read + AsFd {}
+impl<T: Read + AsFd> Input for T {}
+
+/// Whether a read of `fd` would not block (data or end of file is there). An error says no.
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
 /// Copies `input` to `out` through a [`Redactor`], flushing after every read so a complete line
 /// is out as soon as it is final; `on` sees each replacement. On an engine error nothing more is
-/// written (fail closed).
+/// written (fail closed). While more input is ready the fingerprint stage runs a piece behind
+/// ([`Redactor::feed_more`]); before waiting for input, everything is caught up and written.
 pub fn copy_stream(
     engine: &Engine,
     known: Option<Arc<KnownMatcher>>,
     opts: RedactOptions,
-    input: &mut dyn Read,
+    input: &mut dyn Input,
     out: &mut dyn Write,
     on: &mut dyn FnMut(&Redactor, &Redaction),
 ) -> Result<(), RedactError> {
     let mut r = Redactor::new(engine, known, opts)?;
     let mut buf = vec![0u8; PIECE];
     loop {
+        if r.lagging() && !readable(input.as_fd()) {
+            r.catch_up(out)?;
+            out.flush()?;
+            for x in r.take_log() {
+                on(&r, &x);
+            }
+        }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
-        r.feed(&buf[..n], out)?;
+        r.feed_more(&buf[..n], out)?;
         out.flush()?;
         for x in r.take_log() {
             on(&r, &x);
@@ -514,8 +581,9 @@ mod tests {
     /// A set large enough for a thread of its own (or, with Hyperscan on two cores, divided
     /// between the stream's two threads): the same output as block mode (which tests the
     /// anchors inline) for every chunking, every value found.
-    #[test]
-    fn large_sets_on_the_worker_thread_match_block_mode() {
+    /// 1,500 stored values, and ~190 KiB of lines holding them (a token among them), with its
+    /// block-mode redaction.
+    fn large_set_and_input() -> (Arc<KnownMatcher>, Vec<u8>, Vec<u8>) {
         let values: Vec<String> = (0..1500)
             .map(|i| format!("fake-stored-value-{i:05}-x"))
             .collect();
@@ -524,24 +592,121 @@ mod tests {
             s.add(&format!("v{i}"), 1, v.as_bytes()).unwrap();
         }
         let k = Arc::new(KnownMatcher::new(s));
-        // ~190 KiB: chunks of 64 KiB and more take the two-thread path, which divides the
-        // fingerprint anchors between the threads.
         let mut input = Vec::new();
         for i in 0..4000 {
             let v = &values[(i * 3) % values.len()];
             input.extend_from_slice(format!("line {i} value={v} tail\n").as_bytes());
+            if i % 1000 == 999 {
+                input.extend_from_slice(format!("token: {}\n", ghp()).as_bytes());
+            }
         }
         let block = BlockRedactor::new(engine(), Some(k.clone()), RedactOptions::default())
             .unwrap()
             .redact(&input)
             .unwrap();
-        assert_eq!(block.1.len(), 4000);
+        assert_eq!(block.1.len(), 4004);
+        assert!(!String::from_utf8_lossy(&block.0).contains("fake-stored-value"));
+        (k, input, block.0)
+    }
+
+    #[test]
+    fn large_sets_on_the_worker_thread_match_block_mode() {
+        // Chunks of 64 KiB and more take the two-thread path, which divides the fingerprint
+        // anchors between the threads.
+        let (k, input, block) = large_set_and_input();
         for size in [509usize, 4096, 70_001, 1 << 20] {
             let chunks: Vec<&[u8]> = input.chunks(size).collect();
             let out = run(Some(k.clone()), &chunks);
-            assert!(out == block.0, "chunks of {size} differ from block mode");
+            assert!(out == block, "chunks of {size} differ from block mode");
         }
-        assert!(!String::from_utf8_lossy(&block.0).contains("fake-stored-value"));
+    }
+
+    /// Fed ahead (`feed_more`), the whole fingerprint stage runs on the prefilter thread a
+    /// chunk behind; large and small chunks alternate (the stage goes there and back) and
+    /// catch-ups come at random: the output is block mode's. (Without Hyperscan there is no
+    /// second thread: `feed_more` is `feed`.)
+    #[cfg(feature = "hyperscan")]
+    #[test]
+    fn feeding_ahead_of_the_fingerprint_stage_changes_nothing() {
+        let (k, input, block) = large_set_and_input();
+        let two_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut below = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..4 {
+            let mut r = Redactor::new(engine(), Some(k.clone()), RedactOptions::default()).unwrap();
+            let mut out = Vec::new();
+            let (mut at, mut lagged) = (0, false);
+            while at < input.len() {
+                let size = match (round, below(4)) {
+                    (0, _) => 70_001,
+                    (_, 0) => 1 + below(200),
+                    (_, 1) => 1 + below(5000),
+                    _ => 65_000 + below(75_000),
+                };
+                let end = (at + size).min(input.len());
+                r.feed_more(&input[at..end], &mut out).unwrap();
+                lagged |= r.lagging();
+                if below(3) == 0 {
+                    r.catch_up(&mut out).unwrap();
+                    assert!(!r.lagging());
+                }
+                at = end;
+            }
+            r.finish(&mut out).unwrap();
+            assert!(out == block, "round {round} differs from block mode");
+            assert!(lagged || !two_cores, "round {round} never fed ahead");
+        }
+    }
+
+    /// `copy_stream` feeds ahead while input is ready, and catches up before it waits: with
+    /// the input still open, everything read is written.
+    #[cfg(feature = "hyperscan")]
+    #[test]
+    fn copy_stream_writes_everything_read_before_waiting_for_input() {
+        use std::os::fd::AsRawFd;
+        let (k, input, block) = large_set_and_input();
+        let (mut in_r, mut in_w) = std::io::pipe().unwrap();
+        // A 1 MiB pipe: one read takes the whole input, large enough to be fed ahead.
+        // SAFETY: fcntl on a descriptor this test owns.
+        unsafe { libc::fcntl(in_w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        let (mut out_r, mut out_w) = std::io::pipe().unwrap();
+        let copier = std::thread::spawn(move || {
+            copy_stream(
+                engine(),
+                Some(k),
+                RedactOptions::default(),
+                &mut in_r,
+                &mut out_w,
+                &mut |_, _| {},
+            )
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n @ 1..) = out_r.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        in_w.write_all(&input).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < block.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let more = rx
+                .recv_timeout(left)
+                .expect("output stalled while the input was open");
+            got.extend_from_slice(&more);
+        }
+        assert!(got == block, "differs from block mode");
+        drop(in_w);
+        copier.join().unwrap().unwrap();
     }
 
     #[test]
