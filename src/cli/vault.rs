@@ -11,7 +11,7 @@
 //!   drives. `init`, `unlock`, `approve`, `grant` and `print` need it; without a terminal they
 //!   refuse. When the daemon is locked and a terminal is there, any command offers to unlock.
 
-use crate::vault::client::{spawn_daemon, Client, ClientError};
+use crate::vault::client::{start_daemon, Client, ClientError};
 use crate::vault::command::{is_harmless_env, shell_word};
 use crate::vault::exec::ProjectFile;
 use crate::vault::rpc::{self, NextAction};
@@ -280,7 +280,7 @@ fn rpc_err(code: i64, message: impl Into<String>) -> ClientError {
 }
 
 fn other(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Io(std::io::Error::other(e.to_string()))
+    ClientError::Local(e.to_string())
 }
 
 /// The vault passphrase from the terminal, or the reason there is none (no terminal: an agent).
@@ -353,6 +353,10 @@ fn init(paths: &VaultPaths, context: &str) -> Result<(Value, bool), ClientError>
             json!({"vault_dir": paths.root(), "context": context}),
             false,
         ));
+    }
+    // Before asking for anything: a store whose identity is gone is never replaced.
+    if !paths.identity(context).exists() && !paths.legacy_identity(context).exists() {
+        store::refuse_orphaned_store(paths, context).map_err(other)?;
     }
     let pass = match encrypted.first() {
         Some(c) => {
@@ -796,20 +800,9 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                         format!("daemon already running (pid {})", d["pid"])
                     }));
                 }
-                spawn_daemon(paths)?;
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                loop {
-                    if let Ok(mut c) = Client::connect(paths) {
-                        let env = c.call("hello", json!({}))?;
-                        return Ok(out.ok(&env, |d| format!("daemon started (pid {})", d["pid"])));
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(ClientError::Autostart {
-                            reason: format!("see {}", paths.daemon_log().display()),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+                let mut c = start_daemon(paths)?;
+                let env = c.call("hello", json!({}))?;
+                return Ok(out.ok(&env, |d| format!("daemon started (pid {})", d["pid"])));
             }
             match crate::vault::server::run_daemon(paths.clone()) {
                 Ok(()) => Ok(0),
@@ -826,12 +819,15 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
 fn read_value(name: &str) -> Result<SecretValue, ClientError> {
     let mut buf = Zeroizing::new(Vec::new());
     if std::io::stdin().is_terminal() {
-        let v = tty::prompt_no_echo(&format!("value for {name}: ")).map_err(ClientError::Io)?;
+        let v = tty::prompt_no_echo(&format!("value for {name}: "))
+            .map_err(|e| other(format!("reading the value from the terminal: {e}")))?;
         buf.extend_from_slice(v.as_bytes());
     } else {
+        // A little past the limit is enough to say it is too long.
         std::io::stdin()
+            .take(store::MAX_VALUE_BYTES as u64 + 3)
             .read_to_end(&mut buf)
-            .map_err(ClientError::Io)?;
+            .map_err(|e| other(format!("reading the value from stdin: {e}")))?;
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -839,13 +835,12 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
             buf.pop();
         }
     }
+    // Checked here too: a value too long for a frame would otherwise end in a broken pipe.
+    store::check_value_len(buf.len()).map_err(other)?;
     let s = String::from_utf8(std::mem::take(&mut *buf)).map_err(|e| {
         let mut b = e.into_bytes();
         zeroize::Zeroize::zeroize(&mut b);
-        ClientError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the value is not UTF-8",
-        ))
+        other("the value is not UTF-8")
     })?;
     Ok(SecretValue::new(s))
 }

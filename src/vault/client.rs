@@ -25,6 +25,9 @@ pub enum ClientError {
     Autostart { reason: String },
     #[error("talking to the daemon: {0}")]
     Io(#[from] std::io::Error),
+    /// A failure on this side that has nothing to do with the daemon (a file, the terminal).
+    #[error("{0}")]
+    Local(String),
     #[error("the daemon sent an invalid frame")]
     Protocol,
     #[error(
@@ -159,19 +162,7 @@ impl Client {
                 dir: paths.root().into(),
             });
         }
-        spawn_daemon(paths)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(c) = Self::connect(paths) {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                return Err(ClientError::Autostart {
-                    reason: format!("no socket after 10 s; see {}", paths.daemon_log().display()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        start_daemon(paths)
     }
 
     /// Call `method`; returns the envelope (`{ok, data, next_actions}`) or the RPC error.
@@ -242,8 +233,57 @@ pub fn notify(w: &UnixStream, method: &str, params: Value) -> std::io::Result<()
     (&*w).write_all(&f)
 }
 
+/// Starts the daemon ([`spawn_daemon`]) and connects once its socket is up. A daemon that exits
+/// instead is reported with what it wrote to `daemon.log` (why it could not start).
+pub fn start_daemon(paths: &VaultPaths) -> Result<Client, ClientError> {
+    let log_from = std::fs::metadata(paths.daemon_log()).map_or(0, |m| m.len());
+    let mut child = spawn_daemon(paths)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(c) = Client::connect(paths) {
+            return Ok(c);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // One last look: it may have started and stopped at once (another daemon won).
+            if let Ok(c) = Client::connect(paths) {
+                return Ok(c);
+            }
+            return Err(ClientError::Autostart {
+                reason: daemon_log_since(paths, log_from).unwrap_or_else(|| {
+                    format!("it exited ({status}); see {}", paths.daemon_log().display())
+                }),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(ClientError::Autostart {
+                reason: format!("no socket after 10 s; see {}", paths.daemon_log().display()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The last lines the daemon wrote to its log since offset `from` (at most 2 KiB), if any.
+fn daemon_log_since(paths: &VaultPaths, from: u64) -> Option<String> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(paths.daemon_log()).ok()?;
+    f.seek(std::io::SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut from = text.len().saturating_sub(2048);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let tail = &text[from..];
+    Some(tail.trim_start_matches("guard vault daemon: ").to_string())
+}
+
 /// Start `guard vault daemon` in its own session, detached from our terminal and stdio.
-pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
+pub fn spawn_daemon(paths: &VaultPaths) -> Result<std::process::Child, ClientError> {
     let exe = std::env::current_exe().map_err(|e| ClientError::Autostart {
         reason: e.to_string(),
     })?;
@@ -282,8 +322,7 @@ pub fn spawn_daemon(paths: &VaultPaths) -> Result<u32, ClientError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| ClientError::Autostart {
+    cmd.spawn().map_err(|e| ClientError::Autostart {
         reason: e.to_string(),
-    })?;
-    Ok(child.id())
+    })
 }

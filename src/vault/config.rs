@@ -48,8 +48,12 @@ pub struct VaultConfig {
     pub max_lease_ttl: String,
     /// How long a request without a decision waits before it is denied.
     pub approval_timeout: String,
-    /// A connection must send its first complete frame within this time.
+    /// A connection must send its first complete frame within this time (at most 60s).
     pub handshake_timeout: String,
+    /// A connection that sends no request for this long is closed (at most 10m).
+    pub idle_timeout: String,
+    /// Connections served at once; more wait until one closes (at most 1024).
+    pub max_connections: usize,
     /// Largest JSON-RPC frame accepted; bigger → error and the connection is closed.
     pub max_frame_bytes: usize,
     pub rotation_timeout: String,
@@ -74,6 +78,8 @@ impl Default for VaultConfig {
             max_lease_ttl: "24h".into(),
             approval_timeout: "120s".into(),
             handshake_timeout: "5s".into(),
+            idle_timeout: "60s".into(),
+            max_connections: 128,
             max_frame_bytes: 1 << 20,
             rotation_timeout: "30s".into(),
             maintenance_interval: "60s".into(),
@@ -129,6 +135,8 @@ pub struct Limits {
     pub max_ttl: Duration,
     pub approval_timeout: Duration,
     pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub rotation_timeout: Duration,
     pub maintenance_interval: Duration,
@@ -163,7 +171,12 @@ impl VaultConfig {
             default_ttl: parse_duration(&self.default_lease_ttl)?,
             max_ttl: parse_duration(&self.max_lease_ttl)?,
             approval_timeout: parse_duration(&self.approval_timeout)?,
-            handshake_timeout: parse_duration(&self.handshake_timeout)?,
+            // Writable by the agent: clamped, so it cannot hold connections open at will.
+            handshake_timeout: parse_duration(&self.handshake_timeout)?
+                .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            idle_timeout: parse_duration(&self.idle_timeout)?
+                .clamp(Duration::from_millis(100), Duration::from_secs(600)),
+            max_connections: self.max_connections.clamp(8, 1024),
             max_frame_bytes: self.max_frame_bytes.max(1024),
             rotation_timeout: parse_duration(&self.rotation_timeout)?,
             maintenance_interval: parse_duration(&self.maintenance_interval)?

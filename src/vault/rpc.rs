@@ -28,6 +28,8 @@ pub const LOCKED: i64 = -32008;
 pub const LOCKED_OUT: i64 = -32009;
 /// The operation needs proof of a human (the vault passphrase) and none was given.
 pub const HUMAN_REQUIRED: i64 = -32010;
+/// No request for the idle timeout: the connection is closed.
+pub const IDLE_TIMEOUT: i64 = -32012;
 pub const FAILED: i64 = -32000;
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -209,9 +209,10 @@ fn store_err(e: StoreError) -> RpcError {
                 .with(next("guard vault list", "see which secrets exist"))
         }
         StoreError::NoContext { .. } => RpcError::new(rpc::NOT_FOUND, e.to_string()),
-        StoreError::InvalidName { .. } | StoreError::EmptyValue => {
-            RpcError::new(rpc::INVALID_PARAMS, e.to_string())
-        }
+        StoreError::InvalidName { .. }
+        | StoreError::EmptyValue
+        | StoreError::TooShort { .. }
+        | StoreError::TooLong { .. } => RpcError::new(rpc::INVALID_PARAMS, e.to_string()),
         other => RpcError::new(rpc::FAILED, other.to_string()),
     }
 }
@@ -823,12 +824,27 @@ impl Daemon {
             }
         };
         let pgid = running.pid();
-        self.lock().running.insert(exec_no, pgid);
+        {
+            // Registered and checked under one lock: a killswitch (or heartbeat failure) that
+            // revoked the leases while the command was being launched stops it now.
+            let mut s = self.lock();
+            s.running.insert(exec_no, pgid);
+            if lease_ids.iter().any(|id| s.leases.check(id).is_err()) {
+                kill_group(pgid, libc::SIGTERM);
+            }
+        }
         let mut wait = tokio::task::spawn_blocking(move || running.wait());
         let mut caller_here = true;
         let status = loop {
             if !caller_here {
-                break (&mut wait).await;
+                // Given a moment to stop on SIGTERM; then it is killed.
+                match tokio::time::timeout(CALLER_GONE_GRACE, &mut wait).await {
+                    Ok(r) => break r,
+                    Err(_) => {
+                        kill_group(pgid, libc::SIGKILL);
+                        break (&mut wait).await;
+                    }
+                }
             }
             tokio::select! {
                 r = &mut wait => break r,
@@ -844,8 +860,10 @@ impl Daemon {
                             kill_group(pgid, sig);
                         }
                     }
-                    // The caller is gone (or broke the protocol): its command goes too.
+                    // The caller is gone (killed, however) or broke the protocol: its
+                    // leases end now, and its command goes too.
                     _ => {
+                        revoke_leases(&mut self.lock(), &lease_ids);
                         kill_group(pgid, libc::SIGTERM);
                         caller_here = false;
                     }
@@ -1360,6 +1378,39 @@ async fn write_frame(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std
     w.write_all(&b).await
 }
 
+/// Accept errors go to the log at most once per minute, with how many were not shown.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl AcceptErrors {
+    fn report(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            self.quiet += 1;
+            return;
+        }
+        if self.quiet > 0 {
+            eprintln!(
+                "guard vault daemon: accept: {e} (and {} more since the last report)",
+                self.quiet
+            );
+        } else {
+            eprintln!("guard vault daemon: accept: {e}");
+        }
+        self.last = Some(now);
+        self.quiet = 0;
+    }
+}
+
+/// How long a command whose `guard exec` died has to stop on SIGTERM before SIGKILL.
+const CALLER_GONE_GRACE: Duration = Duration::from_secs(3);
+
 async fn connection(d: Daemon, stream: UnixStream) {
     let peer_ok = stream
         .peer_cred()
@@ -1390,24 +1441,26 @@ async fn connection(d: Daemon, stream: UnixStream) {
         buf: Zeroizing::new(Vec::new()),
         fds: Vec::new(),
     };
-    let mut first = true;
+    // The first request must come within the handshake timeout (blank lines do not count),
+    // each later one within the idle timeout: a connection cannot be held open for nothing.
+    let mut deadline = tokio::time::Instant::now() + d.limits.handshake_timeout;
+    let mut greeted = false;
     loop {
         let max = d.limits.max_frame_bytes;
-        let frame = if first {
-            first = false;
-            match tokio::time::timeout(d.limits.handshake_timeout, r.frame(max)).await {
-                Ok(f) => f,
-                Err(_) => {
-                    let e = RpcError::new(
+        let frame = match tokio::time::timeout_at(deadline, r.frame(max)).await {
+            Ok(f) => f,
+            Err(_) => {
+                let e = if greeted {
+                    RpcError::new(rpc::IDLE_TIMEOUT, "no request within the idle timeout")
+                } else {
+                    RpcError::new(
                         rpc::HANDSHAKE_TIMEOUT,
                         "no request within the handshake timeout",
-                    );
-                    let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &e)).await;
-                    return;
-                }
+                    )
+                };
+                let _ = write_frame(&mut w, &rpc::err_frame(&Value::Null, &e)).await;
+                return;
             }
-        } else {
-            r.frame(max).await
         };
         let line = match frame {
             Ok(Some(l)) => l,
@@ -1449,6 +1502,8 @@ async fn connection(d: Daemon, stream: UnixStream) {
         if write_frame(&mut w, &resp).await.is_err() {
             return;
         }
+        greeted = true;
+        deadline = tokio::time::Instant::now() + d.limits.idle_timeout;
     }
 }
 
@@ -1530,6 +1585,11 @@ async fn serve(
         }
         let _ = std::fs::remove_file(&sock);
     }
+    // Writes killed before their rename leave temp files (values, encrypted): removed now.
+    let stale = store::remove_stale_temps(&paths);
+    if stale > 0 {
+        eprintln!("guard vault daemon: removed {stale} unfinished temp file(s)");
+    }
     let audit = AuditLog::open(&paths)?;
     let approvals = ApprovalStore::open(paths.approvals())?;
     // Before the socket exists: a CLI that connects checks the peer against this file.
@@ -1607,11 +1667,31 @@ async fn serve(
     if let Some(hb) = heartbeat {
         tokio::spawn(heartbeat_loop(d.clone(), hb));
     }
+    // At most `max_connections` at once: past that, connections wait in the listen queue (they
+    // hold no descriptor of ours) until one closes — idle ones close on their own.
+    let slots = Arc::new(tokio::sync::Semaphore::new(d.limits.max_connections));
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = d.shutdown.notified() => break,
+        };
         tokio::select! {
             acc = listener.accept() => match acc {
-                Ok((stream, _)) => { tokio::spawn(connection(d.clone(), stream)); }
-                Err(e) => { eprintln!("guard vault daemon: accept: {e}"); tokio::time::sleep(Duration::from_millis(10)).await; }
+                Ok((stream, _)) => {
+                    let d = d.clone();
+                    tokio::spawn(async move {
+                        connection(d, stream).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    accept_errors.report(&e);
+                    // Out of descriptors: give connections time to close.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,

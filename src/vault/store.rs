@@ -43,6 +43,19 @@ pub enum StoreError {
     InvalidName { what: &'static str, name: String },
     #[error("a secret value must not be empty")]
     EmptyValue,
+    #[error(
+        "a value of {len} bytes is too short to store: guard redacts stored values from output, \
+         and one shorter than {min} bytes would redact ordinary text (and be easy to guess)"
+    )]
+    TooShort { len: usize, min: usize },
+    #[error("a value of {len} bytes is too long: values may be at most {max} bytes (256 KiB)")]
+    TooLong { len: usize, max: usize },
+    #[error(
+        "context {context:?} already has a store ({path}) but its identity file is missing, so the \
+         store cannot be opened; nothing was changed. Restore identity.age from a backup, or move \
+         the store aside (`mv {path} {path}.orphaned`) to start this context empty"
+    )]
+    OrphanedStore { context: String, path: PathBuf },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -139,6 +152,38 @@ pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io("chmod", dir))
 }
 
+/// Removes the temp files of [`atomic_write`]s that were killed before their rename (their
+/// writer's pid is gone), in the vault root and every context directory; returns how many.
+pub fn remove_stale_temps(paths: &VaultPaths) -> usize {
+    let mut dirs = vec![paths.root().to_path_buf()];
+    dirs.extend(
+        std::fs::read_dir(paths.contexts())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    let mut removed = 0;
+    for dir in dirs {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((_, rest)) = name.split_once(".tmp-") else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            // SAFETY: kill with signal 0 only checks whether the process exists.
+            let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+            if name.starts_with('.') && !alive && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Write `bytes` to `path` atomically: temp file (0600) in the same dir, fsync, rename, fsync dir.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -176,6 +221,7 @@ pub fn init_context(
     identity: &age::x25519::Identity,
 ) -> Result<(), StoreError> {
     check_name("context", context)?;
+    refuse_orphaned_store(paths, context)?;
     private_dir(paths.root())?;
     private_dir(&paths.contexts())?;
     private_dir(&paths.context_dir(context))?;
@@ -189,6 +235,37 @@ pub fn init_context(
         },
     };
     store.save()
+}
+
+/// Longest value a secret may hold: values travel in one RPC frame (1 MiB by default, and JSON
+/// escaping can take up to six bytes per byte), and every value is fingerprinted for redaction.
+pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+
+/// Values must be long enough to redact ([`crate::engine::known::MIN_VALUE_LEN`]) and fit a
+/// frame ([`MAX_VALUE_BYTES`]).
+pub fn check_value_len(len: usize) -> Result<(), StoreError> {
+    let min = crate::engine::known::MIN_VALUE_LEN;
+    match len {
+        0 => Err(StoreError::EmptyValue),
+        l if l < min => Err(StoreError::TooShort { len, min }),
+        l if l > MAX_VALUE_BYTES => Err(StoreError::TooLong {
+            len,
+            max: MAX_VALUE_BYTES,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `init` never replaces a store: one without its identity is refused, with what to do.
+pub fn refuse_orphaned_store(paths: &VaultPaths, context: &str) -> Result<(), StoreError> {
+    let path = paths.store(context);
+    if path.exists() {
+        return Err(StoreError::OrphanedStore {
+            context: context.to_string(),
+            path,
+        });
+    }
+    Ok(())
 }
 
 /// Names of the initialised contexts.
@@ -318,9 +395,7 @@ impl ContextStore {
         rotate_every: Option<String>,
     ) -> Result<u32, StoreError> {
         check_name("secret", name)?;
-        if value.is_empty() {
-            return Err(StoreError::EmptyValue);
-        }
+        check_value_len(value.len())?;
         let entry = self
             .data
             .secrets
@@ -411,6 +486,31 @@ fn decrypt_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_refuses_an_orphaned_store_and_stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = VaultPaths::new(dir.path().join("v"));
+        init_context(&paths, "dev", &age::x25519::Identity::generate()).unwrap();
+        let before = std::fs::read(paths.store("dev")).unwrap();
+        let again = init_context(&paths, "dev", &age::x25519::Identity::generate());
+        assert!(matches!(again, Err(StoreError::OrphanedStore { .. })));
+        assert_eq!(std::fs::read(paths.store("dev")).unwrap(), before);
+        // A temp file of a writer that is gone goes; one of a live writer (this process) stays.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let ctx = paths.context_dir("dev");
+        let stale = ctx.join(format!(".store.age.tmp-{dead}-w1"));
+        let live = ctx.join(format!(".store.age.tmp-{}-w2", std::process::id()));
+        let other = ctx.join("notes.tmp-1-x");
+        for f in [&stale, &live, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&paths), 1);
+        assert!(!stale.exists() && live.exists() && other.exists());
+        assert_eq!(std::fs::read(paths.store("dev")).unwrap(), before);
+    }
 
     #[test]
     fn roundtrip_versions_and_isolation() {

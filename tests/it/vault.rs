@@ -205,6 +205,9 @@ impl Vault {
     }
     /// Wait until `f(status)` holds (the daemon is asked every 20 ms, for up to 10 s).
     fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        self.wait_status_for(what, Duration::from_secs(10), f)
+    }
+    fn wait_status_for(&self, what: &str, limit: Duration, f: impl Fn(&Value) -> bool) -> Value {
         let t = Instant::now();
         loop {
             if self.socket().exists() {
@@ -213,7 +216,7 @@ impl Vault {
                     return s;
                 }
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "never saw {what}");
+            assert!(t.elapsed() < limit, "never saw {what}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -1198,7 +1201,10 @@ fn audit_verify_detects_tampering_and_a_failed_audit_write_refuses_the_operation
 
 #[test]
 fn daemon_socket_permissions_frames_and_handshake() {
-    let v = Vault::with_config("max_frame_bytes = 4096\nhandshake_timeout = \"300ms\"\n");
+    let v = Vault::with_config(
+        "max_frame_bytes = 4096\nhandshake_timeout = \"300ms\"\nidle_timeout = \"2s\"\n\
+         max_connections = 8\n",
+    );
     v.ok(&["vault", "daemon", "--detach"]);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&v.socket()), 0o600);
@@ -1235,6 +1241,48 @@ fn daemon_socket_permissions_frames_and_handshake() {
     BufReader::new(s).read_to_string(&mut buf).unwrap();
     assert!(buf.contains("-32006"), "{buf}");
     assert!(t.elapsed() < Duration::from_secs(3));
+    // blank lines are not a request: they do not hold the connection open
+    let mut s = UnixStream::connect(v.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    s.write_all(b"\n\n\n").unwrap();
+    let mut buf = String::new();
+    BufReader::new(s).read_to_string(&mut buf).unwrap();
+    assert!(buf.contains("-32006"), "{buf}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // after a request, an idle connection is closed too
+    let mut s = UnixStream::connect(v.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    assert_eq!(rpc_on(&mut s, "ping", json!({}))["result"]["ok"], true);
+    let t = Instant::now();
+    let mut buf = String::new();
+    BufReader::new(s).read_to_string(&mut buf).unwrap();
+    assert!(buf.contains("-32012"), "{buf}");
+    assert!(t.elapsed() < Duration::from_secs(6));
+    // a connection cap: with eight open, a ninth waits (in the listen queue, no descriptor
+    // taken) and is served once one closes
+    let mut held: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let mut s = UnixStream::connect(v.socket()).unwrap();
+            assert_eq!(rpc_on(&mut s, "ping", json!({}))["result"]["ok"], true);
+            s
+        })
+        .collect();
+    let mut s = UnixStream::connect(v.socket()).unwrap();
+    s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\",\"params\":{}}\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    assert!(
+        r.read_line(&mut line).is_err(),
+        "served past the cap: {line}"
+    );
+    held.pop();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
 }
 
 #[test]
@@ -1365,7 +1413,7 @@ fn kill_9_during_adds_never_corrupts_the_store() {
         };
         for i in 0..100_000 {
             let name = format!("k{i}");
-            let mut f = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":i,"method":"add","params":{"name": name, "value": format!("fake-v{i}")}})).unwrap();
+            let mut f = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":i,"method":"add","params":{"name": name, "value": format!("fake-value-{i:06}")}})).unwrap();
             f.push(b'\n');
             if s.write_all(&f).is_err() {
                 break;
@@ -1396,9 +1444,16 @@ fn kill_9_during_adds_never_corrupts_the_store() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.len() <= 1, "at most the one in-flight temp file");
-    // the autostarted daemon loads the store again (once a human unlocks it)
+    // the autostarted daemon loads the store again (once a human unlocks it), and removes the
+    // temp file the killed write left
     v.unlock();
     assert!(v.ok(&["vault", "list"]).contains("k0"));
+    let leftovers: Vec<_> = std::fs::read_dir(v.dir.join("contexts/default"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 /// Start an approved long-running command as the agent would, and wait until it holds a lease.
@@ -1409,7 +1464,9 @@ fn running_exec(v: &Vault, secs: u32) -> std::process::Child {
         .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", &script])
         .spawn()
         .unwrap();
-    v.wait_status("a running command", |s| s["active_leases"] == 1);
+    v.wait_status("a running command", |s| {
+        s["active_leases"] == 1 && s["running_commands"] == 1
+    });
     child
 }
 
@@ -1504,10 +1561,14 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     v.add(
         "sh",
         &fake_value("sh"),
-        &["--rotate-via", "printf fake-%s $((40+2))", "--rotate-shell"],
+        &[
+            "--rotate-via",
+            "printf fake-value-%s $((40+2))",
+            "--rotate-shell",
+        ],
     );
     v.ok(&["vault", "rotate", "sh"]);
-    assert_eq!(v.print(&["sh"]), "fake-42");
+    assert_eq!(v.print(&["sh"]), "fake-value-42");
     let list = v.json(&["vault", "list"]);
     let slow = list["data"]["contexts"][0]["secrets"]
         .as_array()
@@ -2196,10 +2257,8 @@ fn fingerprints_export_every_version_and_redact_without_values() {
     let (old, new) = (fake_value("fpold"), fake_value("fpnew"));
     v.add("tok", &old, &[]);
     v.add("tok", &new, &[]);
-    v.add("tiny", "abc", &[]);
     let fp = v.work.join("vault.fp");
-    let out = v.ok(&["vault", "fingerprints", "--file", fp.to_str().unwrap()]);
-    assert!(out.contains("skipped default/tiny"), "{out}");
+    v.ok(&["vault", "fingerprints", "--file", fp.to_str().unwrap()]);
     let text = std::fs::read_to_string(&fp).unwrap();
     for s in [&old, &new] {
         assert!(!text.contains(s.as_str()) && !text.contains(&hex::encode(s)));
@@ -2242,4 +2301,124 @@ fn fingerprints_export_every_version_and_redact_without_values() {
         .iter()
         .any(|e| e.contains("\"version\":2") && e.contains("\"base64\"")));
     assert!(!v.audit_text().contains(&new));
+}
+
+/// `guard vault add` with `value` on stdin; the output.
+fn add_output(v: &Vault, name: &str, value: &[u8]) -> Output {
+    let mut c = v.cmd(&["vault", "add", name]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let value = value.to_vec();
+    // The CLI may stop reading early (too long): a broken pipe here is expected.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&value);
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    o
+}
+
+#[test]
+fn init_never_replaces_a_store_and_bad_values_get_reasons() {
+    let v = Vault::new();
+    let val = fake_value("keep");
+    v.add("tok", &val, &[]);
+    // The identity gone (deleted by mistake): `init` must not make a new, empty store.
+    let store = v.dir.join("contexts/default/store.age");
+    let before = std::fs::read(&store).unwrap();
+    std::fs::remove_file(v.dir.join("contexts/default/identity.age")).unwrap();
+    // Refused before anything is asked.
+    let o = v.run(&["vault", "init"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "init replaced the store: {err}");
+    assert!(
+        err.contains("identity file is missing") && err.contains(".orphaned"),
+        "says why and what to do: {err}"
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), before, "store untouched");
+
+    // Values too short to redact, or too long for a frame, are refused with the reason (not
+    // a broken pipe, not blamed on the daemon).
+    let v = Vault::new();
+    for (value, want) in [
+        (b"ab\n".to_vec(), "too short"),
+        (vec![b'x'; 2 << 20], "too long"),
+    ] {
+        let o = add_output(&v, "bad", &value);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{want}: accepted");
+        assert!(
+            err.contains(want) && !err.contains("talking to the daemon") && !err.contains("pipe"),
+            "{want}: {err}"
+        );
+    }
+    assert!(!v.ok(&["vault", "list"]).contains("bad"));
+    let o = add_output(&v, "big", &vec![b'y'; 200 * 1024]);
+    assert!(
+        o.status.success(),
+        "200 KiB: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_daemon_that_cannot_start_says_why_at_once() {
+    let v = Vault::locked("");
+    // Broken after init: the autostarted daemon cannot read its config.
+    std::fs::write(v.dir.join("config.toml"), "max_frame_bytes = \"lots\"\n").unwrap();
+    let t = Instant::now();
+    let o = v.run(&["vault", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("could not start the vault daemon") && err.contains("config.toml"),
+        "names the cause: {err}"
+    );
+    assert!(!err.contains("talking to the daemon"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited {:?}",
+        t.elapsed()
+    );
+}
+
+/// However `guard exec` dies, its leases end and its command does not outlive it: SIGTERM and
+/// SIGHUP are forwarded to the command; when the CLI is killed outright, the daemon stops the
+/// command (SIGKILL after a grace period, for one that ignores SIGTERM).
+#[test]
+fn exec_killed_any_way_ends_its_leases_and_its_command() {
+    let v = Vault::new();
+    v.add("tok", &fake_value("sig"), &[]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let plain = "sleep 30; echo $TOK";
+    let stubborn = "trap '' TERM; sleep 30; echo $TOK";
+    v.grant(&["tok"], &["sh", "-c", plain]);
+    v.grant(&["tok"], &["sh", "-c", stubborn]);
+    for (sig, script) in [
+        (libc::SIGTERM, plain),
+        (libc::SIGHUP, plain),
+        (libc::SIGPIPE, plain),
+        (libc::SIGKILL, plain),
+        (libc::SIGKILL, stubborn),
+    ] {
+        let mut child = v
+            .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", script])
+            .spawn()
+            .unwrap();
+        // (The first run may wait for the daemon's redaction engine on a loaded machine.)
+        v.wait_status_for("a running command", Duration::from_secs(60), |s| {
+            s["active_leases"] == 1 && s["running_commands"] == 1
+        });
+        // SAFETY: signalling the child this test started.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let t = Instant::now();
+        v.wait_status("the lease and the command gone", |s| {
+            s["active_leases"] == 0 && s["running_commands"] == 0
+        });
+        assert!(t.elapsed() < Duration::from_secs(8), "signal {sig}");
+        let _ = child.wait();
+    }
 }
