@@ -96,7 +96,9 @@ enum VaultCmd {
     #[command(after_help = "Example:\n  guard vault status --json")]
     Status,
     /// Show (`--tail N`) or verify (`audit verify`) the hash-chained audit log
-    #[command(after_help = "Examples:\n  guard vault audit --tail 20\n  guard vault audit verify")]
+    #[command(
+        after_help = "Examples:\n  guard vault audit --tail 20\n  guard vault audit verify\n  guard vault audit acknowledge   # a human, at the terminal, after a broken chain"
+    )]
     Audit {
         #[command(subcommand)]
         cmd: Option<AuditCmd>,
@@ -190,6 +192,10 @@ enum VaultCmd {
 enum AuditCmd {
     /// Check the hash chain: detects edited, deleted, inserted and reordered records
     Verify,
+    /// After a broken chain (the daemon will not start on one): keep the broken log aside and
+    /// start a new chain that records the break. Needs the vault passphrase at the terminal,
+    /// and the daemon stopped.
+    Acknowledge,
 }
 
 #[derive(Args)]
@@ -575,6 +581,46 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 })
             }
         },
+        VaultCmd::Audit {
+            cmd: Some(AuditCmd::Acknowledge),
+            ..
+        } => {
+            let why = match audit::verify(paths) {
+                Ok(_) => {
+                    return Err(other(
+                        "the audit chain verifies: there is no break to acknowledge",
+                    ))
+                }
+                Err(e @ audit::AuditError::Broken { .. }) => e.to_string(),
+                Err(e) => return Err(other(e)),
+            };
+            if Client::connect(paths).is_ok() {
+                return Err(other(
+                    "the daemon is running: stop it first (`guard vault daemon --stop`)",
+                ));
+            }
+            // A human's decision: an agent that broke the chain must not be able to bury it.
+            let contexts = store::list_contexts(paths);
+            let Some(ctx) = contexts.iter().find(|c| paths.identity(c).exists()) else {
+                return Err(other("no context to check the vault passphrase against"));
+            };
+            let pass = passphrase("vault passphrase: ")?;
+            match keys::read_identity(&paths.identity(ctx), &pass) {
+                Ok(_) => {}
+                Err(keys::KeyError::WrongPassphrase) => {
+                    return Err(rpc_err(rpc::DENIED, "wrong passphrase"))
+                }
+                Err(e) => return Err(other(e)),
+            }
+            let kept = audit::acknowledge_break(paths, &why).map_err(other)?;
+            let env = envelope(json!({"kept": kept, "break": why}), vec![]);
+            Ok(out.ok(&env, |d| {
+                format!(
+                    "new audit chain started; the broken log is kept as {}",
+                    d["kept"].as_str().unwrap_or("?")
+                )
+            }))
+        }
         VaultCmd::Audit { cmd: None, tail } => {
             let recs = audit::tail(paths, Some(tail.unwrap_or(50))).map_err(|e| {
                 ClientError::Autostart {

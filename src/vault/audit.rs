@@ -124,41 +124,46 @@ pub fn hmac_id(key: &[u8], kind: &str, value: &str) -> String {
 }
 
 impl AuditLog {
+    /// Opens the log for appending, after verifying its chain and its head. A chain that does
+    /// not verify is never re-anchored: the daemon refuses to start until a human has looked
+    /// (`guard vault audit verify`) and acknowledged it ([`acknowledge_break`]). The one case
+    /// accepted is the crash window: the last record written, its head not yet.
     pub fn open(paths: &VaultPaths) -> Result<Self, AuditError> {
         let key = load_key(&paths.audit_key())?;
-        let path = paths.audit();
-        let (mut last_hash, mut next_seq) = (GENESIS.to_string(), 0);
-        match std::fs::File::open(&path) {
-            Ok(f) => {
-                for line in std::io::BufReader::new(f).split(b'\n') {
-                    let line = line.map_err(|source| AuditError::Io {
-                        op: "read",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    if line.is_empty() {
-                        continue;
-                    }
-                    last_hash = sha_hex(&line);
-                    next_seq += 1;
-                }
+        let chain = scan(paths)?;
+        match (&chain.head, chain.records) {
+            (Head::Matches, _) | (Head::Missing, 0) => {}
+            (Head::OneBehind, _) => eprintln!(
+                "guard vault daemon: audit head was one record behind the log (a write \
+                 interrupted before its head); anchored to record {}",
+                chain.records
+            ),
+            (Head::Missing, n) => {
+                return Err(AuditError::Broken {
+                    line: n,
+                    reason: "the head file (audit.head) is missing".into(),
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(AuditError::Io {
-                    op: "open",
-                    path,
-                    source,
+            (Head::Mismatch, n) => {
+                return Err(AuditError::Broken {
+                    line: n,
+                    reason: "log does not end at the recorded head (tail truncated or last \
+                             record edited)"
+                        .into(),
                 })
             }
         }
-        Ok(Self {
-            path,
+        let log = Self {
+            path: paths.audit(),
             head: paths.audit_head(),
             key,
-            last_hash,
-            next_seq,
-        })
+            last_hash: chain.last_hash,
+            next_seq: chain.records,
+        };
+        if chain.head == Head::OneBehind {
+            log.write_head()?;
+        }
+        Ok(log)
     }
 
     pub fn id(&self, kind: &str, value: &str) -> String {
@@ -197,20 +202,22 @@ impl AuditLog {
             .open(&self.path)
             .map_err(err("open"))?;
         f.write_all(&line).map_err(err("append"))?;
-        f.flush().map_err(err("flush"))?;
+        // On disk before the operation it records goes ahead.
+        f.sync_data().map_err(err("fsync"))?;
         self.last_hash = hash;
         self.next_seq += 1;
         // The head anchor makes tail truncation detectable; its failure is a failed write too.
-        std::fs::write(
-            &self.head,
-            format!("{} {}\n", self.next_seq, self.last_hash),
-        )
-        .map_err(|source| AuditError::Io {
+        self.write_head()
+    }
+
+    /// Replaces `audit.head` atomically (temp file, fsync, rename).
+    fn write_head(&self) -> Result<(), AuditError> {
+        let text = format!("{} {}\n", self.next_seq, self.last_hash);
+        crate::vault::store::atomic_write(&self.head, text.as_bytes()).map_err(|e| AuditError::Io {
             op: "write head",
             path: self.head.clone(),
-            source,
-        })?;
-        Ok(())
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 }
 
@@ -221,17 +228,72 @@ pub struct VerifyReport {
     pub head_checked: bool,
 }
 
-/// Verify the chain of `paths.audit()` against itself and `audit.head`.
-pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
+/// How `audit.head` relates to the log.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    Matches,
+    Missing,
+    /// It names the record before the last: the last append's head write did not happen.
+    OneBehind,
+    Mismatch,
+}
+
+/// A chain that verified record by record, and how its head relates to it.
+struct Chain {
+    records: u64,
+    last_hash: String,
+    head: Head,
+}
+
+/// Walks the log: every record must parse, carry the next `seq` and the previous line's hash.
+fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
     let path = paths.audit();
-    let f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(VerifyReport {
-                records: 0,
-                head_checked: false,
-            })
+    let mut prev = GENESIS.to_string();
+    let mut before_last = GENESIS.to_string();
+    let mut n = 0u64;
+    match std::fs::File::open(&path) {
+        Ok(f) => {
+            for line in std::io::BufReader::new(f).split(b'\n') {
+                let line = line.map_err(|source| AuditError::Io {
+                    op: "read",
+                    path: path.clone(),
+                    source,
+                })?;
+                let lineno = n + 1;
+                if line.is_empty() {
+                    return Err(AuditError::Broken {
+                        line: lineno,
+                        reason: "empty line".into(),
+                    });
+                }
+                // Only the shape is reported: serde's text could quote the line.
+                let rec: Record =
+                    serde_json::from_slice(&line).map_err(|_| AuditError::Broken {
+                        line: lineno,
+                        reason: "not a record".into(),
+                    })?;
+                if rec.seq != n {
+                    return Err(AuditError::Broken {
+                        line: lineno,
+                        reason: format!(
+                            "sequence {} where {n} was expected (deleted, inserted or reordered)",
+                            rec.seq
+                        ),
+                    });
+                }
+                if rec.prev != prev {
+                    return Err(AuditError::Broken {
+                        line: lineno,
+                        reason:
+                            "previous-record hash mismatch (a record was edited, removed or moved)"
+                                .into(),
+                    });
+                }
+                before_last = std::mem::replace(&mut prev, sha_hex(&line));
+                n += 1;
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(AuditError::Io {
                 op: "open",
@@ -239,62 +301,84 @@ pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
                 source,
             })
         }
-    };
-    let mut prev = GENESIS.to_string();
-    let mut n = 0u64;
-    for line in std::io::BufReader::new(f).split(b'\n') {
-        let line = line.map_err(|source| AuditError::Io {
-            op: "read",
-            path: path.clone(),
-            source,
-        })?;
-        let lineno = n + 1;
-        if line.is_empty() {
-            return Err(AuditError::Broken {
-                line: lineno,
-                reason: "empty line".into(),
-            });
-        }
-        let rec: Record = serde_json::from_slice(&line).map_err(|e| AuditError::Broken {
-            line: lineno,
-            reason: format!("not a record: {e}"),
-        })?;
-        if rec.seq != n {
-            return Err(AuditError::Broken {
-                line: lineno,
-                reason: format!(
-                    "sequence {} where {n} was expected (deleted, inserted or reordered)",
-                    rec.seq
-                ),
-            });
-        }
-        if rec.prev != prev {
-            return Err(AuditError::Broken {
-                line: lineno,
-                reason: "previous-record hash mismatch (a record was edited, removed or moved)"
-                    .into(),
-            });
-        }
-        prev = sha_hex(&line);
-        n += 1;
     }
-    let head_checked = match std::fs::read_to_string(paths.audit_head()) {
-        Ok(h) => {
-            let want = format!("{n} {prev}");
-            if h.trim() != want {
-                return Err(AuditError::Broken {
-                    line: n,
-                    reason: "log does not end at the recorded head (tail truncated or last record edited)".into(),
-                });
-            }
-            true
+    let head = match std::fs::read_to_string(paths.audit_head()) {
+        Ok(h) if h.trim() == format!("{n} {prev}") => Head::Matches,
+        Ok(h) if n > 0 && h.trim() == format!("{} {before_last}", n - 1) => Head::OneBehind,
+        Ok(_) => Head::Mismatch,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head::Missing,
+        Err(source) => {
+            return Err(AuditError::Io {
+                op: "read head",
+                path: paths.audit_head(),
+                source,
+            })
         }
-        Err(_) => false,
+    };
+    Ok(Chain {
+        records: n,
+        last_hash: prev,
+        head,
+    })
+}
+
+/// Verify the chain of `paths.audit()` against itself and `audit.head`.
+pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
+    let chain = scan(paths)?;
+    let head_checked = match chain.head {
+        Head::Matches => true,
+        Head::Missing if chain.records == 0 => false,
+        Head::Missing => {
+            return Err(AuditError::Broken {
+                line: chain.records,
+                reason: "the head file (audit.head) is missing".into(),
+            })
+        }
+        Head::OneBehind | Head::Mismatch => {
+            return Err(AuditError::Broken {
+                line: chain.records,
+                reason: "log does not end at the recorded head (tail truncated or last record \
+                         edited)"
+                    .into(),
+            })
+        }
     };
     Ok(VerifyReport {
-        records: n,
+        records: chain.records,
         head_checked,
     })
+}
+
+/// After a human saw a broken chain: the log and its head are moved aside (kept, named with
+/// the time) and a new chain starts with a record saying so. Returns the kept log's path.
+pub fn acknowledge_break(paths: &VaultPaths, why: &str) -> Result<PathBuf, AuditError> {
+    let stamp = now_unix();
+    let kept = paths.root().join(format!("audit.broken-{stamp}.jsonl"));
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AuditError::Io { op, path, source }
+    };
+    std::fs::rename(paths.audit(), &kept).map_err(io("move aside", &paths.audit()))?;
+    match std::fs::rename(
+        paths.audit_head(),
+        paths.root().join(format!("audit.broken-{stamp}.head")),
+    ) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("move aside", &paths.audit_head())(e)),
+    }
+    let mut log = AuditLog::open(paths)?;
+    let detail = format!(
+        "a human acknowledged a broken chain ({why}); the old log is kept as {}",
+        kept.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+    );
+    log.append(&Event {
+        op: "audit",
+        outcome: "chain-restarted",
+        detail: Some(&detail),
+        ..Default::default()
+    })?;
+    Ok(kept)
 }
 
 /// The last `n` records (all when `None`), unverified.
@@ -372,6 +456,57 @@ mod tests {
                 .contains("secret1"),
             "names are HMAC'd"
         );
+    }
+
+    #[test]
+    fn a_broken_chain_is_never_reopened_only_the_crash_window_is() {
+        let (_d, p) = log_with(4);
+        let orig = lines(&p);
+        let head = std::fs::read_to_string(p.audit_head()).unwrap();
+        // Tail truncated (the head still names record 4): refused, never re-anchored.
+        write(&p, &orig[..3]);
+        assert!(matches!(AuditLog::open(&p), Err(AuditError::Broken { .. })));
+        assert_eq!(std::fs::read_to_string(p.audit_head()).unwrap(), head);
+        assert!(
+            verify(&p).is_err(),
+            "and still broken after the refused open"
+        );
+        // Both the tail and the head gone: refused too.
+        std::fs::remove_file(p.audit_head()).unwrap();
+        assert!(matches!(AuditLog::open(&p), Err(AuditError::Broken { .. })));
+        // The crash window: the last record written, the head one behind → accepted.
+        let (_d2, q) = log_with(3);
+        let head3 = std::fs::read_to_string(q.audit_head()).unwrap();
+        let mut log = AuditLog::open(&q).unwrap();
+        log.append(&Event {
+            op: "x",
+            outcome: "ok",
+            ..Default::default()
+        })
+        .unwrap();
+        std::fs::write(q.audit_head(), &head3).unwrap();
+        assert!(verify(&q).is_err(), "verify alone reports the lagging head");
+        let log = AuditLog::open(&q).unwrap();
+        assert_eq!(log.next_seq, 4);
+        assert_eq!(verify(&q).unwrap().records, 4, "re-anchored forward");
+    }
+
+    #[test]
+    fn acknowledging_a_break_keeps_the_old_log_and_starts_a_chain_that_says_so() {
+        let (_d, p) = log_with(4);
+        let orig = lines(&p);
+        write(&p, &orig[..2]);
+        let why = verify(&p).unwrap_err().to_string();
+        let kept = acknowledge_break(&p, &why).unwrap();
+        assert_eq!(std::fs::read_to_string(&kept).unwrap().lines().count(), 2);
+        let r = verify(&p).unwrap();
+        assert!(r.head_checked && r.records == 1);
+        let text = std::fs::read_to_string(p.audit()).unwrap();
+        assert!(
+            text.contains("chain-restarted") && text.contains("broken"),
+            "{text}"
+        );
+        AuditLog::open(&p).unwrap();
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Audit(#[from] crate::vault::audit::AuditError),
+    #[error(
+        "{reason}. The daemon does not start on a broken audit chain: a human looks at it \
+         (`guard vault audit verify`, `guard vault audit --tail 20`) and then runs \
+         `guard vault audit acknowledge` at a terminal"
+    )]
+    AuditBroken { reason: String },
     #[error(transparent)]
     Approval(#[from] crate::vault::approval::ApprovalError),
     #[error("a daemon is already listening on {socket}")]
@@ -248,8 +254,34 @@ fn denied(context: &str, secret: &str, command: &str, why: &str) -> RpcError {
 
 fn params<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, RpcError> {
     let v = if v.is_null() { json!({}) } else { v };
-    serde_json::from_value(v)
-        .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, format!("invalid params: {e}")))
+    serde_json::from_value(v).map_err(|e| {
+        RpcError::new(
+            rpc::INVALID_PARAMS,
+            format!("invalid params: {}", without_values(&e.to_string())),
+        )
+    })
+}
+
+/// serde's message with every quoted or backquoted part (a value it may echo, as in "invalid
+/// type: string \"…\"") replaced by `…`; only the field named by "missing field" is kept.
+fn without_values(msg: &str) -> String {
+    if msg.starts_with("missing field `") {
+        return msg.to_string();
+    }
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                quote = Some(c);
+                out.push('…');
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 fn reply(data: Value, next_actions: Vec<rpc::NextAction>) -> Result<Reply, RpcError> {
@@ -1590,7 +1622,12 @@ async fn serve(
     if stale > 0 {
         eprintln!("guard vault daemon: removed {stale} unfinished temp file(s)");
     }
-    let audit = AuditLog::open(&paths)?;
+    let audit = AuditLog::open(&paths).map_err(|e| match e {
+        crate::vault::audit::AuditError::Broken { .. } => ServerError::AuditBroken {
+            reason: e.to_string(),
+        },
+        other => other.into(),
+    })?;
     let approvals = ApprovalStore::open(paths.approvals())?;
     // Before the socket exists: a CLI that connects checks the peer against this file.
     std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
@@ -1806,5 +1843,42 @@ async fn heartbeat_loop(d: Daemon, hb: HeartbeatConfig) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_params_never_echo_a_value() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct P {
+            name: String,
+            version: Option<u32>,
+            kind: Option<Kind>,
+        }
+        #[derive(Deserialize, Debug)]
+        enum Kind {
+            A,
+        }
+        let value = "fake-secret-value-0123456789";
+        for bad in [
+            json!({"name": "x", "version": value}),
+            json!({"name": "x", "kind": value}),
+            json!({"name": ["fake", value]}),
+            json!({"name": 1234567890123u64}),
+        ] {
+            let e = params::<P>(bad).unwrap_err();
+            assert!(
+                !e.message.contains(value) && !e.message.contains("1234567890123"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.starts_with("invalid params: "), "{}", e.message);
+        }
+        let e = params::<P>(json!({})).unwrap_err();
+        assert!(e.message.contains("missing field `name`"), "{}", e.message);
     }
 }

@@ -2422,3 +2422,43 @@ fn exec_killed_any_way_ends_its_leases_and_its_command() {
         let _ = child.wait();
     }
 }
+
+/// A truncated audit log is never re-anchored: the daemon refuses to start and says what to
+/// do; only a human (passphrase at the terminal) acknowledges the break, and the broken log is
+/// kept.
+#[test]
+fn a_broken_audit_chain_stops_the_daemon_until_a_human_acknowledges_it() {
+    let v = Vault::new();
+    v.add("one", &fake_value("au1"), &[]);
+    v.add("two", &fake_value("au2"), &[]);
+    v.ok(&["vault", "daemon", "--stop"]);
+    // Cover tracks: drop the last two records.
+    let path = v.dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    let o = v.run(&["vault", "list"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "served on a broken chain");
+    assert!(
+        err.contains("does not end at the recorded head") && err.contains("audit acknowledge"),
+        "{err}"
+    );
+    assert_eq!(v.run(&["vault", "audit", "verify"]).status.code(), Some(1));
+    // The agent (no terminal) cannot acknowledge it.
+    let o = v.agent(&["vault", "audit", "acknowledge"]);
+    assert!(!o.status.success());
+    assert!(!v
+        .dir
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("audit.broken-")));
+    // A human does; the old log is kept, the new chain says why, and the vault works again.
+    let r = v.human_ok(&["vault", "audit", "acknowledge"], &[(PASS_PROMPT, PASS)]);
+    assert!(r.stdout.contains("audit.broken-"), "{}", r.stdout);
+    v.ok(&["vault", "audit", "verify"]);
+    assert!(v.audit_text().contains("chain-restarted"));
+    v.unlock();
+    assert!(v.ok(&["vault", "list"]).contains("two"));
+}
