@@ -224,6 +224,9 @@ struct Out {
 }
 
 fn exit_code_for(code: i64) -> i32 {
+    if code == rpc::COMMAND_NOT_FOUND {
+        return 127;
+    }
     if matches!(
         code,
         rpc::DENIED | rpc::HUMAN_REQUIRED | rpc::LOCKED | rpc::LOCKED_OUT

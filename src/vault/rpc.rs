@@ -30,6 +30,8 @@ pub const LOCKED_OUT: i64 = -32009;
 pub const HUMAN_REQUIRED: i64 = -32010;
 /// No request for the idle timeout: the connection is closed.
 pub const IDLE_TIMEOUT: i64 = -32012;
+/// `exec`: the command was not found (`guard exec` exits 127, as a shell does).
+pub const COMMAND_NOT_FOUND: i64 = -32013;
 pub const FAILED: i64 = -32000;
 
 #[derive(Serialize, Deserialize, Debug)]

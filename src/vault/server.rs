@@ -170,8 +170,13 @@ impl State {
             env,
             pass_env,
         };
-        let cmd = command::resolve(&spec, &mut self.hashes)
-            .map_err(|e| RpcError::new(rpc::FAILED, e.to_string()))?;
+        let cmd = command::resolve(&spec, &mut self.hashes).map_err(|e| {
+            let code = match e {
+                command::CommandError::NotFound { .. } => rpc::COMMAND_NOT_FOUND,
+                _ => rpc::FAILED,
+            };
+            RpcError::new(code, e.to_string())
+        })?;
         Ok((cmd, keys::approval_key(&self.identity(ctx)?)))
     }
 

@@ -2462,3 +2462,13 @@ fn a_broken_audit_chain_stops_the_daemon_until_a_human_acknowledges_it() {
     v.unlock();
     assert!(v.ok(&["vault", "list"]).contains("two"));
 }
+
+#[test]
+fn exec_of_a_missing_command_exits_127_like_a_shell() {
+    let v = Vault::new();
+    v.add("tok", &fake_value("nf"), &[]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let o = v.agent(&["exec", "--", "guard-test-no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+}
