@@ -31,7 +31,8 @@
 //!   writes the fingerprint files; [`random`] is the kernel's random source.
 //! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`;
 //!   only a human with the passphrase on the terminal approves, and no value reaches a client
-//!   (THREAT_MODEL.md).
+//!   (THREAT_MODEL.md). The daemon closes the loop: it consumes the spool's leak events and
+//!   revokes and rotates a leaked stored value, once (`vault::server::leak`).
 //! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used.
 //!
 //! ```

@@ -15,9 +15,9 @@ use crate::engine::Engine;
 use crate::fingerprint;
 use crate::redact::jsonl::JsonLines;
 use crate::redact::rsyslog::Rsyslog;
-use crate::redact::spool::{now_secs, LeakEvent, Spool};
+use crate::redact::spool::{LeakEvent, Spool};
 use crate::redact::BlockRedactor;
-use crate::redact::{Label, RedactOptions, Redaction, Template, DEFAULT_TEMPLATE};
+use crate::redact::{RedactOptions, Redaction, Template, DEFAULT_TEMPLATE};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -254,16 +254,8 @@ impl Events {
 
     fn record(&mut self, known: &KnownSet, r: &Redaction, source: &str, base: u64) {
         self.count += 1;
-        let Label::Known(i) = r.label else { return };
-        let e = &known.entries()[i as usize];
-        let ev = LeakEvent {
-            v: 1,
-            secret: e.id.clone(),
-            version: e.version,
-            encoding: e.encoding.as_str().to_string(),
-            source: source.to_string(),
-            offset: base + r.start,
-            at: now_secs(),
+        let Some(ev) = LeakEvent::of(known, r, source, base) else {
+            return;
         };
         let res = match (&mut self.spool, &self.dir) {
             (Some(s), _) => s.record(&ev),

@@ -95,6 +95,10 @@ enum VaultCmd {
     /// Daemon status: locked or not, contexts, leases (without ids), pending approvals
     #[command(after_help = "Example:\n  guard vault status --json")]
     Status,
+    /// Leaks of stored secrets the daemon responded to, and the outcome (rotated, revoked,
+    /// failed and why, duplicate); events still waiting (vault locked) are counted
+    #[command(after_help = "Example:\n  guard vault incidents --json")]
+    Incidents,
     /// Show (`--tail N`) or verify (`audit verify`) the hash-chained audit log
     #[command(
         after_help = "Examples:\n  guard vault audit --tail 20\n  guard vault audit verify\n  guard vault audit acknowledge   # a human, at the terminal, after a broken chain"
@@ -522,6 +526,50 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     d["removed"].as_str().unwrap_or(""),
                     d["revoked_leases"]
                 )
+            }))
+        }
+        VaultCmd::Incidents => {
+            use crate::vault::server::leak;
+            let incidents = leak::incidents(paths);
+            let config = VaultConfig::load(paths).map_err(other)?;
+            let spool = config
+                .leak_spool
+                .map(PathBuf::from)
+                .or_else(crate::redact::spool::Spool::default_dir);
+            let waiting = spool
+                .as_deref()
+                .and_then(|d| crate::redact::spool::Spool::read_all(d).ok())
+                .map_or(0, |(ok, _)| ok.len());
+            let env = envelope(
+                json!({"incidents": incidents, "waiting": waiting, "spool": spool}),
+                vec![],
+            );
+            Ok(out.ok(&env, |d| {
+                let mut lines: Vec<String> = d["incidents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        format!(
+                            "{} {}/{} v{} {} in {}: {}{}{}",
+                            i["at"],
+                            i["context"].as_str().unwrap_or(""),
+                            i["secret"].as_str().unwrap_or(""),
+                            i["version"],
+                            i["encoding"].as_str().unwrap_or(""),
+                            i["source"].as_str().unwrap_or(""),
+                            i["outcome"].as_str().unwrap_or(""),
+                            i["new_version"]
+                                .as_u64()
+                                .map_or(String::new(), |v| format!(" → v{v}")),
+                            i["detail"]
+                                .as_str()
+                                .map_or(String::new(), |t| format!(" ({t})")),
+                        )
+                    })
+                    .collect();
+                lines.push(format!("{} event(s) waiting", d["waiting"]));
+                lines.join("\n")
             }))
         }
         VaultCmd::Status => {

@@ -25,6 +25,31 @@ pub struct LeakEvent {
     pub at: u64,
 }
 
+impl LeakEvent {
+    /// The event for a redaction of a known value of `known` (`None` for a rule match); `base`
+    /// is the offset of the redactor's input in the source.
+    pub fn of(
+        known: &crate::engine::known::KnownSet,
+        r: &super::Redaction,
+        source: &str,
+        base: u64,
+    ) -> Option<LeakEvent> {
+        let super::Label::Known(i) = r.label else {
+            return None;
+        };
+        let e = &known.entries()[i as usize];
+        Some(LeakEvent {
+            v: 1,
+            secret: e.id.clone(),
+            version: e.version,
+            encoding: e.encoding.as_str().to_string(),
+            source: source.to_string(),
+            offset: base + r.start,
+            at: now_secs(),
+        })
+    }
+}
+
 /// Writes events into one directory, once per (secret, version, encoding, source) per process.
 pub struct Spool {
     dir: PathBuf,

@@ -69,6 +69,9 @@ pub struct VaultConfig {
     /// a context is created: an existing identity keeps the factor it was written with.
     pub kdf_log_n: u8,
     pub heartbeat: Option<HeartbeatConfig>,
+    /// Where the daemon takes leak events from (`guard redact --spool`) [default:
+    /// `$XDG_STATE_HOME/guard/leaks`].
+    pub leak_spool: Option<String>,
 }
 
 impl Default for VaultConfig {
@@ -88,6 +91,7 @@ impl Default for VaultConfig {
             passphrase_lockout: "15m".into(),
             kdf_log_n: 18,
             heartbeat: None,
+            leak_spool: None,
         }
     }
 }

@@ -224,13 +224,13 @@ pub fn warm_redaction() {
 /// The fingerprints of the injected values, under a fresh key. A value too short to fingerprint
 /// is refused: it could not be redacted from the output (and would redact noise).
 fn injected_fingerprints(
-    secrets: &[(String, String, crate::vault::SecretValue)],
+    secrets: &[Injected],
 ) -> std::io::Result<Arc<crate::engine::known::KnownMatcher>> {
     use crate::engine::known::{KnownMatcher, KnownSet};
     let mut set = KnownSet::new(crate::fingerprint::random_key()?);
-    for (_, name, value) in secrets {
-        set.add(name, 1, value.expose_secret().as_bytes())
-            .map_err(|e| std::io::Error::other(format!("secret {name}: {e}")))?;
+    for s in secrets {
+        set.add(&s.id, s.version, s.value.expose_secret().as_bytes())
+            .map_err(|e| std::io::Error::other(format!("secret {}: {e}", s.id)))?;
     }
     Ok(Arc::new(KnownMatcher::new(set)))
 }
@@ -242,15 +242,28 @@ fn redact_output(
     known: Arc<crate::engine::known::KnownMatcher>,
     from: std::fs::File,
     mut to: std::fs::File,
+    spool: Option<(std::path::PathBuf, String)>,
 ) -> std::io::Result<()> {
+    use crate::redact::spool::{LeakEvent, Spool};
     let mut from = from;
+    let set = known.clone();
+    let mut events = spool.and_then(|(dir, source)| Some((Spool::open(&dir).ok()?, source)));
     crate::redact::copy_stream(
         &engine,
         Some(known),
         crate::redact::RedactOptions::default(),
         &mut from,
         &mut to,
-        &mut |_, _| {},
+        &mut |_, r| {
+            if let Some((spool, source)) = &mut events {
+                if let Some(ev) = LeakEvent::of(set.set(), r, source, 0) {
+                    // The output is redacted either way; a lost event is logged.
+                    if let Err(e) = spool.record(&ev) {
+                        eprintln!("guard vault daemon: leak event not recorded: {e}");
+                    }
+                }
+            }
+        },
     )
     .map_err(|e| match e {
         crate::redact::RedactError::Io(io) => io,
@@ -272,13 +285,23 @@ pub const FORWARDED_SIGNALS: &[i32] = &[
 ];
 
 /// What the daemon needs to launch an approved command.
+/// A secret put into the command's environment.
+pub struct Injected {
+    pub env: String,
+    /// Its fingerprint id (`name`, or `context/name`): what redaction and leak events name.
+    pub id: String,
+    pub version: u32,
+    pub value: crate::vault::SecretValue,
+}
+
 pub struct Launch<'a> {
     /// The resolved command: executable (and the descriptor it was hashed from), directory, and
     /// the clean environment it runs with; the secrets are added on top.
     pub cmd: &'a crate::vault::command::Resolved,
     pub argv: &'a [String],
-    /// (environment variable, secret name, value).
-    pub secrets: Vec<(String, String, crate::vault::SecretValue)>,
+    pub secrets: Vec<Injected>,
+    /// Where a value seen in the command's output is reported (a leak event), and as what.
+    pub spool: Option<(std::path::PathBuf, String)>,
     /// The caller's stdin, stdout, stderr (received over the socket).
     pub stdio: [std::os::fd::OwnedFd; 3],
     pub umask: Option<u32>,
@@ -331,7 +354,7 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
         .stdin(std::process::Stdio::from(stdin))
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w));
-    for (env, _, value) in &l.secrets {
+    for crate::vault::exec::Injected { env, value, .. } in &l.secrets {
         cmd.env(env, value.expose_secret());
     }
     let umask = l.umask;
@@ -350,6 +373,10 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
     let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipes' write ends
     let (e2, k2) = (engine.clone(), known.clone());
+    let (s1, s2) = (
+        l.spool.clone().map(|(d, s)| (d, format!("{s} stdout"))),
+        l.spool.clone().map(|(d, s)| (d, format!("{s} stderr"))),
+    );
     let threads = vec![
         std::thread::spawn(move || {
             redact_output(
@@ -357,10 +384,17 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
                 known,
                 std::fs::File::from(out_r),
                 std::fs::File::from(out),
+                s1,
             )
         }),
         std::thread::spawn(move || {
-            redact_output(e2, k2, std::fs::File::from(err_r), std::fs::File::from(err))
+            redact_output(
+                e2,
+                k2,
+                std::fs::File::from(err_r),
+                std::fs::File::from(err),
+                s2,
+            )
         }),
     ];
     Ok(Running { child, threads })

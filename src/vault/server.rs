@@ -31,6 +31,8 @@
 //! - SIGTERM/SIGINT or the `shutdown` method stop accepting, remove the socket and pid file,
 //!   write a final audit record and exit 0.
 
+pub mod leak;
+
 use crate::vault::approval::{ApprovalStore, Decision, Scope};
 use crate::vault::audit::{AuditLog, Event};
 use crate::vault::command::{self, CommandSpec, HashCache, Resolved};
@@ -120,6 +122,8 @@ struct State {
     hashes: HashCache,
     /// Process groups of the commands `exec` is running, by exec number.
     running: HashMap<u64, u32>,
+    /// Secrets (context, name) whose leak rotation is running: their events wait.
+    rotating: std::collections::HashSet<(String, String)>,
     next_exec: u64,
     started: u64,
     heartbeat: Option<String>,
@@ -193,6 +197,8 @@ struct Daemon {
     /// Serialises passphrase checks: parallel guesses must not multiply the attempt budget.
     human: Arc<tokio::sync::Mutex<()>>,
     limits: Limits,
+    /// Where leak events are taken from (and where `exec` reports a value seen in its output).
+    leak_spool: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -690,7 +696,11 @@ impl Daemon {
                 for v in info.versions {
                     let (id, value) = st.value(&info.name, Some(v)).map_err(store_err)?;
                     if set
-                        .add(&info.name, id, value.expose_secret().as_bytes())
+                        .add(
+                            &leak::fingerprint_id(c, &info.name),
+                            id,
+                            value.expose_secret().as_bytes(),
+                        )
                         .is_err()
                     {
                         skipped.push(format!("{c}/{} v{id}", info.name));
@@ -838,7 +848,12 @@ impl Daemon {
                     revoke_leases(&mut s, &lease_ids);
                     return Err(audit_err(err));
                 }
-                secrets.push((sec.env.clone(), sec.name.clone(), value.clone()));
+                secrets.push(crate::vault::exec::Injected {
+                    env: sec.env.clone(),
+                    id: leak::fingerprint_id(&e.context, &sec.name),
+                    version,
+                    value: value.clone(),
+                });
             }
             s.next_exec += 1;
             (cmd, secrets, lease_ids, s.next_exec)
@@ -849,6 +864,10 @@ impl Daemon {
             secrets,
             stdio,
             umask: e.umask,
+            spool: self
+                .leak_spool
+                .clone()
+                .map(|d| (d, format!("exec:{}", e.argv[0]))),
         });
         let running = match launched {
             Ok(r) => r,
@@ -1592,12 +1611,18 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
             path: paths.root().into(),
             source,
         })?;
-    rt.block_on(serve(paths, limits, config.heartbeat))
+    let leak_spool = config
+        .leak_spool
+        .as_deref()
+        .map(PathBuf::from)
+        .or_else(crate::redact::spool::Spool::default_dir);
+    rt.block_on(serve(paths, limits, config.heartbeat, leak_spool))
 }
 async fn serve(
     paths: VaultPaths,
     limits: Limits,
     heartbeat: Option<HeartbeatConfig>,
+    leak_spool: Option<PathBuf>,
 ) -> Result<(), ServerError> {
     store::private_dir(paths.root())?;
     store::private_dir(&paths.run_dir())?;
@@ -1684,6 +1709,7 @@ async fn serve(
             .persisted(paths.run_dir().join("attempts.json")),
         hashes: HashCache::default(),
         running: HashMap::new(),
+        rotating: Default::default(),
         next_exec: 0,
         started: now_unix(),
         heartbeat: heartbeat.as_ref().map(|_| "starting".to_string()),
@@ -1693,6 +1719,7 @@ async fn serve(
         shutdown: Arc::new(Notify::new()),
         human: Arc::new(tokio::sync::Mutex::new(())),
         limits: limits.clone(),
+        leak_spool: leak_spool.clone(),
     };
     d.lock().audit.append(&Event {
         op: "daemon",
@@ -1706,6 +1733,10 @@ async fn serve(
     );
 
     tokio::spawn(maintenance(d.clone()));
+    if let Some(dir) = leak_spool {
+        eprintln!("guard vault daemon: leak events from {}", dir.display());
+        tokio::spawn(d.clone().leak_loop(dir));
+    }
     if let Some(hb) = heartbeat {
         tokio::spawn(heartbeat_loop(d.clone(), hb));
     }

@@ -362,6 +362,21 @@ impl ContextStore {
             })
     }
 
+    /// Marks version `id` of `name` compromised (a leak was seen); `save` to keep it.
+    pub fn mark_compromised(&mut self, name: &str, id: u32) -> Result<(), StoreError> {
+        let entry = self.entry_mut(name)?;
+        let v = entry
+            .versions
+            .iter_mut()
+            .find(|v| v.id == id)
+            .ok_or_else(|| StoreError::NoVersion {
+                name: name.to_string(),
+                version: id,
+            })?;
+        v.compromised = true;
+        Ok(())
+    }
+
     pub fn entry_mut(&mut self, name: &str) -> Result<&mut SecretEntry, StoreError> {
         let ctx = self.context.clone();
         self.data.secrets.get_mut(name).ok_or(StoreError::NotFound {

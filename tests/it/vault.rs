@@ -2472,3 +2472,89 @@ fn exec_of_a_missing_command_exits_127_like_a_shell() {
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
 }
+
+/// The leak loop end to end: a command prints its injected secret in base64; the output is
+/// redacted, a leak event reaches the daemon, which audits it, marks the version compromised and
+/// rotates the secret — once, however many events name that version.
+#[test]
+fn a_leaked_stored_secret_is_rotated_exactly_once() {
+    let spool = tempfile::tempdir().unwrap();
+    let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
+    let count = v.work.join("hook-runs");
+    let old = fake_value("leaky");
+    let hook = format!(
+        "echo run >> {}; printf fake-rotated-value-%s $$",
+        count.display()
+    );
+    v.add("tok", &old, &["--rotate-via", &hook, "--rotate-shell"]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOKEN\"\n");
+    let script = "echo \"$TOKEN\" | base64";
+    v.grant(&["tok"], &["sh", "-c", script]);
+    let o = v.agent(&["exec", "--", "sh", "-c", script]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = stdout(&o);
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{old}\n"))
+    };
+    assert!(
+        shown.contains("[REDACTED:tok]") && !shown.contains(&b64[..16]) && !shown.contains(&old),
+        "{shown}"
+    );
+    let t = Instant::now();
+    let incidents = loop {
+        let i = v.json(&["vault", "incidents"]);
+        if i["data"]["incidents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["outcome"] == "rotated"))
+        {
+            break i;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no rotation: {i}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rotated = incidents["data"]["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["outcome"] == "rotated")
+        .unwrap()
+        .clone();
+    assert_eq!(rotated["secret"], "tok");
+    assert_eq!(rotated["version"], 1);
+    assert_eq!(rotated["new_version"], 2);
+    assert!(rotated["encoding"].as_str().unwrap().starts_with("base64"));
+    let new = v.print(&["tok"]);
+    assert!(
+        new.starts_with("fake-rotated-value-") && new != old,
+        "{new}"
+    );
+    // More events naming the compromised version: duplicates, no second rotation.
+    for i in 0..3 {
+        let ev = json!({"v": 1, "secret": "tok", "version": 1, "encoding": "raw",
+                        "source": "test", "offset": i, "at": 0});
+        std::fs::write(spool.path().join(format!("9-{i}.json")), ev.to_string()).unwrap();
+    }
+    let t = Instant::now();
+    while std::fs::read_dir(spool.path()).unwrap().count() > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "events not consumed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
+    let i = v.json(&["vault", "incidents"]);
+    let outcomes: Vec<&str> = i["data"]["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "rotated").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&"duplicate"), "{outcomes:?}");
+    v.ok(&["vault", "audit", "verify"]);
+    let audit = v.audit_text();
+    assert!(audit.contains("\"op\":\"leak\"") && !audit.contains(&old) && !audit.contains(&new));
+}

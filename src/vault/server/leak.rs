@@ -1,0 +1,224 @@
+//! Leak response: the daemon consumes leak events (spool files written by `guard redact` and
+//! the log-shipper adapters — see `crate::redact::spool`) and, per compromised version of a
+//! stored secret, exactly once:
+//! 1. audits the leak (secret, version, encoding, where — never the value);
+//! 2. marks the version compromised in the store (saved before anything else happens);
+//! 3. revokes every live lease of the secret;
+//! 4. if the version is the current one and the secret has a rotation hook, rotates it: the hook
+//!    runs and its output is stored as the next version;
+//! 5. records the outcome in `incidents.jsonl` (`guard vault incidents`).
+//!
+//! Exactly once, under concurrency and across crashes: a secret being rotated is skipped (its
+//! events wait in the spool for the next pass); an event file is deleted only once its outcome is
+//! recorded; and "compromised and still current, with a hook" is exactly the state of a rotation
+//! that did not finish — a later pass (after a crash, say) rotates it then. Once rotated, the
+//! compromised version is no longer current, so a second event for it is only a duplicate.
+//!
+//! Events wait in the spool while the vault is locked (the store cannot be opened) — nothing is
+//! lost. An event naming a secret the vault does not hold is recorded and dropped.
+
+use super::*;
+use crate::redact::spool::{LeakEvent, Spool};
+use serde::Serialize;
+use std::path::Path;
+
+/// How often the spool directory is looked at.
+pub(super) const POLL: Duration = Duration::from_millis(20);
+
+/// One line of `incidents.jsonl`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Incident {
+    pub at: u64,
+    pub context: String,
+    pub secret: String,
+    pub version: u32,
+    pub encoding: String,
+    pub source: String,
+    /// `rotated`, `revoked` (no hook, or an old version), `duplicate`, `unknown-secret`, `failed`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub new_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+}
+
+/// The context and name of a fingerprint id: `name` (the default context) or `context/name`.
+pub fn split_id(id: &str) -> (String, String) {
+    match id.split_once('/') {
+        Some((c, n)) => (c.to_string(), n.to_string()),
+        None => ("default".to_string(), id.to_string()),
+    }
+}
+
+/// The fingerprint id of a secret (see [`split_id`]).
+pub fn fingerprint_id(context: &str, name: &str) -> String {
+    if context == "default" {
+        name.to_string()
+    } else {
+        format!("{context}/{name}")
+    }
+}
+
+/// What became of one event.
+enum Handled {
+    /// Recorded: the event file can go.
+    Done(Box<Incident>),
+    /// Not now (vault locked, or the secret is being rotated): the event stays.
+    Later,
+}
+
+impl Daemon {
+    /// Watches the spool directory until the daemon stops.
+    pub(super) async fn leak_loop(self, dir: PathBuf) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.leak_pass(&dir).await;
+        }
+    }
+
+    /// One pass over the spool: every event that can be handled now is, oldest first.
+    pub(super) async fn leak_pass(&self, dir: &Path) {
+        let Ok((events, _unreadable)) = Spool::read_all(dir) else {
+            return;
+        };
+        for (path, ev) in events {
+            match self.handle_leak(&ev).await {
+                Handled::Later => continue,
+                Handled::Done(inc) => {
+                    let recorded = {
+                        let s = self.lock();
+                        append_incident(&s.paths, &inc)
+                    };
+                    match recorded {
+                        // Only a recorded outcome lets the event go.
+                        Ok(()) => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        Err(e) => eprintln!("guard vault daemon: recording an incident: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_leak(&self, ev: &LeakEvent) -> Handled {
+        let (context, name) = split_id(&ev.secret);
+        let incident = |outcome: &str, new_version: Option<u32>, detail: Option<String>| {
+            Handled::Done(Box::new(Incident {
+                at: now_unix(),
+                context: context.clone(),
+                secret: name.clone(),
+                version: ev.version,
+                encoding: ev.encoding.clone(),
+                source: ev.source.clone(),
+                outcome: outcome.into(),
+                new_version,
+                detail,
+            }))
+        };
+        let rotate = {
+            let mut s = self.lock();
+            if s.keys.get(&context).is_none() {
+                return Handled::Later; // locked: the event waits
+            }
+            if s.rotating.contains(&(context.clone(), name.clone())) {
+                return Handled::Later;
+            }
+            let Ok(mut st) = s.open_store(&context) else {
+                return incident("unknown-secret", None, Some("no such context".into()));
+            };
+            let Ok(entry) = st.entry(&name) else {
+                return incident("unknown-secret", None, None);
+            };
+            let Some(version) = entry.versions.iter().find(|v| v.id == ev.version) else {
+                return incident("unknown-secret", None, Some("no such version".into()));
+            };
+            let current = entry.current_id() == Some(ev.version);
+            let hook = entry.rotate_via.is_some();
+            if version.compromised && !(current && hook) {
+                return incident("duplicate", None, None);
+            }
+            if !version.compromised {
+                let detail = format!("{} in {}", ev.encoding, ev.source);
+                // Audited first: an unaudited response does not happen.
+                if let Err(e) = s.audit.append(&Event {
+                    op: "leak",
+                    outcome: "detected",
+                    context: Some(&context),
+                    secret: Some(&name),
+                    version: Some(ev.version),
+                    detail: Some(&detail),
+                    ..Default::default()
+                }) {
+                    eprintln!("guard vault daemon: leak of {name:?} not handled yet: {e}");
+                    return Handled::Later;
+                }
+                if let Err(e) = st
+                    .mark_compromised(&name, ev.version)
+                    .and_then(|()| st.save())
+                {
+                    eprintln!("guard vault daemon: leak of {name:?} not handled yet: {e}");
+                    return Handled::Later;
+                }
+            }
+            let n = s
+                .leases
+                .revoke_where(|l| l.context == context && l.secret == name);
+            if n > 0 {
+                let _ = s.audit.append(&Event {
+                    op: "revoke",
+                    outcome: "leak",
+                    context: Some(&context),
+                    secret: Some(&name),
+                    detail: Some(&format!("{n} leases")),
+                    ..Default::default()
+                });
+            }
+            if current && hook {
+                s.rotating.insert((context.clone(), name.clone()));
+            }
+            current && hook
+        };
+        if !rotate {
+            return incident(
+                "revoked",
+                None,
+                Some("no rotation hook, or an old version".into()),
+            );
+        }
+        let rotated = self.rotate(&context, &name, "leak").await;
+        self.lock()
+            .rotating
+            .remove(&(context.clone(), name.clone()));
+        match rotated {
+            Ok(v) => incident("rotated", Some(v), None),
+            Err(e) => incident("failed", None, Some(e.message)),
+        }
+    }
+}
+
+/// Appends an incident to `incidents.jsonl` (0600), durably.
+fn append_incident(paths: &VaultPaths, inc: &Incident) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut line = serde_json::to_vec(inc).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(paths.root().join("incidents.jsonl"))?;
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Every recorded incident, oldest first (lines that do not parse are skipped).
+pub fn incidents(paths: &VaultPaths) -> Vec<Incident> {
+    std::fs::read_to_string(paths.root().join("incidents.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
