@@ -78,6 +78,7 @@ impl Vault {
         c.args(args)
             .current_dir(&self.work)
             .env("GUARD_VAULT_DIR", &self.dir)
+            .env("XDG_STATE_HOME", self.dir.join("state"))
             .env("GUARD_NO_TTY", "1")
             .env_remove("GUARD_NO_AUTOSTART")
             .stdin(Stdio::null());
@@ -90,6 +91,7 @@ impl Vault {
         c.args(args)
             .current_dir(&self.work)
             .env("GUARD_VAULT_DIR", &self.dir)
+            .env("XDG_STATE_HOME", self.dir.join("state"))
             .env_remove("GUARD_NO_TTY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -458,7 +460,7 @@ fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
         .unwrap();
     assert_eq!(stdout(&child.wait_with_output().unwrap()), "piped in\n");
     let o = v.run(&["exec", "--", "/nonexistent/cmd"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
 }
 
 #[test]
@@ -2557,4 +2559,33 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
     v.ok(&["vault", "audit", "verify"]);
     let audit = v.audit_text();
     assert!(audit.contains("\"op\":\"leak\"") && !audit.contains(&old) && !audit.contains(&new));
+    // While the vault is locked an event waits; unlocked, it is handled. An event for a secret
+    // this vault does not hold is left alone.
+    v.ok(&["vault", "lock"]);
+    let ev = json!({"v": 1, "secret": "tok", "version": 2, "encoding": "raw",
+                    "source": "test", "offset": 0, "at": 0});
+    std::fs::write(spool.path().join("10-a.json"), ev.to_string()).unwrap();
+    let other = json!({"v": 1, "secret": "not-in-this-vault", "version": 1, "encoding": "raw",
+                       "source": "test", "offset": 0, "at": 0});
+    std::fs::write(spool.path().join("10-b.json"), other.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        spool.path().join("10-a.json").exists(),
+        "handled while locked"
+    );
+    v.unlock();
+    let t = Instant::now();
+    while spool.path().join("10-a.json").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not handled once unlocked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        spool.path().join("10-b.json").exists(),
+        "another vault's event was taken"
+    );
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    assert!(v.print(&["tok"]) != new, "version 2 leaked: rotated again");
 }

@@ -15,7 +15,8 @@
 //! compromised version is no longer current, so a second event for it is only a duplicate.
 //!
 //! Events wait in the spool while the vault is locked (the store cannot be opened) — nothing is
-//! lost. An event naming a secret the vault does not hold is recorded and dropped.
+//! lost. An event naming a secret this vault does not hold is left alone (another vault of the
+//! same user may share the spool), and not looked at again by this daemon.
 
 use super::*;
 use crate::redact::spool::{LeakEvent, Spool};
@@ -34,7 +35,7 @@ pub struct Incident {
     pub version: u32,
     pub encoding: String,
     pub source: String,
-    /// `rotated`, `revoked` (no hook, or an old version), `duplicate`, `unknown-secret`, `failed`.
+    /// `rotated`, `revoked` (no hook, or an old version), `duplicate`, `failed`.
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub new_version: Option<u32>,
@@ -65,6 +66,8 @@ enum Handled {
     Done(Box<Incident>),
     /// Not now (vault locked, or the secret is being rotated): the event stays.
     Later,
+    /// Not a secret of this vault: the event stays, and this daemon skips it from now on.
+    NotOurs,
 }
 
 impl Daemon {
@@ -72,20 +75,27 @@ impl Daemon {
     pub(super) async fn leak_loop(self, dir: PathBuf) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut not_ours = std::collections::HashSet::new();
         loop {
             tick.tick().await;
-            self.leak_pass(&dir).await;
+            self.leak_pass(&dir, &mut not_ours).await;
         }
     }
 
     /// One pass over the spool: every event that can be handled now is, oldest first.
-    pub(super) async fn leak_pass(&self, dir: &Path) {
+    async fn leak_pass(&self, dir: &Path, not_ours: &mut std::collections::HashSet<PathBuf>) {
         let Ok((events, _unreadable)) = Spool::read_all(dir) else {
             return;
         };
         for (path, ev) in events {
+            if not_ours.contains(&path) {
+                continue;
+            }
             match self.handle_leak(&ev).await {
                 Handled::Later => continue,
+                Handled::NotOurs => {
+                    not_ours.insert(path);
+                }
                 Handled::Done(inc) => {
                     let recorded = {
                         let s = self.lock();
@@ -120,20 +130,23 @@ impl Daemon {
         };
         let rotate = {
             let mut s = self.lock();
-            if s.keys.get(&context).is_none() {
-                return Handled::Later; // locked: the event waits
-            }
             if s.rotating.contains(&(context.clone(), name.clone())) {
                 return Handled::Later;
             }
+            if !store::list_contexts(&s.paths).contains(&context) {
+                return Handled::NotOurs;
+            }
+            if s.keys.get(&context).is_none() {
+                return Handled::Later; // locked: the event waits
+            }
             let Ok(mut st) = s.open_store(&context) else {
-                return incident("unknown-secret", None, Some("no such context".into()));
+                return Handled::Later;
             };
             let Ok(entry) = st.entry(&name) else {
-                return incident("unknown-secret", None, None);
+                return Handled::NotOurs;
             };
             let Some(version) = entry.versions.iter().find(|v| v.id == ev.version) else {
-                return incident("unknown-secret", None, Some("no such version".into()));
+                return Handled::NotOurs;
             };
             let current = entry.current_id() == Some(ev.version);
             let hook = entry.rotate_via.is_some();
