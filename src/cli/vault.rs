@@ -67,6 +67,10 @@ enum VaultCmd {
         /// Rotate on a schedule, e.g. 30d
         #[arg(long)]
         rotate_every: Option<String>,
+        /// When a version leaks: rotate (the default: revoke its leases, then run the hook),
+        /// revoke-only, or report-only
+        #[arg(long, value_enum)]
+        on_leak: Option<store::LeakPolicy>,
     },
     /// List secrets (names and versions, never values)
     #[command(after_help = "Example:\n  guard vault list --context prod --json")]
@@ -454,13 +458,15 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             rotate_via,
             rotate_shell,
             rotate_every,
+            on_leak,
         } => {
             let value = read_value(&name)?;
             let env = call(
                 paths,
                 "add",
                 json!({"context": context, "name": name, "value": value,
-                "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true), "rotate_every": rotate_every}),
+                "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true),
+                "rotate_every": rotate_every, "on_leak": on_leak}),
             )?;
             Ok(out.ok(&env, |d| {
                 format!(

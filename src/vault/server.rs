@@ -122,7 +122,8 @@ struct State {
     hashes: HashCache,
     /// Process groups of the commands `exec` is running, by exec number.
     running: HashMap<u64, u32>,
-    /// Secrets (context, name) whose leak rotation is running: their events wait.
+    /// Secrets (context, name) being rotated ([`RotationToken`]): one rotation at a time each;
+    /// their leak events wait.
     rotating: std::collections::HashSet<(String, String)>,
     next_exec: u64,
     started: u64,
@@ -317,6 +318,7 @@ struct AddP {
     rotate_via: Option<String>,
     rotate_shell: Option<bool>,
     rotate_every: Option<String>,
+    on_leak: Option<store::LeakPolicy>,
 }
 #[derive(Deserialize)]
 struct NameP {
@@ -626,6 +628,9 @@ impl Daemon {
                 a.rotate_every,
             )
             .map_err(store_err)?;
+        if let Some(p) = a.on_leak {
+            st.entry_mut(&a.name).map_err(store_err)?.on_leak = Some(p);
+        }
         s.audit
             .append(&Event {
                 op: "add",
@@ -1158,7 +1163,34 @@ impl Daemon {
             vec![next("guard vault status", "see remaining leases")],
         )
     }
+    /// Rotates a secret unless a rotation of it is running already (then that one is the
+    /// rotation: one new version, not two).
     async fn rotate(&self, context: &str, name: &str, why: &str) -> Result<u32, RpcError> {
+        let token = {
+            let mut s = self.lock();
+            self.rotation_token(&mut s, context, name)
+        };
+        let Some(token) = token else {
+            return Err(RpcError::new(
+                rpc::FAILED,
+                format!("{name:?} in {context:?} is being rotated already"),
+            ));
+        };
+        self.rotate_holding(&token, why).await
+    }
+
+    /// The right to rotate `context`/`name` until dropped; `None` while another holds it.
+    fn rotation_token(&self, s: &mut State, context: &str, name: &str) -> Option<RotationToken> {
+        let key = (context.to_string(), name.to_string());
+        s.rotating.insert(key.clone()).then(|| RotationToken {
+            state: self.state.clone(),
+            key,
+        })
+    }
+
+    /// Runs the secret's hook and stores its output as the next version.
+    async fn rotate_holding(&self, token: &RotationToken, why: &str) -> Result<u32, RpcError> {
+        let (context, name) = (token.key.0.as_str(), token.key.1.as_str());
         let (cmd, shell) = {
             let mut s = self.lock();
             let st = s.open_store(context)?;
@@ -1461,6 +1493,20 @@ impl AcceptErrors {
         }
         self.last = Some(now);
         self.quiet = 0;
+    }
+}
+
+/// A secret's rotation in progress (`State::rotating`); dropping it ends it.
+struct RotationToken {
+    state: Arc<Mutex<State>>,
+    key: (String, String),
+}
+
+impl Drop for RotationToken {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.rotating.remove(&self.key);
+        }
     }
 }
 

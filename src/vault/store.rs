@@ -86,8 +86,25 @@ pub struct SecretEntry {
     pub rotate_shell: bool,
     #[serde(default)]
     pub rotate_every: Option<String>,
+    /// What the daemon does when a version of it leaks (default: rotate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_leak: Option<LeakPolicy>,
     #[serde(default)]
     pub versions: Vec<Version>,
+}
+
+/// The response to a leaked version of a secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum LeakPolicy {
+    /// Revoke its leases and rotate it (when the leaked version is current and it has a hook).
+    #[default]
+    Rotate,
+    /// Revoke its leases; a human rotates it.
+    RevokeOnly,
+    /// Record the incident only.
+    ReportOnly,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -420,6 +437,7 @@ impl ContextStore {
                 rotate_via: None,
                 rotate_shell: false,
                 rotate_every: None,
+                on_leak: None,
                 versions: Vec::new(),
             });
         let id = entry.versions.iter().map(|v| v.id).max().unwrap_or(0) + 1;

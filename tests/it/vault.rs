@@ -2589,3 +2589,109 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
     assert!(v.print(&["tok"]) != new, "version 2 leaked: rotated again");
 }
+
+/// Per-secret leak policy: `report-only` records, `revoke-only` revokes; neither runs the hook.
+#[test]
+fn leak_policies_revoke_only_and_report_only_do_not_rotate() {
+    let spool = tempfile::tempdir().unwrap();
+    let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
+    let count = v.work.join("hook-runs");
+    let hook = format!(
+        "echo run >> {}; printf fake-rotated-value-%s $$",
+        count.display()
+    );
+    for (name, policy) in [("quiet", "report-only"), ("rev", "revoke-only")] {
+        v.add(
+            name,
+            &fake_value(name),
+            &["--rotate-via", &hook, "--rotate-shell", "--on-leak", policy],
+        );
+        let ev = json!({"v": 1, "secret": name, "version": 1, "encoding": "raw",
+                        "source": "test", "offset": 0, "at": 0});
+        std::fs::write(spool.path().join(format!("1-{name}.json")), ev.to_string()).unwrap();
+    }
+    let t = Instant::now();
+    while std::fs::read_dir(spool.path()).unwrap().count() > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "events not consumed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let i = v.json(&["vault", "incidents"]);
+    let outcome = |n: &str| {
+        i["data"]["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["secret"] == n)
+            .map(|x| x["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome("quiet").as_deref(), Some("reported"), "{i}");
+    assert_eq!(outcome("rev").as_deref(), Some("revoked"), "{i}");
+    assert!(!count.exists(), "a hook ran");
+    let list = v.json(&["vault", "list"]);
+    for s in list["data"]["contexts"][0]["secrets"].as_array().unwrap() {
+        assert_eq!(s["current_version"], 1, "{s}");
+    }
+}
+
+/// The daemon killed (SIGKILL) while leak events arrive: after a restart every event is
+/// handled, and every leaked secret has exactly one new version.
+#[test]
+fn leak_events_survive_a_killed_daemon_and_rotate_each_secret_once() {
+    let spool = tempfile::tempdir().unwrap();
+    let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
+    let names: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    for n in &names {
+        v.add(
+            n,
+            &fake_value(n),
+            &[
+                "--rotate-via",
+                "sleep 0.2; printf fake-rotated-value-%s $$",
+                "--rotate-shell",
+            ],
+        );
+    }
+    // Ten events per secret, written while the daemon works through them.
+    let dir = spool.path().to_path_buf();
+    let writer = {
+        let names = names.clone();
+        std::thread::spawn(move || {
+            for round in 0..10 {
+                for n in &names {
+                    let ev = json!({"v": 1, "secret": n, "version": 1, "encoding": "raw",
+                                    "source": "test", "offset": round, "at": 0});
+                    let name = format!("{round:03}-{n}.json");
+                    let tmp = dir.join(format!(".{name}.tmp"));
+                    std::fs::write(&tmp, ev.to_string()).unwrap();
+                    std::fs::rename(&tmp, dir.join(name)).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(350));
+    let pid = v.daemon_pid().expect("daemon running");
+    // SAFETY: killing the test's own daemon.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    writer.join().unwrap();
+    // Restarted (on the next command) and unlocked by the human: it finishes the work.
+    std::thread::sleep(Duration::from_millis(300));
+    v.unlock();
+    let t = Instant::now();
+    while std::fs::read_dir(spool.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "events left in the spool"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = v.json(&["vault", "list"]);
+    for s in list["data"]["contexts"][0]["secrets"].as_array().unwrap() {
+        assert_eq!(s["current_version"], 2, "rotated exactly once: {s}");
+    }
+    v.ok(&["vault", "audit", "verify"]);
+}

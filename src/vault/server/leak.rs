@@ -6,6 +6,9 @@
 //! 3. revokes every live lease of the secret;
 //! 4. if the version is the current one and the secret has a rotation hook, rotates it: the hook
 //!    runs and its output is stored as the next version;
+//!
+//! (steps 3–4 as the secret's policy says: `rotate`, the default; `revoke-only`; `report-only`,
+//! which only audits, marks and records)
 //! 5. records the outcome in `incidents.jsonl` (`guard vault incidents`).
 //!
 //! Exactly once, under concurrency and across crashes: a secret being rotated is skipped (its
@@ -35,7 +38,8 @@ pub struct Incident {
     pub version: u32,
     pub encoding: String,
     pub source: String,
-    /// `rotated`, `revoked` (no hook, or an old version), `duplicate`, `failed`.
+    /// `rotated`, `revoked` (no hook, an old version, or policy `revoke-only`), `reported`
+    /// (policy `report-only`), `duplicate`, `failed`.
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub new_version: Option<u32>,
@@ -128,7 +132,7 @@ impl Daemon {
                 detail,
             }))
         };
-        let rotate = {
+        let token = {
             let mut s = self.lock();
             if s.rotating.contains(&(context.clone(), name.clone())) {
                 return Handled::Later;
@@ -149,7 +153,8 @@ impl Daemon {
                 return Handled::NotOurs;
             };
             let current = entry.current_id() == Some(ev.version);
-            let hook = entry.rotate_via.is_some();
+            let policy = entry.on_leak.unwrap_or_default();
+            let hook = entry.rotate_via.is_some() && policy == store::LeakPolicy::Rotate;
             if version.compromised && !(current && hook) {
                 return incident("duplicate", None, None);
             }
@@ -176,6 +181,9 @@ impl Daemon {
                     return Handled::Later;
                 }
             }
+            if policy == store::LeakPolicy::ReportOnly {
+                return incident("reported", None, Some("policy: report-only".into()));
+            }
             let n = s
                 .leases
                 .revoke_where(|l| l.context == context && l.secret == name);
@@ -189,22 +197,21 @@ impl Daemon {
                     ..Default::default()
                 });
             }
-            if current && hook {
-                s.rotating.insert((context.clone(), name.clone()));
+            if !(current && hook) {
+                let why = if policy == store::LeakPolicy::RevokeOnly {
+                    "policy: revoke-only"
+                } else {
+                    "no rotation hook, or an old version"
+                };
+                return incident("revoked", None, Some(why.into()));
             }
-            current && hook
+            match self.rotation_token(&mut s, &context, &name) {
+                Some(t) => t,
+                None => return Handled::Later,
+            }
         };
-        if !rotate {
-            return incident(
-                "revoked",
-                None,
-                Some("no rotation hook, or an old version".into()),
-            );
-        }
-        let rotated = self.rotate(&context, &name, "leak").await;
-        self.lock()
-            .rotating
-            .remove(&(context.clone(), name.clone()));
+        let rotated = self.rotate_holding(&token, "leak").await;
+        drop(token);
         match rotated {
             Ok(v) => incident("rotated", Some(v), None),
             Err(e) => incident("failed", None, Some(e.message)),
