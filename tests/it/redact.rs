@@ -1123,7 +1123,7 @@ fn jsonl_records() {
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
 /// rsyslogd in the foreground with its own config; stopped (SIGTERM, then SIGKILL) on drop.
-struct Rsyslogd {
+pub(crate) struct Rsyslogd {
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -1147,7 +1147,12 @@ impl Drop for Rsyslogd {
 
 impl Rsyslogd {
     /// Starts rsyslogd with the shipped snippet (paths pointed at a temp dir and this build).
-    fn start(global_extra: &str) -> Rsyslogd {
+    pub(crate) fn start(global_extra: &str) -> Rsyslogd {
+        Rsyslogd::start_with(global_extra, "")
+    }
+
+    /// With `guard_args` added to the filter's command line (`--fingerprints FP`, …).
+    pub(crate) fn start_with(global_extra: &str, guard_args: &str) -> Rsyslogd {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let shipped = std::fs::read_to_string(
@@ -1169,6 +1174,12 @@ impl Rsyslogd {
             (
                 "string=\"%timereported:::date-rfc3339% %hostname% %syslogtag%%msg%\\n\"",
                 "string=\"%msg%\\n\"".to_string(),
+            ),
+            (
+                "redact --rsyslog",
+                format!("redact --rsyslog {guard_args}")
+                    .trim_end()
+                    .to_string(),
             ),
         ] {
             assert!(
@@ -1204,11 +1215,11 @@ impl Rsyslogd {
         self.dir.path().join(name)
     }
 
-    fn read(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap_or_default()
     }
 
-    fn diagnostics(&self) -> String {
+    pub(crate) fn diagnostics(&self) -> String {
         format!(
             "rsyslogd stderr: {}\nstdout: {}\nout.log: {}\nquarantine.log: {}",
             lossy(&self.read("rsyslogd.err")),
@@ -1218,7 +1229,7 @@ impl Rsyslogd {
         )
     }
 
-    fn connect(&mut self) -> std::net::TcpStream {
+    pub(crate) fn connect(&mut self) -> std::net::TcpStream {
         let t = Instant::now();
         loop {
             if let Some(port) = std::fs::read_to_string(self.path("port"))
@@ -1241,7 +1252,7 @@ impl Rsyslogd {
     }
 
     /// Waits until out.log and quarantine.log together hold `want` (each a substring).
-    fn wait_for(&self, want: &[&str]) {
+    pub(crate) fn wait_for(&self, want: &[&str]) {
         let t = Instant::now();
         loop {
             let mut both = self.read("out.log");
@@ -1285,7 +1296,7 @@ impl Rsyslogd {
     }
 }
 
-fn syslog_line(body: &str) -> Vec<u8> {
+pub(crate) fn syslog_line(body: &str) -> Vec<u8> {
     format!("<13>Jan  1 00:00:00 testhost app: {body}\n").into_bytes()
 }
 
@@ -1298,7 +1309,7 @@ fn octet_counted(body: &[u8]) -> Vec<u8> {
     f
 }
 
-fn rsyslogd_present() -> bool {
+pub(crate) fn rsyslogd_present() -> bool {
     if Path::new(RSYSLOGD).exists() {
         return true;
     }
