@@ -651,6 +651,7 @@ impl Daemon {
             });
             return Err(store_err(e));
         }
+        publish_fingerprints(&mut s);
         reply(
             json!({"context": a.context, "name": a.name, "version": version}),
             vec![next(
@@ -685,34 +686,12 @@ impl Daemon {
     /// redactor needs to recognise stored values, without the values. Rotated-out versions stay
     /// in, so they keep being redacted. Values too short to fingerprint are named in `skipped`.
     fn fingerprints(&self, l: ListP) -> Result<Reply, RpcError> {
-        use crate::engine::known::KnownSet;
         let mut s = self.lock();
         let contexts = match l.context {
             Some(c) => vec![c],
             None => store::list_contexts(&s.paths),
         };
-        let key = crate::fingerprint::random_key()
-            .map_err(|e| RpcError::new(rpc::FAILED, format!("no random key: {e}")))?;
-        let mut set = KnownSet::new(key);
-        let mut skipped = Vec::new();
-        for c in &contexts {
-            let st = s.open_store(c)?;
-            for info in st.infos() {
-                for v in info.versions {
-                    let (id, value) = st.value(&info.name, Some(v)).map_err(store_err)?;
-                    if set
-                        .add(
-                            &leak::fingerprint_id(c, &info.name),
-                            id,
-                            value.expose_secret().as_bytes(),
-                        )
-                        .is_err()
-                    {
-                        skipped.push(format!("{c}/{} v{id}", info.name));
-                    }
-                }
-            }
-        }
+        let (set, skipped) = fingerprint_set(&mut s, &contexts)?;
         s.audit
             .append(&Event {
                 op: "fingerprints",
@@ -746,6 +725,7 @@ impl Daemon {
         let revoked = s
             .leases
             .revoke_where(|l| l.context == n.context && l.secret == n.name);
+        publish_fingerprints(&mut s);
         reply(
             json!({"removed": n.name, "revoked_leases": revoked}),
             vec![next("guard vault list", "remaining secrets")],
@@ -1128,6 +1108,7 @@ impl Daemon {
         };
         self.human(u.passphrase, "unlock", ttl).await?;
         let mut s = self.lock();
+        publish_fingerprints(&mut s);
         let secs = s.keys.expires_in().map(|d| d.as_secs());
         reply(
             json!({"unlocked": true, "contexts": store::list_contexts(&s.paths),
@@ -1240,6 +1221,7 @@ impl Daemon {
             })
             .map_err(audit_err)?;
         st.save().map_err(store_err)?;
+        publish_fingerprints(&mut s);
         Ok(v)
     }
 
@@ -1493,6 +1475,50 @@ impl AcceptErrors {
         }
         self.last = Some(now);
         self.quiet = 0;
+    }
+}
+
+/// The fingerprints of every version of every value in `contexts` (fingerprint ids per
+/// [`leak::fingerprint_id`]), and the versions too short to fingerprint.
+fn fingerprint_set(
+    s: &mut State,
+    contexts: &[String],
+) -> Result<(crate::engine::known::KnownSet, Vec<String>), RpcError> {
+    let key = crate::fingerprint::random_key()
+        .map_err(|e| RpcError::new(rpc::FAILED, format!("no random key: {e}")))?;
+    let mut set = crate::engine::known::KnownSet::new(key);
+    let mut skipped = Vec::new();
+    for c in contexts {
+        let st = s.open_store(c)?;
+        for info in st.infos() {
+            for v in info.versions {
+                let (id, value) = st.value(&info.name, Some(v)).map_err(store_err)?;
+                let fid = leak::fingerprint_id(c, &info.name);
+                if set.add(&fid, id, value.expose_secret().as_bytes()).is_err() {
+                    skipped.push(format!("{c}/{} v{id}", info.name));
+                }
+            }
+        }
+    }
+    Ok((set, skipped))
+}
+
+/// Writes `fingerprints.fp` in the vault directory — every version of every stored value, for
+/// `guard redact --fingerprints` — after the values changed. Only with every context unlocked
+/// (a partial set would stop redacting the rest); a failure is logged, never fatal.
+fn publish_fingerprints(s: &mut State) {
+    let contexts = store::list_contexts(&s.paths);
+    if contexts.iter().any(|c| s.keys.get(c).is_none()) {
+        return;
+    }
+    let path = s.paths.root().join("fingerprints.fp");
+    match fingerprint_set(s, &contexts) {
+        Ok((set, _)) => {
+            if let Err(e) = crate::fingerprint::save(&path, &set) {
+                eprintln!("guard vault daemon: publishing fingerprints: {e}");
+            }
+        }
+        Err(e) => eprintln!("guard vault daemon: publishing fingerprints: {}", e.message),
     }
 }
 

@@ -2531,6 +2531,27 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
         new.starts_with("fake-rotated-value-") && new != old,
         "{new}"
     );
+    // The daemon published the refreshed set (both versions) for redactors.
+    let fp = v.dir.join("fingerprints.fp");
+    let text = std::fs::read_to_string(&fp).unwrap();
+    assert!(!text.contains(&old) && !text.contains(&new));
+    assert_eq!(
+        std::fs::metadata(&fp).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut c = v.cmd(&["redact", "--fingerprints", fp.to_str().unwrap(), "--spool"]);
+    c.arg(v.work.join("other-spool"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("old {old}\nnew {new}\n").as_bytes())
+        .unwrap();
+    let got = stdout(&child.wait_with_output().unwrap());
+    assert_eq!(got, "old [REDACTED:tok]\nnew [REDACTED:tok]\n");
     // More events naming the compromised version: duplicates, no second rotation.
     for i in 0..3 {
         let ev = json!({"v": 1, "secret": "tok", "version": 1, "encoding": "raw",
