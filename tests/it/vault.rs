@@ -163,18 +163,7 @@ impl Vault {
     fn add(&self, name: &str, value: &str, extra: &[&str]) {
         let mut args = vec!["vault", "add", name];
         args.extend_from_slice(extra);
-        let mut c = self.cmd(&args);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{value}\n").as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = with_input(self.cmd(&args), format!("{value}\n").as_bytes());
         assert!(
             o.status.success(),
             "add failed: {}",
@@ -1160,12 +1149,8 @@ fn init_refuses_a_second_passphrase_and_migrates_a_plaintext_identity() {
 
 #[test]
 fn audit_verify_detects_tampering_and_a_failed_audit_write_refuses_the_operation() {
-    let v = Vault::new();
-    v.add("one", &fake_value("a1"), &[]);
-    v.add("two", &fake_value("a2"), &[]);
+    let (v, path, orig) = audited_vault(false);
     v.ok(&["vault", "audit", "verify"]);
-    let path = v.dir.join("audit.jsonl");
-    let orig = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = orig.lines().collect();
     let mut edited = lines.clone();
     let e = edited[1].replace("\"ok\"", "\"no\"");
@@ -1235,32 +1220,25 @@ fn daemon_socket_permissions_frames_and_handshake() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("-32700"));
-    // handshake timeout: a silent client is dropped
-    let s = UnixStream::connect(v.socket()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let t = Instant::now();
-    let mut buf = String::new();
-    BufReader::new(s).read_to_string(&mut buf).unwrap();
-    assert!(buf.contains("-32006"), "{buf}");
-    assert!(t.elapsed() < Duration::from_secs(3));
-    // blank lines are not a request: they do not hold the connection open
-    let mut s = UnixStream::connect(v.socket()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let t = Instant::now();
-    s.write_all(b"\n\n\n").unwrap();
-    let mut buf = String::new();
-    BufReader::new(s).read_to_string(&mut buf).unwrap();
-    assert!(buf.contains("-32006"), "{buf}");
-    assert!(t.elapsed() < Duration::from_secs(3));
-    // after a request, an idle connection is closed too
-    let mut s = UnixStream::connect(v.socket()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-    assert_eq!(rpc_on(&mut s, "ping", json!({}))["result"]["ok"], true);
-    let t = Instant::now();
-    let mut buf = String::new();
-    BufReader::new(s).read_to_string(&mut buf).unwrap();
-    assert!(buf.contains("-32012"), "{buf}");
-    assert!(t.elapsed() < Duration::from_secs(6));
+    // handshake timeout: a silent client is dropped; blank lines are not a request, they do not
+    // hold the connection open; after a request, an idle connection is closed too
+    let closed_with = |before: &[u8], ping: bool, code: &str, within: u64| {
+        let mut s = UnixStream::connect(v.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(within + 2)))
+            .unwrap();
+        if ping {
+            assert_eq!(rpc_on(&mut s, "ping", json!({}))["result"]["ok"], true);
+        }
+        let t = Instant::now();
+        s.write_all(before).unwrap();
+        let mut buf = String::new();
+        BufReader::new(s).read_to_string(&mut buf).unwrap();
+        assert!(buf.contains(code), "{buf}");
+        assert!(t.elapsed() < Duration::from_secs(within));
+    };
+    closed_with(b"", false, "-32006", 3);
+    closed_with(b"\n\n\n", false, "-32006", 3);
+    closed_with(b"", true, "-32012", 6);
     // a connection cap: with eight open, a ninth waits (in the listen queue, no descriptor
     // taken) and is served once one closes
     let mut held: Vec<UnixStream> = (0..8)
@@ -2307,16 +2285,20 @@ fn fingerprints_export_every_version_and_redact_without_values() {
 
 /// `guard vault add` with `value` on stdin; the output.
 fn add_output(v: &Vault, name: &str, value: &[u8]) -> Output {
-    let mut c = v.cmd(&["vault", "add", name]);
+    with_input(v.cmd(&["vault", "add", name]), value)
+}
+
+/// Runs `c` with `input` on its stdin (written from a thread; the command may stop reading
+/// early, so a broken pipe is not an error) and its output captured.
+fn with_input(mut c: Command, input: &[u8]) -> Output {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let value = value.to_vec();
-    // The CLI may stop reading early (too long): a broken pipe here is expected.
+    let input = input.to_vec();
     let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&value);
+        let _ = stdin.write_all(&input);
     });
     let o = child.wait_with_output().unwrap();
     writer.join().unwrap();
@@ -2430,13 +2412,8 @@ fn exec_killed_any_way_ends_its_leases_and_its_command() {
 /// kept.
 #[test]
 fn a_broken_audit_chain_stops_the_daemon_until_a_human_acknowledges_it() {
-    let v = Vault::new();
-    v.add("one", &fake_value("au1"), &[]);
-    v.add("two", &fake_value("au2"), &[]);
-    v.ok(&["vault", "daemon", "--stop"]);
-    // Cover tracks: drop the last two records.
-    let path = v.dir.join("audit.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap();
+    // Cover tracks: the daemon stopped, drop the last two records.
+    let (v, path, text) = audited_vault(true);
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(&path, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
     let o = v.run(&["vault", "list"]);
@@ -2540,29 +2517,14 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
         0o600
     );
     let mut c = v.cmd(&["redact", "--fingerprints", fp.to_str().unwrap(), "--spool"]);
-    c.arg(v.work.join("other-spool"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("old {old}\nnew {new}\n").as_bytes())
-        .unwrap();
-    let got = stdout(&child.wait_with_output().unwrap());
+    c.arg(v.work.join("other-spool"));
+    let got = stdout(&with_input(c, format!("old {old}\nnew {new}\n").as_bytes()));
     assert_eq!(got, "old [REDACTED:tok]\nnew [REDACTED:tok]\n");
     // More events naming the compromised version: duplicates, no second rotation.
     for i in 0..3 {
-        let ev = json!({"v": 1, "secret": "tok", "version": 1, "encoding": "raw",
-                        "source": "test", "offset": i, "at": 0});
-        std::fs::write(spool.path().join(format!("9-{i}.json")), ev.to_string()).unwrap();
+        spool_event(spool.path(), &format!("9-{i}.json"), "tok", 1);
     }
-    let t = Instant::now();
-    while std::fs::read_dir(spool.path()).unwrap().count() > 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "events not consumed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_spool_empty(spool.path(), 10);
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
     let i = v.json(&["vault", "incidents"]);
     let outcomes: Vec<&str> = i["data"]["incidents"]
@@ -2583,12 +2545,8 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
     // While the vault is locked an event waits; unlocked, it is handled. An event for a secret
     // this vault does not hold is left alone.
     v.ok(&["vault", "lock"]);
-    let ev = json!({"v": 1, "secret": "tok", "version": 2, "encoding": "raw",
-                    "source": "test", "offset": 0, "at": 0});
-    std::fs::write(spool.path().join("10-a.json"), ev.to_string()).unwrap();
-    let other = json!({"v": 1, "secret": "not-in-this-vault", "version": 1, "encoding": "raw",
-                       "source": "test", "offset": 0, "at": 0});
-    std::fs::write(spool.path().join("10-b.json"), other.to_string()).unwrap();
+    spool_event(spool.path(), "10-a.json", "tok", 2);
+    spool_event(spool.path(), "10-b.json", "not-in-this-vault", 1);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         spool.path().join("10-a.json").exists(),
@@ -2627,15 +2585,9 @@ fn leak_policies_revoke_only_and_report_only_do_not_rotate() {
             &fake_value(name),
             &["--rotate-via", &hook, "--rotate-shell", "--on-leak", policy],
         );
-        let ev = json!({"v": 1, "secret": name, "version": 1, "encoding": "raw",
-                        "source": "test", "offset": 0, "at": 0});
-        std::fs::write(spool.path().join(format!("1-{name}.json")), ev.to_string()).unwrap();
+        spool_event(spool.path(), &format!("1-{name}.json"), name, 1);
     }
-    let t = Instant::now();
-    while std::fs::read_dir(spool.path()).unwrap().count() > 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "events not consumed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_spool_empty(spool.path(), 10);
     let i = v.json(&["vault", "incidents"]);
     let outcome = |n: &str| {
         i["data"]["incidents"]
@@ -2679,12 +2631,7 @@ fn leak_events_survive_a_killed_daemon_and_rotate_each_secret_once() {
         std::thread::spawn(move || {
             for round in 0..10 {
                 for n in &names {
-                    let ev = json!({"v": 1, "secret": n, "version": 1, "encoding": "raw",
-                                    "source": "test", "offset": round, "at": 0});
-                    let name = format!("{round:03}-{n}.json");
-                    let tmp = dir.join(format!(".{name}.tmp"));
-                    std::fs::write(&tmp, ev.to_string()).unwrap();
-                    std::fs::rename(&tmp, dir.join(name)).unwrap();
+                    spool_event(&dir, &format!("{round:03}-{n}.json"), n, 1);
                 }
                 std::thread::sleep(Duration::from_millis(30));
             }
@@ -2698,18 +2645,7 @@ fn leak_events_survive_a_killed_daemon_and_rotate_each_secret_once() {
     // Restarted (on the next command) and unlocked by the human: it finishes the work.
     std::thread::sleep(Duration::from_millis(300));
     v.unlock();
-    let t = Instant::now();
-    while std::fs::read_dir(spool.path())
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "events left in the spool"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_spool_empty(spool.path(), 30);
     let list = v.json(&["vault", "list"]);
     for s in list["data"]["contexts"][0]["secrets"].as_array().unwrap() {
         assert_eq!(s["current_version"], 2, "rotated exactly once: {s}");
@@ -2782,4 +2718,44 @@ fn a_value_leaked_a_thousand_times_through_rsyslog_is_rotated_once() {
         list["data"]["contexts"][0]["secrets"][0]["current_version"],
         2
     );
+}
+
+/// Writes a leak event for `secret` version `version` into the spool `dir` as `file`, the way
+/// guard does (a temp file, then a rename).
+fn spool_event(dir: &Path, file: &str, secret: &str, version: u32) {
+    let ev = json!({"v": 1, "secret": secret, "version": version, "encoding": "raw",
+                    "source": "test", "offset": 0, "at": 0});
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, ev.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// Waits (up to `secs`) until the daemon has taken every event out of the spool `dir`.
+fn wait_spool_empty(dir: &Path, secs: u64) {
+    let t = Instant::now();
+    while std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "events left in the spool"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A vault with two secrets added (the daemon stopped when `stop`), its audit log's path and
+/// text.
+fn audited_vault(stop: bool) -> (Vault, PathBuf, String) {
+    let v = Vault::new();
+    v.add("one", &fake_value("a1"), &[]);
+    v.add("two", &fake_value("a2"), &[]);
+    if stop {
+        v.ok(&["vault", "daemon", "--stop"]);
+    }
+    let path = v.dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (v, path, text)
 }
