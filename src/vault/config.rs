@@ -72,6 +72,9 @@ pub struct VaultConfig {
     /// Where the daemon takes leak events from (`guard redact --spool`) [default:
     /// `$XDG_STATE_HOME/guard/leaks`].
     pub leak_spool: Option<String>,
+    /// A command (argv, no shell) run for each leak response with the incident as JSON on its
+    /// stdin (names, versions, outcome; never a value) — to tell a person.
+    pub leak_notify: Option<Vec<String>>,
 }
 
 impl Default for VaultConfig {
@@ -92,6 +95,7 @@ impl Default for VaultConfig {
             kdf_log_n: 18,
             heartbeat: None,
             leak_spool: None,
+            leak_notify: None,
         }
     }
 }

@@ -200,6 +200,8 @@ struct Daemon {
     limits: Limits,
     /// Where leak events are taken from (and where `exec` reports a value seen in its output).
     leak_spool: Option<PathBuf>,
+    /// Run for each incident (`leak_notify`).
+    leak_notify: Option<Vec<String>>,
 }
 
 impl Daemon {
@@ -1688,13 +1690,14 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
         .as_deref()
         .map(PathBuf::from)
         .or_else(crate::redact::spool::Spool::default_dir);
-    rt.block_on(serve(paths, limits, config.heartbeat, leak_spool))
+    let leak = (leak_spool, config.leak_notify.filter(|a| !a.is_empty()));
+    rt.block_on(serve(paths, limits, config.heartbeat, leak))
 }
 async fn serve(
     paths: VaultPaths,
     limits: Limits,
     heartbeat: Option<HeartbeatConfig>,
-    leak_spool: Option<PathBuf>,
+    (leak_spool, leak_notify): (Option<PathBuf>, Option<Vec<String>>),
 ) -> Result<(), ServerError> {
     store::private_dir(paths.root())?;
     store::private_dir(&paths.run_dir())?;
@@ -1792,6 +1795,7 @@ async fn serve(
         human: Arc::new(tokio::sync::Mutex::new(())),
         limits: limits.clone(),
         leak_spool: leak_spool.clone(),
+        leak_notify,
     };
     d.lock().audit.append(&Event {
         op: "daemon",

@@ -2573,7 +2573,12 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
 #[test]
 fn leak_policies_revoke_only_and_report_only_do_not_rotate() {
     let spool = tempfile::tempdir().unwrap();
-    let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
+    let told = spool.path().with_extension("notified");
+    let v = Vault::with_config(&format!(
+        "leak_spool = \"{}\"\nleak_notify = [\"sh\", \"-c\", \"cat >> {}\"]\n",
+        spool.path().display(),
+        told.display()
+    ));
     let count = v.work.join("hook-runs");
     let hook = format!(
         "echo run >> {}; printf fake-rotated-value-%s $$",
@@ -2599,6 +2604,21 @@ fn leak_policies_revoke_only_and_report_only_do_not_rotate() {
     };
     assert_eq!(outcome("quiet").as_deref(), Some("reported"), "{i}");
     assert_eq!(outcome("rev").as_deref(), Some("revoked"), "{i}");
+    // The notify command was told of both (as JSON lines, no value).
+    let t = Instant::now();
+    while std::fs::read_to_string(&told).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "leak_notify not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&told).unwrap();
+    for line in text.lines() {
+        let inc: Value = serde_json::from_str(line).unwrap();
+        assert!(["reported", "revoked"].contains(&inc["outcome"].as_str().unwrap()));
+        assert!(
+            !line.contains("fake-quiet-") && !line.contains("fake-rev-"),
+            "{line}"
+        );
+    }
     assert!(!count.exists(), "a hook ran");
     let list = v.json(&["vault", "list"]);
     for s in list["data"]["contexts"][0]["secrets"].as_array().unwrap() {

@@ -109,12 +109,49 @@ impl Daemon {
                         // Only a recorded outcome lets the event go.
                         Ok(()) => {
                             let _ = std::fs::remove_file(&path);
+                            if inc.outcome != "duplicate" {
+                                self.notify(&inc);
+                            }
                         }
                         Err(e) => eprintln!("guard vault daemon: recording an incident: {e}"),
                     }
                 }
             }
         }
+    }
+
+    /// Runs `leak_notify` with the incident on its stdin, in the background (10 s at most).
+    fn notify(&self, inc: &Incident) {
+        let Some(argv) = &self.leak_notify else {
+            return;
+        };
+        let json = serde_json::to_vec(inc).unwrap_or_default();
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("guard vault daemon: leak_notify {:?}: {e}", argv[0]);
+                return;
+            }
+        };
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(&json);
+                let _ = stdin.write_all(b"\n");
+            }
+            let started = std::time::Instant::now();
+            while let Ok(None) = child.try_wait() {
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
     }
 
     async fn handle_leak(&self, ev: &LeakEvent) -> Handled {
