@@ -300,6 +300,16 @@ fn other(e: impl std::fmt::Display) -> ClientError {
     ClientError::Local(e.to_string())
 }
 
+/// The vault passphrase from the terminal, checked here against context `ctx`'s identity.
+fn vault_passphrase(paths: &VaultPaths, ctx: &str) -> Result<SecretString, ClientError> {
+    let pass = passphrase("vault passphrase: ")?;
+    match keys::read_identity(&paths.identity(ctx), &pass) {
+        Ok(_) => Ok(pass),
+        Err(keys::KeyError::WrongPassphrase) => Err(rpc_err(rpc::DENIED, "wrong passphrase")),
+        Err(e) => Err(other(e)),
+    }
+}
+
 /// The vault passphrase from the terminal, or the reason there is none (no terminal: an agent).
 fn passphrase(prompt: &str) -> Result<SecretString, ClientError> {
     tty::passphrase(prompt).map_err(|e| {
@@ -376,16 +386,7 @@ fn init(paths: &VaultPaths, context: &str) -> Result<(Value, bool), ClientError>
         store::refuse_orphaned_store(paths, context).map_err(other)?;
     }
     let pass = match encrypted.first() {
-        Some(c) => {
-            let pass = passphrase("vault passphrase: ")?;
-            match keys::read_identity(&paths.identity(c), &pass) {
-                Ok(_) => pass,
-                Err(keys::KeyError::WrongPassphrase) => {
-                    return Err(rpc_err(rpc::DENIED, "wrong passphrase"))
-                }
-                Err(e) => return Err(other(e)),
-            }
-        }
+        Some(c) => vault_passphrase(paths, c)?,
         None => {
             tty::set_non_dumpable();
             tty::new_passphrase(6).map_err(|e| {
@@ -537,11 +538,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         VaultCmd::Incidents => {
             use crate::vault::server::leak;
             let incidents = leak::incidents(paths);
-            let config = VaultConfig::load(paths).map_err(other)?;
-            let spool = config
-                .leak_spool
-                .map(PathBuf::from)
-                .or_else(crate::redact::spool::Spool::default_dir);
+            let spool = VaultConfig::load(paths).map_err(other)?.leak_spool_dir();
             let waiting = spool
                 .as_deref()
                 .and_then(|d| crate::redact::spool::Spool::read_all(d).ok())
@@ -661,14 +658,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             let Some(ctx) = contexts.iter().find(|c| paths.identity(c).exists()) else {
                 return Err(other("no context to check the vault passphrase against"));
             };
-            let pass = passphrase("vault passphrase: ")?;
-            match keys::read_identity(&paths.identity(ctx), &pass) {
-                Ok(_) => {}
-                Err(keys::KeyError::WrongPassphrase) => {
-                    return Err(rpc_err(rpc::DENIED, "wrong passphrase"))
-                }
-                Err(e) => return Err(other(e)),
-            }
+            vault_passphrase(paths, ctx)?;
             let kept = audit::acknowledge_break(paths, &why).map_err(other)?;
             let env = envelope(json!({"kept": kept, "break": why}), vec![]);
             Ok(out.ok(&env, |d| {

@@ -545,11 +545,6 @@ impl KnownMatcher {
         if self.filter[w] & mask != mask {
             return;
         }
-        self.table_candidates(h, q, out);
-    }
-
-    /// The candidates of an anchor hash `h` (both filters passed) at absolute position `q`.
-    fn table_candidates(&self, h: u32, q: u64, out: &mut Vec<Candidate>) {
         let from = self.table.partition_point(|t| t.0 < h);
         for &(_, e, j) in self.table[from..].iter().take_while(|t| t.0 == h) {
             let Some(start) = q.checked_sub(j as u64) else {

@@ -213,34 +213,33 @@ impl SplitWorker {
         }
     }
 
-    /// The next message, keeping the stage's results and a returned buffer on the way.
+    /// The next answer to a task; the stage's results met on the way are kept for
+    /// [`SplitWorker::take_known`], and a returned buffer for the next job.
     fn receive(&mut self) -> Option<Msg> {
-        let msg = self.replies.recv().ok()?;
-        Some(match msg {
-            Msg::Known(hits, settled, bytes) => {
-                self.known_hits.extend(hits);
-                self.known_settled = Some(settled);
-                self.spare = bytes;
-                Msg::Known(Vec::new(), settled, Vec::new())
-            }
-            Msg::Scan(mut r) => {
-                if r.bytes.capacity() > 0 {
-                    self.spare = std::mem::take(&mut r.bytes);
+        loop {
+            match self.replies.recv().ok()? {
+                Msg::Known(hits, settled, bytes) => {
+                    self.known_hits.extend(hits);
+                    self.known_settled = Some(settled);
+                    self.spare = bytes;
                 }
-                Msg::Scan(r)
+                Msg::Scan(mut r) => {
+                    if r.bytes.capacity() > 0 {
+                        self.spare = std::mem::take(&mut r.bytes);
+                    }
+                    return Some(Msg::Scan(r));
+                }
+                stage @ Msg::Stage(_) => return Some(stage),
             }
-            other => other,
-        })
+        }
     }
 
     /// The reply to the job last sent, or `None` when the worker died before answering.
     pub(super) fn wait(&mut self) -> Option<Reply> {
         let started = std::time::Instant::now();
-        let reply = loop {
-            match self.receive()? {
-                Msg::Scan(r) => break r,
-                Msg::Known(..) | Msg::Stage(_) => continue,
-            }
+        // Tasks are answered in order, and a stage is sent only when asked for.
+        let Msg::Scan(reply) = self.receive()? else {
+            return None;
         };
         self.share = if started.elapsed() > WAITED {
             (self.share - 0.02).max(0.05)
@@ -263,11 +262,10 @@ impl SplitWorker {
     /// gone (with it the stage, if it held one); `Some(None)` when it held none.
     pub(super) fn reclaim(&mut self) -> Option<Option<Box<KnownStream>>> {
         self.jobs.as_ref()?.send(Task::GiveBack).ok()?;
-        loop {
-            match self.receive()? {
-                Msg::Stage(k) => return Some(k),
-                Msg::Scan(_) | Msg::Known(..) => continue,
-            }
+        // Every feed waited for its scan, so the next answer is the stage.
+        match self.receive()? {
+            Msg::Stage(k) => Some(k),
+            _ => None,
         }
     }
 }

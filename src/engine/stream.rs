@@ -417,25 +417,34 @@ impl<'e> StreamScanner<'e> {
     /// it found meanwhile. Fails when the thread died with it: nothing more can be settled.
     #[cfg(feature = "hyperscan")]
     fn reclaim_known(&mut self) -> Result<(), EngineError> {
-        let Some(Known::Lent { hits, .. }) = &mut self.known else {
+        if !self.lagging() {
             return Ok(());
+        }
+        let back = match &mut self.split {
+            Some(Ok(w)) => w.reclaim(),
+            _ => None,
         };
-        let Some(Ok(w)) = &mut self.split else {
-            return Err(EngineError::Hyperscan(
-                "the prefilter thread stopped with the fingerprint stage".into(),
-            ));
-        };
-        let back = w.reclaim();
-        hits.extend(w.take_known().0);
-        let Some(Some(mut k)) = back else {
+        let Some(Some(k)) = back else {
             self.split = Some(Err(()));
             return Err(EngineError::Hyperscan(
                 "the prefilter thread stopped with the fingerprint stage".into(),
             ));
         };
-        k.put_back_hits(std::mem::take(hits));
-        self.known = Some(Known::Inline(*k));
+        self.inline_again(*k);
         Ok(())
+    }
+
+    /// The stage `k`, back from the prefilter thread, runs here again, with the hits received
+    /// while it was lent ahead of its own.
+    #[cfg(feature = "hyperscan")]
+    fn inline_again(&mut self, mut k: KnownStream) {
+        if let Some(Known::Lent { hits, .. }) = &mut self.known {
+            if let Some(Ok(w)) = &mut self.split {
+                hits.extend(w.take_known().0);
+            }
+            k.put_back_hits(std::mem::take(hits));
+        }
+        self.known = Some(Known::Inline(k));
     }
 
     fn feed_rules(&mut self, chunk: &[u8], sink: Sink, more: bool) -> Result<(), EngineError> {
@@ -592,11 +601,8 @@ impl<'e> StreamScanner<'e> {
             Ok(()) => Some(Handed { cut, known_from }),
             Err(job) => {
                 self.hs = job.stream;
-                if let (KnownWork::Stage(Some(mut k)), Some(Known::Lent { hits, .. })) =
-                    (job.known, &mut self.known)
-                {
-                    k.put_back_hits(std::mem::take(hits));
-                    self.known = Some(Known::Inline(*k));
+                if let KnownWork::Stage(Some(k)) = job.known {
+                    self.inline_again(*k);
                 }
                 self.split = Some(Err(()));
                 None

@@ -231,12 +231,19 @@ impl<'e> Redactor<'e> {
             return Ok(());
         };
         scanner.catch_up()?;
-        let hits = scanner.take_known();
-        let settled = scanner.settled();
-        self.push_known(hits);
+        let settled = self.take_settled();
         let total = self.written + self.held.len() as u64;
         self.write_upto(settled.min(total), out)?;
         Ok(())
+    }
+
+    /// Takes the scanner's known-value hits (as spans) and returns what it has settled.
+    fn take_settled(&mut self) -> u64 {
+        let scanner = self.scanner.as_mut().expect("a scanner until finish");
+        let hits = scanner.take_known();
+        let settled = scanner.settled();
+        self.push_known(hits);
+        settled
     }
 
     fn feed_as(
@@ -255,9 +262,7 @@ impl<'e> Redactor<'e> {
             } else {
                 scanner.feed(piece, sink)?;
             }
-            let hits = scanner.take_known();
-            let settled = scanner.settled();
-            self.push_known(hits);
+            let settled = self.take_settled();
             self.held.extend_from_slice(piece);
             let total = self.written + self.held.len() as u64;
             let mut upto = settled.min(total);
@@ -507,13 +512,19 @@ pub fn copy_stream(
 ) -> Result<(), RedactError> {
     let mut r = Redactor::new(engine, known, opts)?;
     let mut buf = vec![0u8; PIECE];
+    // What was written goes out now, and its replacements to `on`.
+    let deliver =
+        |r: &mut Redactor, out: &mut dyn Write, on: &mut dyn FnMut(&Redactor, &Redaction)| {
+            out.flush()?;
+            for x in r.take_log() {
+                on(r, &x);
+            }
+            Ok::<(), io::Error>(())
+        };
     loop {
         if r.lagging() && !readable(input.as_fd()) {
             r.catch_up(out)?;
-            out.flush()?;
-            for x in r.take_log() {
-                on(&r, &x);
-            }
+            deliver(&mut r, out, on)?;
         }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -522,16 +533,10 @@ pub fn copy_stream(
             Err(e) => return Err(e.into()),
         };
         r.feed_more(&buf[..n], out)?;
-        out.flush()?;
-        for x in r.take_log() {
-            on(&r, &x);
-        }
+        deliver(&mut r, out, on)?;
     }
     r.finish(out)?;
-    out.flush()?;
-    for x in r.take_log() {
-        on(&r, &x);
-    }
+    deliver(&mut r, out, on)?;
     Ok(())
 }
 

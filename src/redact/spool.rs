@@ -129,6 +129,15 @@ impl Spool {
     /// Every event in `dir`, oldest first, and the files that do not parse (skipped, named).
     #[allow(clippy::type_complexity)]
     pub fn read_all(dir: &Path) -> io::Result<(Vec<(PathBuf, LeakEvent)>, Vec<PathBuf>)> {
+        Spool::read_all_but(dir, &HashSet::new())
+    }
+
+    /// [`Spool::read_all`] without reading the files in `skip`.
+    #[allow(clippy::type_complexity)]
+    pub fn read_all_but(
+        dir: &Path,
+        skip: &HashSet<PathBuf>,
+    ) -> io::Result<(Vec<(PathBuf, LeakEvent)>, Vec<PathBuf>)> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -136,6 +145,7 @@ impl Spool {
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && !skip.contains(p)
             })
             .collect();
         names.sort();

@@ -131,27 +131,13 @@ impl AuditLog {
     pub fn open(paths: &VaultPaths) -> Result<Self, AuditError> {
         let key = load_key(&paths.audit_key())?;
         let chain = scan(paths)?;
-        match (&chain.head, chain.records) {
-            (Head::Matches, _) | (Head::Missing, 0) => {}
-            (Head::OneBehind, _) => eprintln!(
+        chain.check(true)?;
+        if chain.head == Head::OneBehind {
+            eprintln!(
                 "guard vault daemon: audit head was one record behind the log (a write \
                  interrupted before its head); anchored to record {}",
                 chain.records
-            ),
-            (Head::Missing, n) => {
-                return Err(AuditError::Broken {
-                    line: n,
-                    reason: "the head file (audit.head) is missing".into(),
-                })
-            }
-            (Head::Mismatch, n) => {
-                return Err(AuditError::Broken {
-                    line: n,
-                    reason: "log does not end at the recorded head (tail truncated or last \
-                             record edited)"
-                        .into(),
-                })
-            }
+            );
         }
         let log = Self {
             path: paths.audit(),
@@ -245,6 +231,26 @@ struct Chain {
     head: Head,
 }
 
+impl Chain {
+    /// Whether the head matches the log (`Ok(false)`: no head, no records); a lagging head is
+    /// accepted only when `crash_window` (reopening after an interrupted append).
+    fn check(&self, crash_window: bool) -> Result<bool, AuditError> {
+        let reason = match self.head {
+            Head::Matches => return Ok(true),
+            Head::Missing if self.records == 0 => return Ok(false),
+            Head::OneBehind if crash_window => return Ok(true),
+            Head::Missing => "the head file (audit.head) is missing",
+            Head::OneBehind | Head::Mismatch => {
+                "log does not end at the recorded head (tail truncated or last record edited)"
+            }
+        };
+        Err(AuditError::Broken {
+            line: self.records,
+            reason: reason.into(),
+        })
+    }
+}
+
 /// Walks the log: every record must parse, carry the next `seq` and the previous line's hash.
 fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
     let path = paths.audit();
@@ -325,24 +331,7 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
 /// Verify the chain of `paths.audit()` against itself and `audit.head`.
 pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
     let chain = scan(paths)?;
-    let head_checked = match chain.head {
-        Head::Matches => true,
-        Head::Missing if chain.records == 0 => false,
-        Head::Missing => {
-            return Err(AuditError::Broken {
-                line: chain.records,
-                reason: "the head file (audit.head) is missing".into(),
-            })
-        }
-        Head::OneBehind | Head::Mismatch => {
-            return Err(AuditError::Broken {
-                line: chain.records,
-                reason: "log does not end at the recorded head (tail truncated or last record \
-                         edited)"
-                    .into(),
-            })
-        }
-    };
+    let head_checked = chain.check(false)?;
     Ok(VerifyReport {
         records: chain.records,
         head_checked,

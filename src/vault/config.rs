@@ -174,6 +174,14 @@ impl VaultConfig {
         }
     }
 
+    /// Where leak events are taken from: `leak_spool`, else the default spool of `guard redact`.
+    pub fn leak_spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.leak_spool
+            .as_deref()
+            .map(std::path::PathBuf::from)
+            .or_else(crate::redact::spool::Spool::default_dir)
+    }
+
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         Ok(Limits {
             default_ttl: parse_duration(&self.default_lease_ttl)?,

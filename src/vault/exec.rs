@@ -354,7 +354,7 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
         .stdin(std::process::Stdio::from(stdin))
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w));
-    for crate::vault::exec::Injected { env, value, .. } in &l.secrets {
+    for Injected { env, value, .. } in &l.secrets {
         cmd.env(env, value.expose_secret());
     }
     let umask = l.umask;
@@ -372,31 +372,22 @@ pub fn launch(l: Launch<'_>) -> std::io::Result<Running> {
     let known = injected_fingerprints(&l.secrets)?;
     let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipes' write ends
-    let (e2, k2) = (engine.clone(), known.clone());
-    let (s1, s2) = (
-        l.spool.clone().map(|(d, s)| (d, format!("{s} stdout"))),
-        l.spool.clone().map(|(d, s)| (d, format!("{s} stderr"))),
-    );
-    let threads = vec![
-        std::thread::spawn(move || {
-            redact_output(
-                engine,
-                known,
-                std::fs::File::from(out_r),
-                std::fs::File::from(out),
-                s1,
-            )
-        }),
-        std::thread::spawn(move || {
-            redact_output(
-                e2,
-                k2,
-                std::fs::File::from(err_r),
-                std::fs::File::from(err),
-                s2,
-            )
-        }),
-    ];
+    let threads = [(out_r, out, "stdout"), (err_r, err, "stderr")]
+        .into_iter()
+        .map(|(from, to, stream)| {
+            let (engine, known) = (engine.clone(), known.clone());
+            let spool = l.spool.clone().map(|(d, s)| (d, format!("{s} {stream}")));
+            std::thread::spawn(move || {
+                redact_output(
+                    engine,
+                    known,
+                    std::fs::File::from(from),
+                    std::fs::File::from(to),
+                    spool,
+                )
+            })
+        })
+        .collect();
     Ok(Running { child, threads })
 }
 

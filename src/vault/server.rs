@@ -1685,12 +1685,10 @@ pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
             path: paths.root().into(),
             source,
         })?;
-    let leak_spool = config
-        .leak_spool
-        .as_deref()
-        .map(PathBuf::from)
-        .or_else(crate::redact::spool::Spool::default_dir);
-    let leak = (leak_spool, config.leak_notify.filter(|a| !a.is_empty()));
+    let leak = (
+        config.leak_spool_dir(),
+        config.leak_notify.filter(|a| !a.is_empty()),
+    );
     rt.block_on(serve(paths, limits, config.heartbeat, leak))
 }
 async fn serve(

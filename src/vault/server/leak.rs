@@ -88,13 +88,10 @@ impl Daemon {
 
     /// One pass over the spool: every event that can be handled now is, oldest first.
     async fn leak_pass(&self, dir: &Path, not_ours: &mut std::collections::HashSet<PathBuf>) {
-        let Ok((events, _unreadable)) = Spool::read_all(dir) else {
+        let Ok((events, _unreadable)) = Spool::read_all_but(dir, not_ours) else {
             return;
         };
         for (path, ev) in events {
-            if not_ours.contains(&path) {
-                continue;
-            }
             match self.handle_leak(&ev).await {
                 Handled::Later => continue,
                 Handled::NotOurs => {
