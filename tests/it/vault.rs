@@ -160,9 +160,15 @@ impl Vault {
         a.push("--json");
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
+    /// `guard vault add`. Unless `extra` names a `--on-leak` policy, the secret only reports
+    /// leaks: tests print values on purpose, and the leak response (tested on its own) must not
+    /// revoke the leases of the commands they run next.
     fn add(&self, name: &str, value: &str, extra: &[&str]) {
         let mut args = vec!["vault", "add", name];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--on-leak") {
+            args.extend_from_slice(&["--on-leak", "report-only"]);
+        }
         let o = with_input(self.cmd(&args), format!("{value}\n").as_bytes());
         assert!(
             o.status.success(),
@@ -2465,7 +2471,17 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
         "echo run >> {}; printf fake-rotated-value-%s $$",
         count.display()
     );
-    v.add("tok", &old, &["--rotate-via", &hook, "--rotate-shell"]);
+    v.add(
+        "tok",
+        &old,
+        &[
+            "--rotate-via",
+            &hook,
+            "--rotate-shell",
+            "--on-leak",
+            "rotate",
+        ],
+    );
     v.project("[[secret]]\nname = \"tok\"\nenv = \"TOKEN\"\n");
     let script = "echo \"$TOKEN\" | base64";
     v.grant(&["tok"], &["sh", "-c", script]);
@@ -2641,6 +2657,8 @@ fn leak_events_survive_a_killed_daemon_and_rotate_each_secret_once() {
                 "--rotate-via",
                 "sleep 0.2; printf fake-rotated-value-%s $$",
                 "--rotate-shell",
+                "--on-leak",
+                "rotate",
             ],
         );
     }
@@ -2690,7 +2708,17 @@ fn a_value_leaked_a_thousand_times_through_rsyslog_is_rotated_once() {
         count.display()
     );
     let value = fake_value("syslogged");
-    v.add("tok", &value, &["--rotate-via", &hook, "--rotate-shell"]);
+    v.add(
+        "tok",
+        &value,
+        &[
+            "--rotate-via",
+            &hook,
+            "--rotate-shell",
+            "--on-leak",
+            "rotate",
+        ],
+    );
     let fp = v.work.join("vault.fp");
     v.ok(&["vault", "fingerprints", "--file", fp.to_str().unwrap()]);
     let mut rs = Rsyslogd::start_with(
