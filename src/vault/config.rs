@@ -275,6 +275,10 @@ impl VaultPaths {
     pub fn store(&self, ctx: &str) -> PathBuf {
         self.context_dir(ctx).join("store.age")
     }
+    /// The context's backend binding ([`crate::vault::backend::binding`]); none means local.
+    pub fn backend(&self, ctx: &str) -> PathBuf {
+        self.context_dir(ctx).join("backend.age")
+    }
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }

@@ -148,10 +148,16 @@ pub fn unlock_all(
 
 /// The key that MACs remembered approvals of a context: HMAC(identity secret, label).
 pub fn approval_key(identity: &age::x25519::Identity) -> Zeroizing<[u8; 32]> {
+    derived_key(identity, b"guard approvals v1")
+}
+
+/// A key for `label` derived from a context's identity: HMAC(identity secret, label). Only a
+/// holder of the unlocked identity (the daemon, or the CLI after the passphrase) can compute it.
+pub fn derived_key(identity: &age::x25519::Identity, label: &[u8]) -> Zeroizing<[u8; 32]> {
     let secret = identity.to_string();
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
         .expect("HMAC should accept any key length");
-    m.update(b"guard approvals v1");
+    m.update(label);
     Zeroizing::new(m.finalize().into_bytes().into())
 }
 

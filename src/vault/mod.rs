@@ -18,10 +18,13 @@
 //! contexts/<ctx>/identity.age  age X25519 identity encrypted under the vault passphrase
 //!                              (scrypt; `age -d -i identity.age store.age` asks for it)
 //! contexts/<ctx>/store.age     the context's secrets, age-encrypted JSON
+//! contexts/<ctx>/backend.age   where its values live if not in store.age (OpenBao), encrypted
+//!                              to the context's identity and MAC'd under it (see backend)
 //! run/daemon.sock run/daemon.pid  (run/ is 0700, the socket 0600)
 //! ```
 //!
-//! Submodules: [`secret`] (the zeroizing value type), [`config`], [`store`], [`keys`] (identity at
+//! Submodules: [`secret`] (the zeroizing value type), [`config`], [`store`] (the local age
+//! store), [`backend`] (what the daemon reads values through: local or OpenBao KV v2), [`keys`] (identity at
 //! rest, unlock, passphrase rate limit), [`tty`] (the human channel), [`command`] (what an
 //! approval names), [`audit`], [`lease`], [`approval`], [`rotate`], [`heartbeat`], [`rpc`] (wire
 //! format), [`fdpass`] (stdio over the socket), [`server`] (the daemon), [`client`] (the
@@ -29,6 +32,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod backend;
 pub mod client;
 pub mod command;
 pub mod config;

@@ -35,12 +35,13 @@ pub mod leak;
 
 use crate::vault::approval::{ApprovalStore, Decision, Scope};
 use crate::vault::audit::{AuditLog, Event};
+use crate::vault::backend::{self, PutOptions, SecretStore};
 use crate::vault::command::{self, CommandSpec, HashCache, Resolved};
 use crate::vault::config::{HeartbeatConfig, Limits, VaultConfig};
 use crate::vault::keys::{self, Attempts, KeyError, Keyring};
 use crate::vault::lease::{LeaseManager, LeaseRequest};
 use crate::vault::rpc::{self, next, Reply, Request, RpcError};
-use crate::vault::store::{self, ContextStore, StoreError};
+use crate::vault::store::{self, StoreError};
 use crate::vault::{config, now_unix, rotate, SecretValue, VaultPaths};
 use age::secrecy::SecretString;
 use serde::Deserialize;
@@ -185,9 +186,10 @@ impl State {
         Ok((cmd, keys::approval_key(&self.identity(ctx)?)))
     }
 
-    fn open_store(&mut self, ctx: &str) -> Result<ContextStore, RpcError> {
+    /// Context `ctx` on its backend, for one operation.
+    fn open_store(&mut self, ctx: &str) -> Result<Box<dyn SecretStore>, RpcError> {
         let id = self.identity(ctx)?;
-        ContextStore::open(&self.paths, ctx, &id).map_err(store_err)
+        backend::open(&self.paths, ctx, &id).map_err(store_err)
     }
 }
 
@@ -230,6 +232,7 @@ fn store_err(e: StoreError) -> RpcError {
         }
         StoreError::NoContext { .. } => RpcError::new(rpc::NOT_FOUND, e.to_string()),
         StoreError::InvalidName { .. }
+        | StoreError::LocalOnly { .. }
         | StoreError::EmptyValue
         | StoreError::TooShort { .. }
         | StoreError::TooLong { .. } => RpcError::new(rpc::INVALID_PARAMS, e.to_string()),
@@ -321,6 +324,8 @@ struct AddP {
     rotate_shell: Option<bool>,
     rotate_every: Option<String>,
     on_leak: Option<store::LeakPolicy>,
+    #[serde(default)]
+    revoke_prefix: Option<String>,
 }
 #[derive(Deserialize)]
 struct NameP {
@@ -625,14 +630,15 @@ impl Daemon {
             .put(
                 &a.name,
                 a.value,
-                a.rotate_via,
-                a.rotate_shell,
-                a.rotate_every,
+                PutOptions {
+                    rotate_via: a.rotate_via,
+                    rotate_shell: a.rotate_shell,
+                    rotate_every: a.rotate_every,
+                    on_leak: a.on_leak,
+                    revoke_prefix: a.revoke_prefix,
+                },
             )
             .map_err(store_err)?;
-        if let Some(p) = a.on_leak {
-            st.entry_mut(&a.name).map_err(store_err)?.on_leak = Some(p);
-        }
         s.audit
             .append(&Event {
                 op: "add",
@@ -672,8 +678,9 @@ impl Daemon {
         };
         let mut out = Vec::new();
         for c in contexts {
-            let st = s.open_store(&c)?;
-            out.push(json!({"context": c, "secrets": st.infos()}));
+            let mut st = s.open_store(&c)?;
+            let secrets = st.infos().map_err(store_err)?;
+            out.push(json!({"context": c, "backend": st.backend(), "secrets": secrets}));
         }
         reply(
             json!({"contexts": out}),
@@ -771,7 +778,7 @@ impl Daemon {
         }
         let (cmd, secrets, lease_ids, exec_no) = {
             let mut s = self.lock();
-            let st = s.open_store(&e.context)?;
+            let mut st = s.open_store(&e.context)?;
             let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env, &e.pass_env)?;
             let mut missing = Vec::new();
             for sec in &e.secrets {
@@ -839,7 +846,7 @@ impl Daemon {
                     env: sec.env.clone(),
                     id: leak::fingerprint_id(&e.context, &sec.name),
                     version,
-                    value: value.clone(),
+                    value,
                 });
             }
             s.next_exec += 1;
@@ -1030,9 +1037,9 @@ impl Daemon {
         check_pass_env(&g.pass_env)?;
         self.human(g.passphrase, "grant", None).await?;
         let mut s = self.lock();
-        let st = s.open_store(&g.context)?;
+        let mut st = s.open_store(&g.context)?;
         for n in &g.names {
-            st.entry(n).map_err(store_err)?;
+            st.meta(n).map_err(store_err)?;
         }
         let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env, &g.pass_env)?;
         let (d, outcome) = if g.deny {
@@ -1072,7 +1079,7 @@ impl Daemon {
         self.human(p.passphrase, "print", None).await?;
         let (version, value) = {
             let mut s = self.lock();
-            let st = s.open_store(&p.context)?;
+            let mut st = s.open_store(&p.context)?;
             let (version, value) = st.value(&p.name, p.version).map_err(store_err)?;
             s.audit
                 .append(&Event {
@@ -1084,7 +1091,7 @@ impl Daemon {
                     ..Default::default()
                 })
                 .map_err(audit_err)?;
-            (version, value.clone())
+            (version, value)
         };
         let written = tokio::task::spawn_blocking(move || write_value(out, &value)).await;
         match written {
@@ -1176,8 +1183,8 @@ impl Daemon {
         let (context, name) = (token.key.0.as_str(), token.key.1.as_str());
         let (cmd, shell) = {
             let mut s = self.lock();
-            let st = s.open_store(context)?;
-            let e = st.entry(name).map_err(store_err)?;
+            let mut st = s.open_store(context)?;
+            let e = st.meta(name).map_err(store_err)?;
             let cmd = e.rotate_via.clone().ok_or_else(|| {
                 RpcError::new(
                     rpc::FAILED,
@@ -1210,7 +1217,9 @@ impl Daemon {
         };
         let mut s = self.lock();
         let mut st = s.open_store(context)?;
-        let v = st.put(name, value, None, None, None).map_err(store_err)?;
+        let v = st
+            .put(name, value, PutOptions::default())
+            .map_err(store_err)?;
         s.audit
             .append(&Event {
                 op: "rotate",
@@ -1491,8 +1500,8 @@ fn fingerprint_set(
     let mut set = crate::engine::known::KnownSet::new(key);
     let mut skipped = Vec::new();
     for c in contexts {
-        let st = s.open_store(c)?;
-        for info in st.infos() {
+        let mut st = s.open_store(c)?;
+        for info in st.infos().map_err(store_err)? {
             for v in info.versions {
                 let (id, value) = st.value(&info.name, Some(v)).map_err(store_err)?;
                 let fid = leak::fingerprint_id(c, &info.name);
@@ -1861,23 +1870,20 @@ async fn serve(
 /// contexts.
 fn secrets_where(
     s: &mut State,
-    keep: impl Fn(&store::SecretEntry) -> bool,
+    keep: impl Fn(&backend::SecretMeta) -> bool,
 ) -> Vec<(String, String)> {
-    store::list_contexts(&s.paths)
-        .into_iter()
-        .flat_map(|c| {
-            s.open_store(&c)
-                .map(|st| {
-                    st.data
-                        .secrets
-                        .iter()
-                        .filter(|(_, e)| keep(e))
-                        .map(|(n, _)| (c.clone(), n.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        })
-        .collect()
+    let mut out = Vec::new();
+    for c in store::list_contexts(&s.paths) {
+        let Ok(mut st) = s.open_store(&c) else {
+            continue;
+        };
+        for n in st.names().unwrap_or_default() {
+            if st.meta(&n).is_ok_and(|m| keep(&m)) {
+                out.push((c.clone(), n));
+            }
+        }
+    }
+    out
 }
 
 async fn maintenance(d: Daemon) {

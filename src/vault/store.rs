@@ -9,6 +9,7 @@
 //! fsync + rename + fsync(dir): a `kill -9` at any instant leaves either the old or the new store,
 //! never a torn one. Decrypted plaintext only lives in `Zeroizing` buffers.
 
+use crate::vault::backend::{PutOptions, SecretMeta, VersionMeta};
 use crate::vault::{now_unix, valid_name, SecretValue, VaultPaths};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,6 +57,29 @@ pub enum StoreError {
          the store aside (`mv {path} {path}.orphaned`) to start this context empty"
     )]
     OrphanedStore { context: String, path: PathBuf },
+    #[error(
+        "context {context:?}: its backend binding {path} does not verify under the context's key \
+         ({reason}); it was not written by `guard vault backend`, so the context is not served. \
+         A human runs `guard vault backend` at a terminal to bind it again"
+    )]
+    Binding {
+        context: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{what} needs an OpenBao-backed context (`guard vault backend openbao`)")]
+    LocalOnly { what: &'static str },
+    #[error("OpenBao at {address}: {op}: {reason}")]
+    Backend {
+        address: String,
+        op: String,
+        reason: String,
+    },
+    #[error(
+        "OpenBao at {address}: {name:?} changed while guard wrote it (another writer); nothing \
+         was overwritten, try again"
+    )]
+    Conflict { address: String, name: String },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -125,6 +149,25 @@ impl SecretEntry {
     pub fn version(&self, id: Option<u32>) -> Option<&Version> {
         let id = id.or_else(|| self.current_id())?;
         self.versions.iter().find(|v| v.id == id)
+    }
+    /// Everything but the values.
+    pub fn meta(&self) -> SecretMeta {
+        SecretMeta {
+            rotate_via: self.rotate_via.clone(),
+            rotate_shell: self.rotate_shell,
+            rotate_every: self.rotate_every.clone(),
+            on_leak: self.on_leak,
+            revoke_prefix: None,
+            versions: self
+                .versions
+                .iter()
+                .map(|v| VersionMeta {
+                    id: v.id,
+                    created: v.created,
+                    compromised: v.compromised,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -348,24 +391,7 @@ impl ContextStore {
                 reason: e.to_string(),
             }
         })?);
-        let recipient = self.identity.to_public();
-        let enc =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(|e| StoreError::Encrypt {
-                    context: self.context.clone(),
-                    reason: e.to_string(),
-                })?;
-        let mut out = Vec::with_capacity(plain.len() + 256);
-        let mut w = enc.wrap_output(&mut out).map_err(|e| StoreError::Encrypt {
-            context: self.context.clone(),
-            reason: e.to_string(),
-        })?;
-        w.write_all(&plain)
-            .and_then(|_| w.finish().map(|_| ()))
-            .map_err(|e| StoreError::Encrypt {
-                context: self.context.clone(),
-                reason: e.to_string(),
-            })?;
+        let out = age_encrypt(&self.identity, &plain, &self.context)?;
         atomic_write(&self.path, &out)
     }
 
@@ -381,7 +407,15 @@ impl ContextStore {
 
     /// Marks version `id` of `name` compromised (a leak was seen); `save` to keep it.
     pub fn mark_compromised(&mut self, name: &str, id: u32) -> Result<(), StoreError> {
-        let entry = self.entry_mut(name)?;
+        let ctx = self.context.clone();
+        let entry = self
+            .data
+            .secrets
+            .get_mut(name)
+            .ok_or(StoreError::NotFound {
+                context: ctx,
+                name: name.to_string(),
+            })?;
         let v = entry
             .versions
             .iter_mut()
@@ -392,14 +426,6 @@ impl ContextStore {
             })?;
         v.compromised = true;
         Ok(())
-    }
-
-    pub fn entry_mut(&mut self, name: &str) -> Result<&mut SecretEntry, StoreError> {
-        let ctx = self.context.clone();
-        self.data.secrets.get_mut(name).ok_or(StoreError::NotFound {
-            context: ctx,
-            name: name.to_string(),
-        })
     }
 
     /// The value of `name` at `version` (current when `None`).
@@ -417,17 +443,20 @@ impl ContextStore {
     }
 
     /// Add a value as a new version (creating the secret if needed); returns the version id.
-    /// Rotation options replace the old ones only when given.
+    /// Options replace the old ones only when given. `save` to keep it.
     pub fn put(
         &mut self,
         name: &str,
         value: SecretValue,
-        rotate_via: Option<String>,
-        rotate_shell: Option<bool>,
-        rotate_every: Option<String>,
+        opts: PutOptions,
     ) -> Result<u32, StoreError> {
         check_name("secret", name)?;
         check_value_len(value.len())?;
+        if opts.revoke_prefix.is_some() {
+            return Err(StoreError::LocalOnly {
+                what: "an OpenBao lease prefix to revoke",
+            });
+        }
         let entry = self
             .data
             .secrets
@@ -448,15 +477,12 @@ impl ContextStore {
             compromised: false,
         });
         entry.current = Some(id);
-        if rotate_via.is_some() {
-            entry.rotate_via = rotate_via;
-        }
-        if let Some(s) = rotate_shell {
-            entry.rotate_shell = s;
-        }
-        if rotate_every.is_some() {
-            entry.rotate_every = rotate_every;
-        }
+        let mut meta = entry.meta();
+        opts.apply(&mut meta);
+        entry.rotate_via = meta.rotate_via;
+        entry.rotate_shell = meta.rotate_shell;
+        entry.rotate_every = meta.rotate_every;
+        entry.on_leak = meta.on_leak;
         Ok(id)
     }
 
@@ -475,14 +501,7 @@ impl ContextStore {
         self.data
             .secrets
             .iter()
-            .map(|(name, e)| SecretInfo {
-                name: name.clone(),
-                current_version: e.current_id(),
-                versions: e.versions.iter().map(|v| v.id).collect(),
-                created: e.version(None).map(|v| v.created).unwrap_or(0),
-                rotate_via: e.rotate_via.is_some(),
-                rotate_every: e.rotate_every.clone(),
-            })
+            .map(|(name, e)| e.meta().info(name))
             .collect()
     }
 }
@@ -492,28 +511,53 @@ fn decrypt_store(
     file: std::fs::File,
     identity: &age::x25519::Identity,
 ) -> Result<StoreData, StoreError> {
-    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(file)).map_err(|e| {
-        StoreError::Decrypt {
-            path: path.into(),
-            reason: e.to_string(),
-        }
-    })?;
-    let mut r = dec
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(|e| StoreError::Decrypt {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-    let mut plain = Zeroizing::new(Vec::new());
-    r.read_to_end(&mut plain).map_err(|e| StoreError::Decrypt {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
+    let plain = age_decrypt(path, file, identity)?;
     // serde_json errors carry a position, never the input text.
     serde_json::from_slice(&plain).map_err(|e| StoreError::Format {
         path: path.into(),
         reason: e.to_string(),
     })
+}
+
+/// The plaintext of the age file `path` (open as `file`), decrypted with `identity`.
+pub(crate) fn age_decrypt(
+    path: &Path,
+    file: std::fs::File,
+    identity: &age::x25519::Identity,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let err = |reason: String| StoreError::Decrypt {
+        path: path.into(),
+        reason,
+    };
+    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(file))
+        .map_err(|e| err(e.to_string()))?;
+    let mut r = dec
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| err(e.to_string()))?;
+    let mut plain = Zeroizing::new(Vec::new());
+    r.read_to_end(&mut plain).map_err(|e| err(e.to_string()))?;
+    Ok(plain)
+}
+
+/// `plain` age-encrypted to `identity`'s recipient (for context `context`'s files).
+pub(crate) fn age_encrypt(
+    identity: &age::x25519::Identity,
+    plain: &[u8],
+    context: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let err = |reason: String| StoreError::Encrypt {
+        context: context.to_string(),
+        reason,
+    };
+    let recipient = identity.to_public();
+    let enc = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::with_capacity(plain.len() + 256);
+    let mut w = enc.wrap_output(&mut out).map_err(|e| err(e.to_string()))?;
+    w.write_all(plain)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -560,9 +604,7 @@ mod tests {
             s.put(
                 "tok",
                 SecretValue::new("fake-dev-1".into()),
-                None,
-                None,
-                None
+                Default::default()
             )
             .unwrap(),
             1
@@ -571,9 +613,7 @@ mod tests {
             s.put(
                 "tok",
                 SecretValue::new("fake-dev-2".into()),
-                None,
-                None,
-                None
+                Default::default()
             )
             .unwrap(),
             2

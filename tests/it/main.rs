@@ -3,6 +3,7 @@
 mod gitleaks;
 mod history;
 mod hooks;
+mod openbao;
 mod pipeline;
 mod quality;
 mod redact;

@@ -25,35 +25,35 @@ fn guard_bin() -> PathBuf {
 }
 
 /// A fake value generated per test: recognisable in a grep, obviously not a real credential.
-fn fake_value(tag: &str) -> String {
+pub(crate) fn fake_value(tag: &str) -> String {
     let mut b = [0u8; 8];
     guard::vault::fill_random(&mut b).unwrap();
     format!("fake-{tag}-{}", hex::encode(b))
 }
 
 /// The vault passphrase the test's "human" types.
-const PASS: &str = "fake vault passphrase";
-const PASS_PROMPT: &str = "passphrase: ";
+pub(crate) const PASS: &str = "fake vault passphrase";
+pub(crate) const PASS_PROMPT: &str = "passphrase: ";
 const TTY_QUESTION: &str = "guard: allow this command to use them? [y/N] ";
 
-struct Vault {
+pub(crate) struct Vault {
     _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    work: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) work: PathBuf,
 }
 
 impl Vault {
     /// An initialised, unlocked vault with a running daemon.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_config("")
     }
-    fn with_config(config: &str) -> Self {
+    pub(crate) fn with_config(config: &str) -> Self {
         let v = Self::locked(config);
         v.unlock();
         v
     }
     /// Initialised (passphrase set by the human at the terminal), daemon not started.
-    fn locked(config: &str) -> Self {
+    pub(crate) fn locked(config: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("vault");
         let work = tmp.path().join("project");
@@ -73,7 +73,7 @@ impl Vault {
         v
     }
     /// `guard …` with no terminal (`GUARD_NO_TTY`), stdin from /dev/null.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(guard_bin());
         c.args(args)
             .current_dir(&self.work)
@@ -86,7 +86,7 @@ impl Vault {
     }
     /// `prog …` as the agent runs it: a new session (no controlling terminal), stdin /dev/null,
     /// and nothing that would make guard stricter than it is on its own.
-    fn agent_prog(&self, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    pub(crate) fn agent_prog(&self, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
         let mut c = Command::new(prog);
         c.args(args)
             .current_dir(&self.work)
@@ -105,17 +105,17 @@ impl Vault {
         }
         c
     }
-    fn agent(&self, args: &[&str]) -> Output {
+    pub(crate) fn agent(&self, args: &[&str]) -> Output {
         self.agent_prog(guard_bin(), args).output().unwrap()
     }
     /// `guard …` with the test's pty as controlling terminal; `steps` answer its prompts.
-    fn human(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
+    pub(crate) fn human(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
         let steps: Vec<(&str, String)> =
             steps.iter().map(|(p, a)| (*p, format!("{a}\n"))).collect();
         let steps: Vec<(&str, &str)> = steps.iter().map(|(p, a)| (*p, a.as_str())).collect();
         run_on_pty(self.cmd(args), PtyStdio::Pipes(b""), &steps)
     }
-    fn human_ok(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
+    pub(crate) fn human_ok(&self, args: &[&str], steps: &[(&str, &str)]) -> PtyRun {
         let r = self.human(args, steps);
         assert!(
             r.status.success(),
@@ -125,11 +125,11 @@ impl Vault {
         );
         r
     }
-    fn unlock(&self) {
+    pub(crate) fn unlock(&self) {
         self.human_ok(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
     }
     /// The human pre-approves `argv` (run in the project dir) for `names`.
-    fn grant(&self, names: &[&str], argv: &[&str]) {
+    pub(crate) fn grant(&self, names: &[&str], argv: &[&str]) {
         let mut args = vec!["vault", "grant"];
         args.extend_from_slice(names);
         args.push("--");
@@ -137,15 +137,15 @@ impl Vault {
         self.human_ok(&args, &[(PASS_PROMPT, PASS)]);
     }
     /// The human prints a value (passphrase typed on the terminal).
-    fn print(&self, args: &[&str]) -> String {
+    pub(crate) fn print(&self, args: &[&str]) -> String {
         let mut a = vec!["vault", "print"];
         a.extend_from_slice(args);
         self.human_ok(&a, &[(PASS_PROMPT, PASS)]).stdout
     }
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(
             o.status.success(),
@@ -155,7 +155,7 @@ impl Vault {
         );
         String::from_utf8(o.stdout).unwrap()
     }
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.push("--json");
         serde_json::from_str(&self.ok(&a)).unwrap()
@@ -163,7 +163,7 @@ impl Vault {
     /// `guard vault add`. Unless `extra` names a `--on-leak` policy, the secret only reports
     /// leaks: tests print values on purpose, and the leak response (tested on its own) must not
     /// revoke the leases of the commands they run next.
-    fn add(&self, name: &str, value: &str, extra: &[&str]) {
+    pub(crate) fn add(&self, name: &str, value: &str, extra: &[&str]) {
         let mut args = vec!["vault", "add", name];
         args.extend_from_slice(extra);
         if !extra.contains(&"--on-leak") {
@@ -176,24 +176,24 @@ impl Vault {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    fn project(&self, toml: &str) {
+    pub(crate) fn project(&self, toml: &str) {
         std::fs::create_dir_all(self.work.join(".guard")).unwrap();
         std::fs::write(self.work.join(".guard/secrets.toml"), toml).unwrap();
     }
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join("run/daemon.sock")
     }
-    fn rpc(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn rpc(&self, method: &str, params: Value) -> Value {
         let mut s = UnixStream::connect(self.socket()).unwrap();
         rpc_on(&mut s, method, params)
     }
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.json(&["vault", "status"])["data"].clone()
     }
-    fn audit_text(&self) -> String {
+    pub(crate) fn audit_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("audit.jsonl")).unwrap_or_default()
     }
-    fn daemon_pid(&self) -> Option<i32> {
+    pub(crate) fn daemon_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("run/daemon.pid"))
             .ok()?
             .trim()
@@ -201,10 +201,15 @@ impl Vault {
             .ok()
     }
     /// Wait until `f(status)` holds (the daemon is asked every 20 ms, for up to 10 s).
-    fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         self.wait_status_for(what, Duration::from_secs(10), f)
     }
-    fn wait_status_for(&self, what: &str, limit: Duration, f: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
         let t = Instant::now();
         loop {
             if self.socket().exists() {
@@ -252,15 +257,15 @@ impl Drop for Vault {
     }
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `age -d -i identity.age store.age` run by the human: age asks for the passphrase on the tty.
-fn age_decrypt(v: &Vault, ctx: &str) -> String {
+pub(crate) fn age_decrypt(v: &Vault, ctx: &str) -> String {
     let mut c = Command::new("age");
     c.args(["-d", "-i"])
         .arg(v.dir.join(format!("contexts/{ctx}/identity.age")))
@@ -1697,14 +1702,14 @@ fn no_value_in_any_output_log_or_audit() {
 // pipes, as when an agent drives it: whatever shows up on the pty came through `/dev/tty`.
 
 /// How `guard`'s stdio is wired for a pty run.
-enum PtyStdio<'a> {
+pub(crate) enum PtyStdio<'a> {
     /// stdin is a pipe fed these bytes (then closed), stdout/stderr are captured pipes.
     Pipes(&'a [u8]),
     /// stdin, stdout and stderr are all the terminal, as in an interactive shell.
     Tty,
 }
 
-struct PtyRun {
+pub(crate) struct PtyRun {
     status: std::process::ExitStatus,
     stdout: String,
     stderr: String,
@@ -2296,7 +2301,7 @@ fn add_output(v: &Vault, name: &str, value: &[u8]) -> Output {
 
 /// Runs `c` with `input` on its stdin (written from a thread; the command may stop reading
 /// early, so a broken pipe is not an error) and its output captured.
-fn with_input(mut c: Command, input: &[u8]) -> Output {
+pub(crate) fn with_input(mut c: Command, input: &[u8]) -> Output {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -2770,7 +2775,7 @@ fn a_value_leaked_a_thousand_times_through_rsyslog_is_rotated_once() {
 
 /// Writes a leak event for `secret` version `version` into the spool `dir` as `file`, the way
 /// guard does (a temp file, then a rename).
-fn spool_event(dir: &Path, file: &str, secret: &str, version: u32) {
+pub(crate) fn spool_event(dir: &Path, file: &str, secret: &str, version: u32) {
     let ev = json!({"v": 1, "secret": secret, "version": version, "encoding": "raw",
                     "source": "test", "offset": 0, "at": 0});
     let tmp = dir.join(format!(".{file}.tmp"));
@@ -2779,7 +2784,7 @@ fn spool_event(dir: &Path, file: &str, secret: &str, version: u32) {
 }
 
 /// Waits (up to `secs`) until the daemon has taken every event out of the spool `dir`.
-fn wait_spool_empty(dir: &Path, secs: u64) {
+pub(crate) fn wait_spool_empty(dir: &Path, secs: u64) {
     let t = Instant::now();
     while std::fs::read_dir(dir)
         .unwrap()

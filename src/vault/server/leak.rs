@@ -72,7 +72,15 @@ enum Handled {
     Later,
     /// Not a secret of this vault: the event stays, and this daemon skips it from now on.
     NotOurs,
+    /// The secret's backend cannot be read (an OpenBao server down): the event stays, and the
+    /// loop waits [`BACKOFF`] before the next pass.
+    Unavailable(String),
 }
+
+/// How long the leak loop waits after a backend could not be reached.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// At most one log line per this long about an unreachable backend.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Daemon {
     /// Watches the spool directory until the daemon stops.
@@ -80,20 +88,36 @@ impl Daemon {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut not_ours = std::collections::HashSet::new();
+        let mut logged: Option<(std::time::Instant, String)> = None;
         loop {
             tick.tick().await;
-            self.leak_pass(&dir, &mut not_ours).await;
+            if let Some(why) = self.leak_pass(&dir, &mut not_ours).await {
+                let quiet = logged
+                    .as_ref()
+                    .is_some_and(|(at, w)| *w == why && at.elapsed() < LOG_EVERY);
+                if !quiet {
+                    eprintln!("guard vault daemon: leak events wait: {why}");
+                    logged = Some((std::time::Instant::now(), why));
+                }
+                tokio::time::sleep(BACKOFF).await;
+            }
         }
     }
 
-    /// One pass over the spool: every event that can be handled now is, oldest first.
-    async fn leak_pass(&self, dir: &Path, not_ours: &mut std::collections::HashSet<PathBuf>) {
+    /// One pass over the spool: every event that can be handled now is, oldest first. Stops at
+    /// a backend that cannot be reached, and says why.
+    async fn leak_pass(
+        &self,
+        dir: &Path,
+        not_ours: &mut std::collections::HashSet<PathBuf>,
+    ) -> Option<String> {
         let Ok((events, _unreadable)) = Spool::read_all_but(dir, not_ours) else {
-            return;
+            return None;
         };
         for (path, ev) in events {
             match self.handle_leak(&ev).await {
                 Handled::Later => continue,
+                Handled::Unavailable(why) => return Some(why),
                 Handled::NotOurs => {
                     not_ours.insert(path);
                 }
@@ -115,6 +139,7 @@ impl Daemon {
                 }
             }
         }
+        None
     }
 
     /// Runs `leak_notify` with the incident on its stdin, in the background (10 s at most).
@@ -177,11 +202,14 @@ impl Daemon {
             if s.keys.get(&context).is_none() {
                 return Handled::Later; // locked: the event waits
             }
-            let Ok(mut st) = s.open_store(&context) else {
-                return Handled::Later;
+            let mut st = match s.open_store(&context) {
+                Ok(st) => st,
+                Err(e) => return Handled::Unavailable(e.message),
             };
-            let Ok(entry) = st.entry(&name) else {
-                return Handled::NotOurs;
+            let entry = match st.meta(&name) {
+                Ok(m) => m,
+                Err(StoreError::NotFound { .. }) => return Handled::NotOurs,
+                Err(e) => return Handled::Unavailable(e.to_string()),
             };
             let Some(version) = entry.versions.iter().find(|v| v.id == ev.version) else {
                 return Handled::NotOurs;
@@ -211,8 +239,7 @@ impl Daemon {
                     .mark_compromised(&name, ev.version)
                     .and_then(|()| st.save())
                 {
-                    eprintln!("guard vault daemon: leak of {name:?} not handled yet: {e}");
-                    return Handled::Later;
+                    return Handled::Unavailable(format!("leak of {name:?}: {e}"));
                 }
             }
             if policy == store::LeakPolicy::ReportOnly {
@@ -230,6 +257,30 @@ impl Daemon {
                     detail: Some(&format!("{n} leases")),
                     ..Default::default()
                 });
+            }
+            // What the backend issued with it (OpenBao leases under the secret's prefix).
+            match st.revoke_upstream(&name) {
+                Ok(None) => {}
+                Ok(Some(prefix)) => {
+                    let _ = s.audit.append(&Event {
+                        op: "revoke",
+                        outcome: "upstream",
+                        context: Some(&context),
+                        secret: Some(&name),
+                        detail: Some(&format!("OpenBao leases under {prefix}")),
+                        ..Default::default()
+                    });
+                }
+                Err(e) => {
+                    let _ = s.audit.append(&Event {
+                        op: "revoke",
+                        outcome: "upstream-error",
+                        context: Some(&context),
+                        secret: Some(&name),
+                        detail: Some(&e.to_string()),
+                        ..Default::default()
+                    });
+                }
             }
             if !(current && hook) {
                 let why = if policy == store::LeakPolicy::RevokeOnly {

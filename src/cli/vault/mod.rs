@@ -12,7 +12,7 @@
 //!   refuse. When the daemon is locked and a terminal is there, any command offers to unlock.
 
 use crate::vault::client::{start_daemon, Client, ClientError};
-use crate::vault::command::{is_harmless_env, shell_word};
+use crate::vault::command::shell_word;
 use crate::vault::exec::ProjectFile;
 use crate::vault::rpc::{self, NextAction};
 use crate::vault::{audit, keys, store, tty, SecretValue, VaultConfig, VaultPaths};
@@ -22,6 +22,12 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
+
+mod backend;
+mod exec;
+
+use exec::environment;
+pub use exec::{run_exec, ExecArgs};
 
 const EXIT_DENIED: i32 = 1;
 const EXIT_ERROR: i32 = 2;
@@ -71,6 +77,19 @@ enum VaultCmd {
         /// revoke-only, or report-only
         #[arg(long, value_enum)]
         on_leak: Option<store::LeakPolicy>,
+        /// OpenBao-backed contexts: leases under this prefix (dynamic credentials issued with
+        /// the value, e.g. database/creds/app) are revoked when it leaks
+        #[arg(long, value_name = "PREFIX")]
+        revoke_prefix: Option<String>,
+    },
+    /// Where a context's values live: the local age store, or an OpenBao / Vault KV v2 engine
+    /// (a human sets it, with the vault passphrase at the terminal)
+    #[command(
+        after_help = "Examples:\n  BAO_TOKEN=… guard vault backend openbao --address https://bao.example.com:8200\n  guard vault backend local --context prod"
+    )]
+    Backend {
+        #[command(subcommand)]
+        cmd: backend::BackendCmd,
     },
     /// List secrets (names and versions, never values)
     #[command(after_help = "Example:\n  guard vault list --context prod --json")]
@@ -204,27 +223,6 @@ enum AuditCmd {
     /// start a new chain that records the break. Needs the vault passphrase at the terminal,
     /// and the daemon stopped.
     Acknowledge,
-}
-
-#[derive(Args)]
-#[command(
-    after_help = "Example (.guard/secrets.toml):\n  [[secret]]\n  name = \"api_token\"\n  env = \"API_TOKEN\"\n  ttl = \"30m\"\n\n  guard exec -- ./deploy.sh\n\nThe daemon runs the command (on this process's stdin/stdout/stderr) with the values in its\nenvironment and its output redacted. The first use of a secret by a command needs a human's\napproval: at a terminal guard asks there; without one it waits for a human to approve it."
-)]
-pub struct ExecArgs {
-    #[arg(long, env = "GUARD_VAULT_DIR")]
-    vault_dir: Option<PathBuf>,
-    /// Context to read secrets from [default: the project file's, else "default"]
-    #[arg(long)]
-    context: Option<String>,
-    /// Project file [default: nearest .guard/secrets.toml or .secrets.json]
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// guard's own messages (errors, approval) as JSON envelopes on stderr
-    #[arg(long)]
-    json: bool,
-    /// The command and its arguments
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    command: Vec<String>,
 }
 
 struct Out {
@@ -460,6 +458,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             rotate_shell,
             rotate_every,
             on_leak,
+            revoke_prefix,
         } => {
             let value = read_value(&name)?;
             let env = call(
@@ -467,7 +466,8 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 "add",
                 json!({"context": context, "name": name, "value": value,
                 "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true),
-                "rotate_every": rotate_every, "on_leak": on_leak}),
+                "rotate_every": rotate_every, "on_leak": on_leak,
+                "revoke_prefix": revoke_prefix}),
             )?;
             Ok(out.ok(&env, |d| {
                 format!(
@@ -478,12 +478,20 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 )
             }))
         }
+        VaultCmd::Backend { cmd } => backend::run(paths, out, cmd),
         VaultCmd::List { context } => {
             let env = call(paths, "list", json!({"context": context}))?;
             Ok(out.ok(&env, |d| {
                 let mut s = String::new();
                 for c in d["contexts"].as_array().into_iter().flatten() {
-                    s.push_str(&format!("[{}]\n", c["context"].as_str().unwrap_or("")));
+                    s.push_str(&format!(
+                        "[{}]{}\n",
+                        c["context"].as_str().unwrap_or(""),
+                        match c["backend"].as_str() {
+                            Some("openbao") => "  (OpenBao)",
+                            _ => "",
+                        }
+                    ));
                     for e in c["secrets"].as_array().into_iter().flatten() {
                         s.push_str(&format!(
                             "  {}  v{}{}\n",
@@ -936,211 +944,4 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
         other("the value is not UTF-8")
     })?;
     Ok(SecretValue::new(s))
-}
-
-/// What of this process's environment the daemon may use for the command: `PATH` (to find
-/// argv[0]), the harmless variables, and the project's pass-through ones. The daemon filters
-/// again; nothing else reaches the command.
-fn environment(pass_env: &[String]) -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k == "PATH" || is_harmless_env(k) || pass_env.contains(k))
-        .collect()
-}
-
-fn current_umask() -> u32 {
-    // SAFETY: umask(2) swaps the mask; it is restored at once (single-threaded at this point).
-    unsafe {
-        let m = libc::umask(0o077);
-        libc::umask(m);
-        m as u32
-    }
-}
-
-mod forward {
-    //! Signals that reach `guard exec` (Ctrl-C in the terminal, a `kill` of the CLI) are
-    //! forwarded to the command the daemon runs, which is not in our process group.
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static PIPE: AtomicI32 = AtomicI32::new(-1);
-    use crate::vault::exec::FORWARDED_SIGNALS as SIGNALS;
-
-    extern "C" fn on_signal(sig: libc::c_int) {
-        let fd = PIPE.load(Ordering::Relaxed);
-        if fd >= 0 {
-            let b = sig as u8;
-            // SAFETY: write(2) is async-signal-safe; a full pipe just drops the signal.
-            unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-        }
-    }
-
-    /// Forwards signals over `conn` until dropped.
-    pub struct Forwarding {
-        write_end: std::os::fd::OwnedFd,
-    }
-
-    pub fn start(conn: std::os::unix::net::UnixStream) -> std::io::Result<Forwarding> {
-        use std::io::Read;
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two fresh descriptors, each wrapped once below.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // The reader blocks; only the writer (used from the handler) must not.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
-        std::thread::spawn(move || {
-            let mut r = std::fs::File::from(r);
-            let mut b = [0u8; 1];
-            while let Ok(1) = r.read(&mut b) {
-                let _ = crate::vault::client::notify(
-                    &conn,
-                    "signal",
-                    serde_json::json!({"signal": b[0] as i32}),
-                );
-            }
-        });
-        PIPE.store(w.as_raw_fd(), Ordering::SeqCst);
-        for &s in SIGNALS {
-            // SAFETY: installs a handler that only calls write(2).
-            unsafe { libc::signal(s, on_signal as *const () as libc::sighandler_t) };
-        }
-        Ok(Forwarding { write_end: w })
-    }
-
-    impl Drop for Forwarding {
-        fn drop(&mut self) {
-            for &s in SIGNALS {
-                // SAFETY: restores the default disposition.
-                unsafe { libc::signal(s, libc::SIG_DFL) };
-            }
-            PIPE.store(-1, Ordering::SeqCst);
-            let _ = &self.write_end; // closed on drop: the forwarding thread ends
-        }
-    }
-}
-
-pub fn run_exec(a: ExecArgs) -> anyhow::Result<i32> {
-    let json = a.json;
-    match exec(a) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            // Keep stdout for the child: exec reports its own errors on stderr even with --json.
-            let (code, acts) = match &e {
-                ClientError::Rpc {
-                    code, next_actions, ..
-                } => (*code, next_actions.clone()),
-                _ => (rpc::FAILED, vec![]),
-            };
-            if json {
-                eprintln!("{}", rpc::err_envelope(code, &e.to_string(), &acts));
-            } else {
-                eprintln!("guard exec: {e}");
-                for n in &acts {
-                    eprintln!("  next: {}  ({})", n.command, n.description);
-                }
-            }
-            Ok(exit_code_for(code))
-        }
-    }
-}
-
-/// The daemon asked for a human's approval: ask at the terminal if there is one, else wait for a
-/// human to approve it elsewhere. `Ok` means: ask the daemon again.
-fn get_approval(
-    paths: &VaultPaths,
-    c: &mut Client,
-    data: &Value,
-    json: bool,
-) -> Result<(), ClientError> {
-    let req = data["request"]
-        .as_str()
-        .ok_or(ClientError::Protocol)?
-        .to_string();
-    let command = data["command"].as_str().unwrap_or("");
-    let what = format!(
-        "{command}\n  wants secret(s) {} (context {})",
-        data["secrets"], data["context"]
-    );
-    if tty::say(&format!("guard: {what}")).is_ok() {
-        let allow = tty::ask("guard: allow this command to use them?") == Some(true);
-        let params = json!({"request": req, "allow": allow});
-        let params = if allow {
-            c.verify_peer()?;
-            with_passphrase(params, &passphrase("vault passphrase: ")?)
-        } else {
-            params
-        };
-        c.call("approve", params)?;
-        return Ok(());
-    }
-    let message = format!(
-        "approval required: a human must approve {what}. They do it at a terminal with the vault \
-         passphrase (`guard vault pending` lists this request, {req}). Waiting…"
-    );
-    if json {
-        eprintln!(
-            "{}",
-            json!({"ok": false, "error": {"code": "approval_pending", "message": message},
-                   "data": data, "next_actions": data.get("next_actions")})
-        );
-    } else {
-        eprintln!("guard exec: {message}");
-    }
-    // A second connection, so this one stays free for asking again.
-    Client::connect(paths)?.call("await_approval", json!({"request": req}))?;
-    Ok(())
-}
-
-fn exec(a: ExecArgs) -> Result<i32, ClientError> {
-    let paths = VaultPaths::resolve(a.vault_dir.as_deref());
-    let cwd = std::env::current_dir()?;
-    let pf = match &a.file {
-        Some(f) => ProjectFile::load(f),
-        None => ProjectFile::find(&cwd),
-    }
-    .map_err(other)?;
-    let context = a
-        .context
-        .or(pf.context.clone())
-        .unwrap_or_else(|| "default".into());
-    let secrets: Vec<Value> = pf
-        .secrets
-        .iter()
-        .map(|s| json!({"name": s.name, "env": s.env, "ttl": s.ttl.map(|t| format!("{}ms", t.as_millis()))}))
-        .collect();
-    let params = json!({"context": context, "secrets": secrets, "argv": a.command,
-                        "cwd": cwd, "env": environment(&pf.env), "pass_env": pf.env,
-                        "umask": current_umask()});
-    let mut c = Client::connect_or_start(&paths)?;
-    for _ in 0..4 {
-        let reply = {
-            let _fwd = forward::start(c.notifier()?)?;
-            c.call_with_fds("exec", params.clone(), &[0, 1, 2])
-        };
-        match reply {
-            Ok(env) => {
-                let data = &env["data"];
-                if data["status"] == "approval_required" {
-                    get_approval(&paths, &mut c, data, a.json)?;
-                    continue;
-                }
-                if let Some(code) = data["exit_code"].as_i64() {
-                    return Ok(code as i32);
-                }
-                return Ok(128 + data["signal"].as_i64().unwrap_or(0) as i32);
-            }
-            Err(ClientError::Rpc { code, .. }) if code == rpc::LOCKED && tty::available() => {
-                unlock_here(&mut c, None)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(rpc_err(rpc::DENIED, "no approval after several attempts"))
 }
