@@ -215,6 +215,20 @@ pub struct Finding {
     /// For a secret found inside encoded content: the encodings peeled off, outermost first
     /// (`base64`, `hex`, `url`, `base64+url`). The location is then the encoded run's.
     pub encoding: Option<String>,
+    /// A stored value recognised by its fingerprints (`--fingerprints`): which secret, which
+    /// version. Its rule is [`STORED_VALUE_RULE`].
+    pub stored: Option<StoredValue>,
+}
+
+/// The rule id of a finding that is a stored value (a fingerprint hit, not a pattern).
+pub const STORED_VALUE_RULE: &str = "vault.stored_value";
+
+/// Which stored secret a fingerprint hit is: its fingerprint id (`name` or `context/name`) and
+/// version. Never the value.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoredValue {
+    pub id: String,
+    pub version: u32,
 }
 
 /// How secrets appear in output.
@@ -249,6 +263,9 @@ pub struct FindingOptions {
     /// Also decode base64 / hex / URL-encoded runs of whole inputs and scan what they hold
     /// (`guard scan --decode`; on in the git hooks, whose inputs are small).
     pub decode: bool,
+    /// Fingerprints of stored values (`--fingerprints`): every whole-unit scan also reports
+    /// them, in each encoding the set holds.
+    pub known: Option<std::sync::Arc<crate::engine::known::KnownMatcher>>,
 }
 
 impl Default for FindingOptions {
@@ -257,6 +274,7 @@ impl Default for FindingOptions {
             reveal: Reveal::Redacted,
             id_key: None,
             decode: false,
+            known: None,
         }
     }
 }
@@ -311,6 +329,7 @@ impl Finding {
                 opts.reveal,
             ),
             encoding: None,
+            stored: None,
         }
     }
 
@@ -349,6 +368,51 @@ impl Finding {
             secret: Secret::new(m.secret.clone()),
             snippet: snippet(view.hay, run.clone(), run, opts.reveal),
             encoding: Some(m.encoding.clone()),
+            stored: None,
+        }
+    }
+
+    /// Places a fingerprint hit of a stored value (`hit`, an entry of `known`), whose bytes are
+    /// in `view` (the cursor at its start).
+    pub fn from_known(
+        origin: &Origin,
+        hit: &crate::engine::known::KnownHit,
+        known: &crate::engine::known::KnownMatcher,
+        view: &View,
+        opts: &FindingOptions,
+    ) -> Finding {
+        let rel = |x: u64| (x - view.base) as usize;
+        let e = known.entry(hit.entry);
+        let span = rel(hit.start)..rel(hit.end);
+        let secret = &view.hay[span.clone()];
+        let rule = RuleId(STORED_VALUE_RULE.to_string());
+        let location = Location {
+            line: view.cursor.line,
+            column: view.cursor.column(),
+            end_line: view.cursor.line,
+            end_column: view.cursor.column() + (hit.end - hit.start),
+            start: hit.start,
+            end: hit.end,
+        };
+        let origin = match opts.reveal {
+            Reveal::Redacted => origin.redacted(secret),
+            Reveal::Shown => origin.clone(),
+        };
+        let encoding = e.encoding.as_str();
+        Finding {
+            id: FindingId::compute(opts.id_key.as_deref(), &rule, secret),
+            rule,
+            rule_name: format!("Stored secret {} (version {})", e.id, e.version),
+            confidence: crate::rules::Confidence::High,
+            origin,
+            location,
+            secret: Secret::new(secret.to_vec()),
+            snippet: snippet(view.hay, span.clone(), span, opts.reveal),
+            encoding: (encoding != "raw").then(|| encoding.to_string()),
+            stored: Some(StoredValue {
+                id: e.id.clone(),
+                version: e.version,
+            }),
         }
     }
 }

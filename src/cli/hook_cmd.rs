@@ -69,6 +69,8 @@ pub struct HookArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     select: RuleSelect,
+    #[command(flatten)]
+    known: scan_cmd::KnownArgs,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -151,7 +153,11 @@ fn scan_changes(
     let source = BlobSource::new(git, changes.changes.clone(), opts.verbose)?;
     let binary = source.binary.clone();
     let log = source.log();
-    let totals = run_pipeline(opts, Box::new(source), &changes.changes)?;
+    let hook = match bypass {
+        Bypass::Commit => "hook:pre-commit",
+        Bypass::Push => "hook:pre-push",
+    };
+    let totals = run_pipeline(opts, hook, Box::new(source), &changes.changes)?;
     if let Some(log) = log {
         for l in log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             eprintln!("guard: read {l}");
@@ -188,7 +194,12 @@ fn commit_msg(file: &Path, opts: &HookArgs) -> anyhow::Result<i32> {
         },
         content: Content::Bytes(text[..end].to_vec()),
     };
-    let totals = run_pipeline(opts, Box::new(OneUnit::new(Ok(unit))), &[])?;
+    let totals = run_pipeline(
+        opts,
+        "hook:commit-msg",
+        Box::new(OneUnit::new(Ok(unit))),
+        &[],
+    )?;
     if opts.verbose {
         eprintln!("guard: scanned the commit message, {} bytes", totals.bytes);
     }
@@ -199,6 +210,7 @@ fn commit_msg(file: &Path, opts: &HookArgs) -> anyhow::Result<i32> {
 /// (all findings of units that are not changes). Returns the totals.
 fn run_pipeline(
     opts: &HookArgs,
+    hook: &str,
     source: Box<dyn Source>,
     changes: &[Change],
 ) -> anyhow::Result<crate::pipeline::Totals> {
@@ -211,7 +223,10 @@ fn run_pipeline(
     };
     let run_opts = RunOptions {
         limits: Limits::default(),
-        findings: scan_cmd::finding_options(reveal, true),
+        findings: crate::finding::FindingOptions {
+            known: opts.known.matcher(vault_fingerprints())?,
+            ..scan_cmd::finding_options(reveal, true)
+        },
         threads: None,
     };
     let added = AddedOnly::new(changes);
@@ -228,8 +243,30 @@ fn run_pipeline(
     );
     let mut pipeline =
         Pipeline::new(filters, Box::new(|e| eprintln!("guard: error: {e}"))).sink(report);
+    if run_opts.findings.known.is_some() {
+        let spool = crate::redact::spool::SpoolSink::new(opts.known.spool.clone(), hook);
+        pipeline = pipeline.sink(Box::new(spool));
+    }
     pipeline::run(&engine, vec![source], &run_opts, &mut pipeline, &())?;
     Ok(pipeline.finish()?)
+}
+
+/// The fingerprints the vault daemon publishes (`<vault>/fingerprints.fp`), which the hooks read
+/// when no `--fingerprints` is given: a staged stored value blocks the commit and is reported as
+/// a leak.
+fn vault_fingerprints() -> Option<PathBuf> {
+    #[cfg(feature = "vault")]
+    {
+        Some(
+            crate::vault::VaultPaths::resolve(None)
+                .root()
+                .join("fingerprints.fp"),
+        )
+    }
+    #[cfg(not(feature = "vault"))]
+    {
+        None
+    }
 }
 
 fn verdict(totals: &crate::pipeline::Totals, bypass: Bypass) -> anyhow::Result<i32> {

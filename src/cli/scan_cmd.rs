@@ -75,6 +75,39 @@ impl RuleSelect {
     }
 }
 
+/// Stored values to recognise (by their fingerprints) and where their leak events go: shared by
+/// `guard scan` and the hooks, spelled as in `guard redact`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct KnownArgs {
+    /// Also report these stored values (a `guard fingerprint` / `guard vault fingerprints` file)
+    /// in every encoding, and write a leak event for each [hooks: the vault's fingerprints.fp,
+    /// when there is one]
+    #[arg(long, value_name = "FP")]
+    pub fingerprints: Option<PathBuf>,
+    /// Leak-event spool directory [default: $XDG_STATE_HOME/guard/leaks]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+impl KnownArgs {
+    /// The fingerprint matcher, if a file was given (or `fallback` exists).
+    pub fn matcher(
+        &self,
+        fallback: Option<PathBuf>,
+    ) -> anyhow::Result<Option<std::sync::Arc<crate::engine::known::KnownMatcher>>> {
+        let path = match (&self.fingerprints, fallback) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) if p.exists() => p,
+            _ => return Ok(None),
+        };
+        let set = crate::fingerprint::load(&path)
+            .with_context(|| format!("fingerprints {}", path.display()))?;
+        Ok(Some(std::sync::Arc::new(
+            crate::engine::known::KnownMatcher::new(set),
+        )))
+    }
+}
+
 #[derive(Args)]
 #[command(after_help = "Examples:
   guard scan .                           scan the current directory (hidden files included)
@@ -113,6 +146,8 @@ pub struct ScanArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     select: RuleSelect,
+    #[command(flatten)]
+    known: KnownArgs,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -311,6 +346,7 @@ pub fn finding_options(reveal: Reveal, decode: bool) -> FindingOptions {
         reveal,
         id_key: std::env::var_os("GUARD_FINDING_KEY").map(|k| k.into_encoded_bytes()),
         decode,
+        known: None,
     }
 }
 
@@ -356,7 +392,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
             max_size: a.max_file_size,
             binary: a.binary,
         },
-        findings: finding_options(reveal, a.decode),
+        findings: FindingOptions {
+            known: a.known.matcher(None)?,
+            ..finding_options(reveal, a.decode)
+        },
         threads: jobs(a.threads),
     };
 
@@ -435,6 +474,10 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
         Some(path) => pipeline.sink(Box::new(BaselineWriter::new(path.clone()))),
         None => pipeline.sink(report::sink(format, out, engine.ruleset(), reveal, color)),
     };
+    if opts.findings.known.is_some() {
+        let spool = crate::redact::spool::SpoolSink::new(a.known.spool.clone(), "scan");
+        pipeline = pipeline.sink(Box::new(spool));
+    }
     pipeline::run(&engine, sources, &opts, &mut pipeline, &progress)?;
     if let Some(b) = &progress.0 {
         b.finish_and_clear();

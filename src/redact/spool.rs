@@ -170,6 +170,73 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A [`crate::pipeline::FindingSink`] that turns stored-value findings (fingerprint hits of
+/// `guard scan --fingerprints` and the git hooks) into leak events; other findings pass by. A
+/// spool that cannot be written is reported once, on stderr.
+pub struct SpoolSink {
+    dir: Option<PathBuf>,
+    spool: Option<Spool>,
+    /// `scan`, `hook:pre-commit`, …: the event's source is this and the finding's path.
+    source: String,
+    warned: bool,
+    /// Events written.
+    pub recorded: u64,
+}
+
+impl SpoolSink {
+    /// Events into `dir` (the default spool when `None`), their source named `source`.
+    pub fn new(dir: Option<PathBuf>, source: &str) -> SpoolSink {
+        SpoolSink {
+            dir: dir.or_else(Spool::default_dir),
+            spool: None,
+            source: source.to_string(),
+            warned: false,
+            recorded: 0,
+        }
+    }
+}
+
+impl crate::pipeline::FindingSink for SpoolSink {
+    fn finding(&mut self, f: &crate::finding::Finding) -> io::Result<()> {
+        let Some(stored) = &f.stored else {
+            return Ok(());
+        };
+        let ev = LeakEvent {
+            v: 1,
+            secret: stored.id.clone(),
+            version: stored.version,
+            encoding: f.encoding.clone().unwrap_or_else(|| "raw".into()),
+            source: format!("{}:{}", self.source, f.origin.path()),
+            offset: f.location.start,
+            at: now_secs(),
+        };
+        let res = match (&mut self.spool, &self.dir) {
+            (Some(s), _) => s.record(&ev),
+            (None, Some(d)) => Spool::open(d).and_then(|mut s| {
+                let r = s.record(&ev);
+                self.spool = Some(s);
+                r
+            }),
+            (None, None) => Err(io::Error::other("no spool directory (set --spool or HOME)")),
+        };
+        match res {
+            Ok(_) => self.recorded += 1,
+            Err(e) if !self.warned => {
+                self.warned = true;
+                eprintln!(
+                    "guard: warning: leak event for {} not recorded: {e}",
+                    ev.secret
+                );
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _totals: &crate::pipeline::Totals) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

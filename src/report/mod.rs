@@ -77,6 +77,9 @@ pub struct JsonFinding<'a> {
     /// the location is then the encoded run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'a str>,
+    /// Present when the finding is a stored value recognised by its fingerprints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_secret: Option<&'a crate::finding::StoredValue>,
 }
 
 impl<'a> JsonFinding<'a> {
@@ -98,6 +101,7 @@ impl<'a> JsonFinding<'a> {
             redacted: reveal == Reveal::Redacted,
             snippet: &f.snippet,
             encoding: f.encoding.as_deref(),
+            stored_secret: f.stored.as_ref(),
         }
     }
 }

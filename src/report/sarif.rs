@@ -16,6 +16,8 @@ pub struct Sarif<'a> {
     rules: &'a Ruleset,
     reveal: Reveal,
     results: Vec<Value>,
+    /// A stored-value finding was reported (its rule descriptor is added).
+    stored: bool,
 }
 
 impl<'a> Sarif<'a> {
@@ -25,6 +27,7 @@ impl<'a> Sarif<'a> {
             rules,
             reveal,
             results: Vec::new(),
+            stored: false,
         }
     }
 }
@@ -53,12 +56,20 @@ fn uri(path: &str) -> String {
 
 impl FindingSink for Sarif<'_> {
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
-        let index = self
-            .rules
-            .rules()
-            .iter()
-            .position(|r| r.id == f.rule)
-            .unwrap_or(0);
+        // A stored value (fingerprint hit) has no rule in the set: its descriptor goes last.
+        let n = self.rules.rules().len();
+        let index = match &f.stored {
+            Some(_) => {
+                self.stored = true;
+                n
+            }
+            None => self
+                .rules
+                .rules()
+                .iter()
+                .position(|r| r.id == f.rule)
+                .unwrap_or(0),
+        };
         let mut properties = json!({ "origin": f.origin });
         if let Some(e) = &f.encoding {
             properties["encoding"] = json!(e);
@@ -87,7 +98,7 @@ impl FindingSink for Sarif<'_> {
     }
 
     fn finish(&mut self, _t: &Totals) -> io::Result<()> {
-        let rules: Vec<Value> = self
+        let mut rules: Vec<Value> = self
             .rules
             .rules()
             .iter()
@@ -106,6 +117,16 @@ impl FindingSink for Sarif<'_> {
                 v
             })
             .collect();
+        if self.stored {
+            rules.push(json!({
+                "id": crate::finding::STORED_VALUE_RULE,
+                "name": "Stored secret",
+                "shortDescription": { "text": "A value stored in the vault" },
+                "fullDescription": { "text": "A value stored in the vault, recognised by its fingerprints (any version, in any encoding the fingerprint set holds)" },
+                "defaultConfiguration": { "level": "error" },
+                "properties": { "confidence": "high", "tags": ["security", "secret"] },
+            }));
+        }
         let doc = json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",

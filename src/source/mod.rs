@@ -319,6 +319,18 @@ fn scan_block(
         };
         emit(Finding::from_decoded(engine, origin, x, &view, opts));
     }
+    if let Some(known) = &opts.known {
+        let mut cursor = crate::engine::LineCursor::new();
+        for hit in known.find_all(hay) {
+            cursor.advance(hay, 0, hit.start);
+            let view = crate::engine::View {
+                hay,
+                base: 0,
+                cursor: &cursor,
+            };
+            emit(Finding::from_known(origin, &hit, known, &view, opts));
+        }
+    }
     Ok(())
 }
 

@@ -7,6 +7,94 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use proptest::prelude::*;
 
+/// Writes `stored.txt` (a line holding a value, once raw and once hex-encoded) and a fingerprint
+/// file of that value; returns the fingerprint file.
+fn stored_value_fixture(dir: &Path, cache: &Path) -> PathBuf {
+    let value = "fake-stored-value-0123456789abcdef";
+    std::fs::write(
+        dir.join("stored.txt"),
+        format!(
+            "first line\nDB_PASSWORD={value}\nhex {}\n",
+            hex::encode(value)
+        ),
+    )
+    .expect("write");
+    let fp = dir.join("vault.fp");
+    let o = guard(cache)
+        .args(["fingerprint", "add", "db_pass", "--file"])
+        .arg(&fp)
+        .write_stdin(value)
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fp
+}
+
+/// `guard scan --fingerprints`: stored values are findings (rule `vault.stored_value`, naming
+/// the secret and version, never the value), in every encoding, and each writes a leak event.
+#[test]
+fn scan_reports_stored_values_and_spools_leak_events() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = tempfile::tempdir().expect("tempdir");
+    let fp = stored_value_fixture(d.path(), cache.path());
+    let spool = d.path().join("spool");
+    let out = run_in(
+        d.path(),
+        cache.path(),
+        &[
+            "scan",
+            "-f",
+            "jsonl",
+            "--fingerprints",
+            fp.to_str().expect("utf8"),
+            "--spool",
+            spool.to_str().expect("utf8"),
+            "stored.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("fake-stored-value"), "{text}");
+    let found: Vec<(u64, String, String)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|f| f["rule"] == "vault.stored_value")
+        .map(|f| {
+            assert_eq!(f["stored_secret"]["id"], "db_pass");
+            assert_eq!(f["stored_secret"]["version"], 1);
+            (
+                f["line"].as_u64().unwrap(),
+                f["encoding"].as_str().unwrap_or("raw").to_string(),
+                f["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found
+            .iter()
+            .map(|(l, e, _)| (*l, e.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(2, "raw"), (3, "hex")],
+        "{text}"
+    );
+    let events: Vec<serde_json::Value> = std::fs::read_dir(&spool)
+        .expect("spool written")
+        .flatten()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("json"))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["secret"] == "db_pass" && e["source"] == "scan:stored.txt"));
+    // Without --fingerprints there is no such finding, and no event.
+    let plain = run_in(
+        d.path(),
+        cache.path(),
+        &["scan", "-f", "jsonl", "stored.txt"],
+    );
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("vault.stored_value"));
+}
+
 fn guard(cache: &Path) -> Command {
     let mut c = Command::cargo_bin("guard").expect("the guard binary should be built");
     c.env("GUARD_CACHE_DIR", cache)
@@ -279,6 +367,8 @@ fn sarif_validates_against_the_official_schema() {
     let cache = tempfile::tempdir().expect("tempdir");
     let d = fixture_dir();
     let report = d.path().join("out.sarif");
+    // A stored value too (its rule descriptor is not in the rule set).
+    let fp = stored_value_fixture(d.path(), cache.path());
     let out = run_in(
         d.path(),
         cache.path(),
@@ -288,7 +378,12 @@ fn sarif_validates_against_the_official_schema() {
             "sarif",
             "-o",
             report.to_str().expect("utf8"),
+            "--fingerprints",
+            fp.to_str().expect("utf8"),
+            "--spool",
+            d.path().join("spool").to_str().expect("utf8"),
             "config.env",
+            "stored.txt",
         ],
     );
     assert_eq!(out.status.code(), Some(1));

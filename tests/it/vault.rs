@@ -2812,3 +2812,103 @@ fn audited_vault(stop: bool) -> (Vault, PathBuf, String) {
     let text = std::fs::read_to_string(&path).unwrap();
     (v, path, text)
 }
+
+/// A stored value staged for commit: the pre-commit hook (reading the fingerprints the daemon
+/// publishes) blocks the commit, and its leak event gets the secret rotated — also when the value
+/// is staged base64-encoded.
+#[test]
+fn staging_a_stored_value_blocks_the_commit_and_rotates_it() {
+    let v = Vault::new();
+    let count = v.work.join("hook-runs");
+    let old = fake_value("staged");
+    let hook = format!(
+        "echo run >> {}; printf fake-rotated-value-%s $$",
+        count.display()
+    );
+    v.add(
+        "tok",
+        &old,
+        &[
+            "--rotate-via",
+            &hook,
+            "--rotate-shell",
+            "--on-leak",
+            "rotate",
+        ],
+    );
+    assert!(v.dir.join("fingerprints.fp").exists());
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(&v.work)
+            .env("GIT_CONFIG_GLOBAL", crate::empty_git_config())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GUARD_VAULT_DIR", &v.dir)
+            .env("XDG_STATE_HOME", v.dir.join("state"))
+            .env(
+                "GUARD_CACHE_DIR",
+                std::env::var_os("GUARD_CACHE_DIR").unwrap(),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        o
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    git(&["config", "user.email", "dev@example.invalid"]);
+    git(&["config", "user.name", "Dev"]);
+    let o = v.run(&["hook", "install"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&old)
+    };
+    std::fs::write(v.work.join("notes.txt"), "nothing here\n").unwrap();
+    std::fs::write(
+        v.work.join("deploy.env"),
+        format!("# deploy settings\nREGION=eu-west-1\nAPP_CREDENTIAL_B64={b64}\n"),
+    )
+    .unwrap();
+    assert!(git(&["add", "notes.txt", "deploy.env"]).status.success());
+    let o = git(&["commit", "-q", "-m", "deploy settings"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "the commit went through: {err}");
+    // git shows a hook's stdout on its stderr.
+    assert!(
+        err.contains("vault.stored_value") && err.contains("deploy.env (staged):3:"),
+        "{err}"
+    );
+    assert!(err.contains("commit blocked"), "{err}");
+    for text in [stdout(&o), err] {
+        assert!(!text.contains(&old) && !text.contains(&b64), "{text}");
+    }
+    assert!(!git(&["rev-parse", "-q", "--verify", "HEAD"])
+        .status
+        .success());
+    let t = Instant::now();
+    let rotated = loop {
+        let i = v.json(&["vault", "incidents"]);
+        if let Some(x) = i["data"]["incidents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["outcome"] == "rotated").cloned())
+        {
+            break x;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no rotation: {i}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rotated["version"], 1);
+    assert!(rotated["encoding"].as_str().unwrap().starts_with("base64"));
+    assert!(rotated["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("hook:pre-commit:deploy.env"));
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
+    assert_ne!(v.print(&["tok"]), old);
+    // The file without the value commits.
+    assert!(git(&["rm", "-q", "--cached", "deploy.env"])
+        .status
+        .success());
+    let o = git(&["commit", "-q", "-m", "notes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
