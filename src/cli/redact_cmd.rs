@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::fingerprint;
 use crate::redact::jsonl::JsonLines;
 use crate::redact::rsyslog::Rsyslog;
-use crate::redact::spool::{LeakEvent, Spool};
+use crate::redact::spool::{LazySpool, LeakEvent};
 use crate::redact::BlockRedactor;
 use crate::redact::{RedactOptions, Redaction, Template, DEFAULT_TEMPLATE};
 
@@ -234,46 +234,22 @@ fn known_matcher(path: Option<&Path>) -> anyhow::Result<Option<Arc<KnownMatcher>
 
 /// Writes leak events for known values; a spool that cannot be written is reported once.
 struct Events {
-    spool: Option<Spool>,
-    dir: Option<PathBuf>,
-    warned: bool,
-    quiet: bool,
+    spool: LazySpool,
     count: u64,
 }
 
 impl Events {
     fn new(dir: Option<PathBuf>, quiet: bool) -> Events {
         Events {
-            spool: None,
-            dir: dir.or_else(Spool::default_dir),
-            warned: false,
-            quiet,
+            spool: LazySpool::new(dir, quiet),
             count: 0,
         }
     }
 
     fn record(&mut self, known: &KnownSet, r: &Redaction, source: &str, base: u64) {
         self.count += 1;
-        let Some(ev) = LeakEvent::of(known, r, source, base) else {
-            return;
-        };
-        let res = match (&mut self.spool, &self.dir) {
-            (Some(s), _) => s.record(&ev),
-            (None, Some(d)) => Spool::open(d).and_then(|mut s| {
-                let r = s.record(&ev);
-                self.spool = Some(s);
-                r
-            }),
-            (None, None) => Err(io::Error::other("no spool directory (set --spool or HOME)")),
-        };
-        if let Err(err) = res {
-            if !self.warned && !self.quiet {
-                eprintln!(
-                    "guard: warning: leak event for {} not recorded: {err}",
-                    ev.secret
-                );
-            }
-            self.warned = true;
+        if let Some(ev) = LeakEvent::of(known, r, source, base) {
+            self.spool.record(&ev);
         }
     }
 }

@@ -170,65 +170,79 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A [`crate::pipeline::FindingSink`] that turns stored-value findings (fingerprint hits of
-/// `guard scan --fingerprints` and the git hooks) into leak events; other findings pass by. A
-/// spool that cannot be written is reported once, on stderr.
-pub struct SpoolSink {
+/// A spool opened on first use (the default spool when no directory is given); a failure to
+/// write is reported once on stderr, unless quiet.
+pub struct LazySpool {
     dir: Option<PathBuf>,
     spool: Option<Spool>,
-    /// `scan`, `hook:pre-commit`, …: the event's source is this and the finding's path.
-    source: String,
     warned: bool,
-    /// Events written.
-    pub recorded: u64,
+    quiet: bool,
 }
 
-impl SpoolSink {
-    /// Events into `dir` (the default spool when `None`), their source named `source`.
-    pub fn new(dir: Option<PathBuf>, source: &str) -> SpoolSink {
-        SpoolSink {
+impl LazySpool {
+    pub fn new(dir: Option<PathBuf>, quiet: bool) -> LazySpool {
+        LazySpool {
             dir: dir.or_else(Spool::default_dir),
             spool: None,
-            source: source.to_string(),
             warned: false,
-            recorded: 0,
+            quiet,
         }
     }
-}
 
-impl crate::pipeline::FindingSink for SpoolSink {
-    fn finding(&mut self, f: &crate::finding::Finding) -> io::Result<()> {
-        let Some(stored) = &f.stored else {
-            return Ok(());
-        };
-        let ev = LeakEvent {
-            v: 1,
-            secret: stored.id.clone(),
-            version: stored.version,
-            encoding: f.encoding.clone().unwrap_or_else(|| "raw".into()),
-            source: format!("{}:{}", self.source, f.origin.path()),
-            offset: f.location.start,
-            at: now_secs(),
-        };
+    /// Records `ev`; whether it was written.
+    pub fn record(&mut self, ev: &LeakEvent) -> bool {
         let res = match (&mut self.spool, &self.dir) {
-            (Some(s), _) => s.record(&ev),
+            (Some(s), _) => s.record(ev),
             (None, Some(d)) => Spool::open(d).and_then(|mut s| {
-                let r = s.record(&ev);
+                let r = s.record(ev);
                 self.spool = Some(s);
                 r
             }),
             (None, None) => Err(io::Error::other("no spool directory (set --spool or HOME)")),
         };
         match res {
-            Ok(_) => self.recorded += 1,
-            Err(e) if !self.warned => {
+            Ok(_) => true,
+            Err(e) => {
+                if !self.warned && !self.quiet {
+                    eprintln!("guard: warning: leak event for {} not recorded: {e}", ev.secret);
+                }
                 self.warned = true;
-                eprintln!(
-                    "guard: warning: leak event for {} not recorded: {e}",
-                    ev.secret
-                );
+                false
             }
-            Err(_) => {}
+        }
+    }
+}
+
+/// A [`crate::pipeline::FindingSink`] that turns stored-value findings (fingerprint hits of
+/// `guard scan --fingerprints` and the git hooks) into leak events; other findings pass by.
+pub struct SpoolSink {
+    spool: LazySpool,
+    /// `scan`, `hook:pre-commit`, …: the event's source is this and the finding's path.
+    source: String,
+}
+
+impl SpoolSink {
+    /// Events into `dir` (the default spool when `None`), their source named `source`.
+    pub fn new(dir: Option<PathBuf>, source: &str) -> SpoolSink {
+        SpoolSink {
+            spool: LazySpool::new(dir, false),
+            source: source.to_string(),
+        }
+    }
+}
+
+impl crate::pipeline::FindingSink for SpoolSink {
+    fn finding(&mut self, f: &crate::finding::Finding) -> io::Result<()> {
+        if let Some(stored) = &f.stored {
+            self.spool.record(&LeakEvent {
+                v: 1,
+                secret: stored.id.clone(),
+                version: stored.version,
+                encoding: f.encoding.clone().unwrap_or_else(|| "raw".into()),
+                source: format!("{}:{}", self.source, f.origin.path()),
+                offset: f.location.start,
+                at: now_secs(),
+            });
         }
         Ok(())
     }

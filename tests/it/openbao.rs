@@ -4,7 +4,8 @@
 //! backend, the values checked with the `bao` CLI itself, and a server that goes away.
 
 use crate::vault::{
-    fake_value, spool_event, stderr, stdout, wait_spool_empty, Vault, PASS, PASS_PROMPT,
+    add_rotating, fake_value, spool_event, stderr, stdout, wait_incident, wait_spool_empty, Vault,
+    PASS, PASS_PROMPT,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -260,28 +261,6 @@ impl Drop for Bao {
     }
 }
 
-fn incidents(v: &Vault) -> Vec<Value> {
-    v.json(&["vault", "incidents"])["data"]["incidents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn wait_incident(v: &Vault, outcome: &str, secs: u64) -> Value {
-    let t = Instant::now();
-    loop {
-        if let Some(i) = incidents(v).into_iter().find(|x| x["outcome"] == outcome) {
-            return i;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "no {outcome} incident: {:?}",
-            incidents(v)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Everything the local backend's leak test checks, with the values in OpenBao: stored as KV v2
 /// versions (read back with the `bao` CLI), injected by `guard exec`, leaked in base64, rotated
 /// exactly once as a new KV version, the old one marked compromised in the secret's metadata,
@@ -315,25 +294,8 @@ fn openbao_backend_runs_the_leak_loop_end_to_end() {
 
     let audit_log = bao.audit_log();
 
-    let count = v.work.join("hook-runs");
     let old = fake_value("bao-leaky");
-    let hook = format!(
-        "echo run >> {}; printf fake-rotated-value-%s $$",
-        count.display()
-    );
-    v.add(
-        "tok",
-        &old,
-        &[
-            "--rotate-via",
-            &hook,
-            "--rotate-shell",
-            "--on-leak",
-            "rotate",
-            "--revoke-prefix",
-            "database/creds/app",
-        ],
-    );
+    let count = add_rotating(&v, "tok", &old, &["--revoke-prefix", "database/creds/app"]);
     // The value is a KV v2 secret, read back with OpenBao's own client; guard's options are its
     // custom metadata; the local store holds nothing.
     let got = bao.json(&["kv", "get", "-mount=secret", "guard/default/tok"]);
@@ -449,17 +411,7 @@ fn openbao_down_fails_clearly_and_leak_events_wait_for_it() {
     let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
     bao.bind(&v);
     let old = fake_value("bao-down");
-    v.add(
-        "tok",
-        &old,
-        &[
-            "--rotate-via",
-            "printf fake-rotated-value-%s $$",
-            "--rotate-shell",
-            "--on-leak",
-            "rotate",
-        ],
-    );
+    add_rotating(&v, "tok", &old, &[]);
     v.project("[[secret]]\nname = \"tok\"\nenv = \"TOKEN\"\n");
     v.grant(&["tok"], &["true"]);
     bao.stop();

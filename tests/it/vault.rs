@@ -2470,23 +2470,8 @@ fn exec_of_a_missing_command_exits_127_like_a_shell() {
 fn a_leaked_stored_secret_is_rotated_exactly_once() {
     let spool = tempfile::tempdir().unwrap();
     let v = Vault::with_config(&format!("leak_spool = \"{}\"\n", spool.path().display()));
-    let count = v.work.join("hook-runs");
     let old = fake_value("leaky");
-    let hook = format!(
-        "echo run >> {}; printf fake-rotated-value-%s $$",
-        count.display()
-    );
-    v.add(
-        "tok",
-        &old,
-        &[
-            "--rotate-via",
-            &hook,
-            "--rotate-shell",
-            "--on-leak",
-            "rotate",
-        ],
-    );
+    let count = add_rotating(&v, "tok", &old, &[]);
     v.project("[[secret]]\nname = \"tok\"\nenv = \"TOKEN\"\n");
     let script = "echo \"$TOKEN\" | base64";
     v.grant(&["tok"], &["sh", "-c", script]);
@@ -2773,6 +2758,44 @@ fn a_value_leaked_a_thousand_times_through_rsyslog_is_rotated_once() {
     );
 }
 
+/// Adds `name` with leak policy `rotate` and a rotation hook that appends a line to the returned
+/// file each time it runs (and prints a fresh fake value); `extra` goes to `guard vault add`.
+pub(crate) fn add_rotating(v: &Vault, name: &str, value: &str, extra: &[&str]) -> PathBuf {
+    let count = v.work.join(format!("hook-runs-{name}"));
+    let hook = format!(
+        "echo run >> {}; printf fake-rotated-value-%s $$",
+        count.display()
+    );
+    let mut args = vec!["--rotate-via", &hook, "--rotate-shell", "--on-leak", "rotate"];
+    args.extend_from_slice(extra);
+    v.add(name, value, &args);
+    count
+}
+
+/// Every incident the daemon recorded.
+pub(crate) fn incidents(v: &Vault) -> Vec<Value> {
+    v.json(&["vault", "incidents"])["data"]["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits (up to `secs`) for an incident with `outcome`, and returns it.
+pub(crate) fn wait_incident(v: &Vault, outcome: &str, secs: u64) -> Value {
+    let t = Instant::now();
+    loop {
+        if let Some(i) = incidents(v).into_iter().find(|x| x["outcome"] == outcome) {
+            return i;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "no {outcome} incident: {:?}",
+            incidents(v)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Writes a leak event for `secret` version `version` into the spool `dir` as `file`, the way
 /// guard does (a temp file, then a rename).
 pub(crate) fn spool_event(dir: &Path, file: &str, secret: &str, version: u32) {
@@ -2819,23 +2842,8 @@ fn audited_vault(stop: bool) -> (Vault, PathBuf, String) {
 #[test]
 fn staging_a_stored_value_blocks_the_commit_and_rotates_it() {
     let v = Vault::new();
-    let count = v.work.join("hook-runs");
     let old = fake_value("staged");
-    let hook = format!(
-        "echo run >> {}; printf fake-rotated-value-%s $$",
-        count.display()
-    );
-    v.add(
-        "tok",
-        &old,
-        &[
-            "--rotate-via",
-            &hook,
-            "--rotate-shell",
-            "--on-leak",
-            "rotate",
-        ],
-    );
+    let count = add_rotating(&v, "tok", &old, &[]);
     assert!(v.dir.join("fingerprints.fp").exists());
     let git = |args: &[&str]| {
         let o = Command::new("git")
@@ -2885,18 +2893,7 @@ fn staging_a_stored_value_blocks_the_commit_and_rotates_it() {
     assert!(!git(&["rev-parse", "-q", "--verify", "HEAD"])
         .status
         .success());
-    let t = Instant::now();
-    let rotated = loop {
-        let i = v.json(&["vault", "incidents"]);
-        if let Some(x) = i["data"]["incidents"]
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["outcome"] == "rotated").cloned())
-        {
-            break x;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "no rotation: {i}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let rotated = wait_incident(&v, "rotated", 20);
     assert_eq!(rotated["version"], 1);
     assert!(rotated["encoding"].as_str().unwrap().starts_with("base64"));
     assert!(rotated["source"]
