@@ -204,7 +204,10 @@ impl LazySpool {
             Ok(_) => true,
             Err(e) => {
                 if !self.warned && !self.quiet {
-                    eprintln!("guard: warning: leak event for {} not recorded: {e}", ev.secret);
+                    eprintln!(
+                        "guard: warning: leak event for {} not recorded: {e}",
+                        ev.secret
+                    );
                 }
                 self.warned = true;
                 false

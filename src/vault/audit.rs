@@ -7,6 +7,18 @@
 //! 0600) so the log can be shipped without revealing what is stored, yet a holder of the key can
 //! still answer "was secret X touched?". Operations write their audit record *first*; if that
 //! write fails, the operation is refused (fail closed, as Vault does).
+//!
+//! **The seal.** The chain itself is unkeyed, and `audit.key` is a plain 0600 file the daemon
+//! needs while locked, so a process that writes the vault directory could rebuild a whole forged
+//! chain and its head. Once a human has unlocked the daemon, every head it writes also carries a
+//! seal: `HMAC(key, records, last hash, context)` under a key derived from that context's
+//! identity ([`SealKey`]), which exists only in the daemon after the passphrase. At each unlock
+//! the daemon checks the seal against the log before it takes the keys: a rewritten record,
+//! inserted or deleted one, or truncation below the seal fails, and the vault stays locked until
+//! a human acknowledges the break. Identities written by this guard carry a marker
+//! ([`crate::vault::keys`]) that makes the seal mandatory, so removing it does not turn a vault
+//! back into an unsealed one. What the seal cannot cover: records appended while locked after the
+//! last seal (they are chained, not sealed, until the next unlock seals them).
 
 use crate::vault::{fill_random, now_unix, VaultPaths};
 use hmac::{Hmac, Mac};
@@ -80,6 +92,112 @@ pub struct AuditLog {
     key: Zeroizing<Vec<u8>>,
     last_hash: String,
     next_seq: u64,
+    /// The last seal written to the head (kept while no seal key is held).
+    seal: Option<Seal>,
+    /// Held after the first unlock: every head written is sealed with it.
+    seal_key: Option<SealKey>,
+}
+
+/// A MAC over the chain's state: `seq` records whose last hash is `hash`, keyed by context `by`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Seal {
+    pub seq: u64,
+    pub hash: String,
+    pub by: String,
+    #[serde(skip)]
+    pub mac: String,
+}
+
+/// The key that seals the chain: derived from context `by`'s identity.
+pub struct SealKey {
+    pub by: String,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl SealKey {
+    pub fn of(by: &str, identity: &age::x25519::Identity) -> SealKey {
+        SealKey {
+            by: by.to_string(),
+            key: crate::vault::keys::derived_key(identity, b"guard audit seal v1"),
+        }
+    }
+    fn mac(&self, seq: u64, hash: &str) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&*self.key)
+            .expect("HMAC should accept any key length");
+        m.update(format!("{seq} {hash} {}", self.by).as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    }
+    fn seal(&self, seq: u64, hash: &str) -> Seal {
+        Seal {
+            seq,
+            hash: hash.to_string(),
+            by: self.by.clone(),
+            mac: self.mac(seq, hash),
+        }
+    }
+}
+
+impl Seal {
+    fn parse(words: &[&str]) -> Option<Seal> {
+        match words {
+            ["seal", seq, hash, by, mac] => Some(Seal {
+                seq: seq.parse().ok()?,
+                hash: hash.to_string(),
+                by: by.to_string(),
+                mac: mac.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the seal says about the log, checked with the keys of the unlocked contexts.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SealState {
+    /// The log up to the seal is what the key holder wrote.
+    Verified { sealed: u64 },
+    /// No seal yet (a vault that was never unlocked since sealing existed).
+    Unsealed,
+}
+
+/// Checks `chain`'s seal with `keys` (identities by context); `required`: the vault's
+/// identities demand a seal (a missing one is then a break, unless the log is empty).
+fn check_seal(
+    chain: &Chain,
+    keys: &std::collections::BTreeMap<String, age::x25519::Identity>,
+    required: bool,
+) -> Result<SealState, AuditError> {
+    let broken = |reason: String| AuditError::Broken {
+        line: chain.records,
+        reason,
+    };
+    let Some(seal) = &chain.seal else {
+        if required && chain.records > 0 {
+            return Err(broken(
+                "the audit seal is missing from audit.head (this vault seals its chain: the \
+                 head was rewritten without the vault key)"
+                    .into(),
+            ));
+        }
+        return Ok(SealState::Unsealed);
+    };
+    let Some(id) = keys.get(&seal.by) else {
+        return Err(broken(format!(
+            "the audit seal names context {:?}, which this vault does not have",
+            seal.by
+        )));
+    };
+    let key = SealKey::of(&seal.by, id);
+    let same = key.mac(seal.seq, &seal.hash) == seal.mac;
+    if !same || chain.sealed_hash.as_deref() != Some(seal.hash.as_str()) {
+        return Err(broken(format!(
+            "the audit chain does not match its seal: the first {} records are not what the \
+             daemon wrote (rewritten, removed or truncated without the vault key)",
+            seal.seq
+        )));
+    }
+    Ok(SealState::Verified { sealed: seal.seq })
 }
 
 fn sha_hex(b: &[u8]) -> String {
@@ -139,17 +257,51 @@ impl AuditLog {
                 chain.records
             );
         }
-        let log = Self {
+        let mut log = Self {
             path: paths.audit(),
             head: paths.audit_head(),
             key,
             last_hash: chain.last_hash,
             next_seq: chain.records,
+            seal: chain.seal,
+            seal_key: None,
         };
         if chain.head == Head::OneBehind {
             log.write_head()?;
         }
         Ok(log)
+    }
+
+    /// At an unlock: checks the seal against the log with the unlocked identities (`required`:
+    /// their marker demands one), then holds a seal key — the sealing context's, else
+    /// `default`'s, else the first — and seals the head now. An error means the chain was
+    /// rewritten without the vault key: the caller keeps the vault locked.
+    /// `first`: a human's `init` asks to seal a chain that has none yet (trust on first use of a
+    /// chain that verifies without the key).
+    pub fn unseal(
+        &mut self,
+        paths: &VaultPaths,
+        keys: &std::collections::BTreeMap<String, age::x25519::Identity>,
+        required: bool,
+        first: bool,
+    ) -> Result<SealState, AuditError> {
+        let chain = scan(paths)?;
+        chain.check(false)?;
+        let state = check_seal(&chain, keys, required && !(first && chain.seal.is_none()))?;
+        if self.seal_key.is_none() {
+            let by = chain
+                .seal
+                .as_ref()
+                .map(|s| s.by.clone())
+                .filter(|b| keys.contains_key(b))
+                .or_else(|| keys.contains_key("default").then(|| "default".to_string()))
+                .or_else(|| keys.keys().next().cloned());
+            if let Some(by) = by {
+                self.seal_key = Some(SealKey::of(&by, &keys[&by]));
+            }
+        }
+        self.write_head()?;
+        Ok(state)
     }
 
     pub fn id(&self, kind: &str, value: &str) -> String {
@@ -196,9 +348,19 @@ impl AuditLog {
         self.write_head()
     }
 
-    /// Replaces `audit.head` atomically (temp file, fsync, rename).
-    fn write_head(&self) -> Result<(), AuditError> {
-        let text = format!("{} {}\n", self.next_seq, self.last_hash);
+    /// Replaces `audit.head` atomically (temp file, fsync, rename), sealed when a seal key is
+    /// held (else with the last seal).
+    fn write_head(&mut self) -> Result<(), AuditError> {
+        if let Some(k) = &self.seal_key {
+            self.seal = Some(k.seal(self.next_seq, &self.last_hash));
+        }
+        let text = match &self.seal {
+            Some(s) => format!(
+                "{} {} seal {} {} {} {}\n",
+                self.next_seq, self.last_hash, s.seq, s.hash, s.by, s.mac
+            ),
+            None => format!("{} {}\n", self.next_seq, self.last_hash),
+        };
         crate::vault::store::atomic_write(&self.head, text.as_bytes()).map_err(|e| AuditError::Io {
             op: "write head",
             path: self.head.clone(),
@@ -207,11 +369,26 @@ impl AuditLog {
     }
 }
 
+/// Seals the head of a chain that verifies without the key (`guard vault init`, no daemon
+/// running): from here on the seal is checked at every unlock.
+pub fn seal_head(paths: &VaultPaths, key: SealKey) -> Result<(), AuditError> {
+    let mut log = AuditLog::open(paths)?;
+    if log.seal.is_some() {
+        return Ok(());
+    }
+    log.seal_key = Some(key);
+    log.write_head()
+}
+
 /// Result of `audit verify`.
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
     pub records: u64,
     pub head_checked: bool,
+    /// Records the head's seal covers (checked only with the keys: [`verify_sealed`]).
+    pub sealed: Option<u64>,
+    /// Whether the seal was checked (it needs the unlocked keys).
+    pub seal_checked: bool,
 }
 
 /// How `audit.head` relates to the log.
@@ -229,6 +406,10 @@ struct Chain {
     records: u64,
     last_hash: String,
     head: Head,
+    /// The seal the head carries, if any…
+    seal: Option<Seal>,
+    /// …and the log's own hash after that many records (none: the log is shorter).
+    sealed_hash: Option<String>,
 }
 
 impl Chain {
@@ -254,6 +435,28 @@ impl Chain {
 /// Walks the log: every record must parse, carry the next `seq` and the previous line's hash.
 fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
     let path = paths.audit();
+    let head_text = match std::fs::read_to_string(paths.audit_head()) {
+        Ok(h) => Some(h),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(AuditError::Io {
+                op: "read head",
+                path: paths.audit_head(),
+                source,
+            })
+        }
+    };
+    let words: Vec<&str> = head_text
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let seal = words.get(2..).and_then(Seal::parse);
+    let head_pair = words.get(..2).map(|w| w.join(" "));
+    let mut sealed_hash = seal
+        .as_ref()
+        .filter(|s| s.seq == 0)
+        .map(|_| GENESIS.to_string());
     let mut prev = GENESIS.to_string();
     let mut before_last = GENESIS.to_string();
     let mut n = 0u64;
@@ -297,6 +500,9 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
                 }
                 before_last = std::mem::replace(&mut prev, sha_hex(&line));
                 n += 1;
+                if seal.as_ref().is_some_and(|s| s.seq == n) {
+                    sealed_hash = Some(prev.clone());
+                }
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -308,23 +514,18 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
             })
         }
     }
-    let head = match std::fs::read_to_string(paths.audit_head()) {
-        Ok(h) if h.trim() == format!("{n} {prev}") => Head::Matches,
-        Ok(h) if n > 0 && h.trim() == format!("{} {before_last}", n - 1) => Head::OneBehind,
-        Ok(_) => Head::Mismatch,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head::Missing,
-        Err(source) => {
-            return Err(AuditError::Io {
-                op: "read head",
-                path: paths.audit_head(),
-                source,
-            })
-        }
+    let head = match (&head_text, head_pair) {
+        (None, _) => Head::Missing,
+        (Some(_), Some(h)) if h == format!("{n} {prev}") => Head::Matches,
+        (Some(_), Some(h)) if n > 0 && h == format!("{} {before_last}", n - 1) => Head::OneBehind,
+        (Some(_), _) => Head::Mismatch,
     };
     Ok(Chain {
         records: n,
         last_hash: prev,
         head,
+        seal,
+        sealed_hash,
     })
 }
 
@@ -335,12 +536,38 @@ pub fn verify(paths: &VaultPaths) -> Result<VerifyReport, AuditError> {
     Ok(VerifyReport {
         records: chain.records,
         head_checked,
+        sealed: chain.seal.as_ref().map(|s| s.seq),
+        seal_checked: false,
+    })
+}
+
+/// [`verify`], and the seal checked with the unlocked identities (the daemon's `audit_verify`).
+pub fn verify_sealed(
+    paths: &VaultPaths,
+    keys: &std::collections::BTreeMap<String, age::x25519::Identity>,
+    required: bool,
+) -> Result<VerifyReport, AuditError> {
+    let chain = scan(paths)?;
+    let head_checked = chain.check(false)?;
+    let sealed = match check_seal(&chain, keys, required)? {
+        SealState::Verified { sealed } => Some(sealed),
+        SealState::Unsealed => None,
+    };
+    Ok(VerifyReport {
+        records: chain.records,
+        head_checked,
+        sealed,
+        seal_checked: true,
     })
 }
 
 /// After a human saw a broken chain: the log and its head are moved aside (kept, named with
 /// the time) and a new chain starts with a record saying so. Returns the kept log's path.
-pub fn acknowledge_break(paths: &VaultPaths, why: &str) -> Result<PathBuf, AuditError> {
+pub fn acknowledge_break(
+    paths: &VaultPaths,
+    why: &str,
+    seal: Option<SealKey>,
+) -> Result<PathBuf, AuditError> {
     let stamp = now_unix();
     let kept = paths.root().join(format!("audit.broken-{stamp}.jsonl"));
     let io = |op, path: &Path| {
@@ -357,6 +584,7 @@ pub fn acknowledge_break(paths: &VaultPaths, why: &str) -> Result<PathBuf, Audit
         Err(e) => return Err(io("move aside", &paths.audit_head())(e)),
     }
     let mut log = AuditLog::open(paths)?;
+    log.seal_key = seal;
     let detail = format!(
         "a human acknowledged a broken chain ({why}); the old log is kept as {}",
         kept.file_name().and_then(|n| n.to_str()).unwrap_or("?")
@@ -486,16 +714,103 @@ mod tests {
         let orig = lines(&p);
         write(&p, &orig[..2]);
         let why = verify(&p).unwrap_err().to_string();
-        let kept = acknowledge_break(&p, &why).unwrap();
+        let id = age::x25519::Identity::generate();
+        let kept = acknowledge_break(&p, &why, Some(SealKey::of("default", &id))).unwrap();
         assert_eq!(std::fs::read_to_string(&kept).unwrap().lines().count(), 2);
         let r = verify(&p).unwrap();
         assert!(r.head_checked && r.records == 1);
+        // The new chain is sealed by the human's key.
+        let keys = std::collections::BTreeMap::from([("default".to_string(), id)]);
+        assert_eq!(verify_sealed(&p, &keys, true).unwrap().sealed, Some(1));
         let text = std::fs::read_to_string(p.audit()).unwrap();
         assert!(
             text.contains("chain-restarted") && text.contains("broken"),
             "{text}"
         );
         AuditLog::open(&p).unwrap();
+    }
+
+    /// Re-chains `lines` as a forger without the key would: renumbered, every `prev` rehashed,
+    /// and a head that matches (its seal words, if any, kept).
+    fn rechain(p: &VaultPaths, lines: &[String]) {
+        let mut prev = GENESIS.to_string();
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let mut r: Record = serde_json::from_str(l).unwrap();
+            r.seq = i as u64;
+            r.prev = prev.clone();
+            let l = serde_json::to_string(&r).unwrap();
+            prev = sha_hex(l.as_bytes());
+            out.push_str(&l);
+            out.push('\n');
+        }
+        std::fs::write(p.audit(), out).unwrap();
+        let old = std::fs::read_to_string(p.audit_head()).unwrap();
+        let seal: Vec<&str> = old.split_whitespace().skip(2).collect();
+        let head = format!("{} {prev} {}", lines.len(), seal.join(" "));
+        std::fs::write(p.audit_head(), head.trim_end()).unwrap();
+    }
+
+    #[test]
+    fn the_seal_catches_a_chain_rebuilt_without_the_key() {
+        let (_d, p) = log_with(3);
+        let id = age::x25519::Identity::generate();
+        let keys = std::collections::BTreeMap::from([("default".to_string(), id)]);
+        let mut log = AuditLog::open(&p).unwrap();
+        // Never sealed: accepted (and sealed now) unless the vault demands a seal.
+        assert!(log.unseal(&p, &keys, true, false).is_err());
+        assert_eq!(
+            log.unseal(&p, &keys, false, false).unwrap(),
+            SealState::Unsealed
+        );
+        log.append(&Event {
+            op: "x",
+            outcome: "ok",
+            ..Default::default()
+        })
+        .unwrap();
+        drop(log);
+        let r = verify_sealed(&p, &keys, true).unwrap();
+        assert_eq!((r.records, r.sealed), (4, Some(4)));
+        // Appends by a daemon that holds no key (restarted, still locked) keep the last seal.
+        let mut log = AuditLog::open(&p).unwrap();
+        log.append(&Event {
+            op: "y",
+            outcome: "ok",
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(verify_sealed(&p, &keys, true).unwrap().sealed, Some(4));
+        let orig = lines(&p);
+        let orig_head = std::fs::read_to_string(p.audit_head()).unwrap();
+        // Rebuilt with a record removed (seal kept, or stripped): the keyless check passes,
+        // the seal does not.
+        for strip in [false, true] {
+            let mut forged = orig.clone();
+            forged.remove(1);
+            rechain(&p, &forged);
+            if strip {
+                let h = std::fs::read_to_string(p.audit_head()).unwrap();
+                let w: Vec<&str> = h.split_whitespace().take(2).collect();
+                std::fs::write(p.audit_head(), w.join(" ")).unwrap();
+            }
+            assert!(verify(&p).is_ok(), "keyless verify sees a consistent chain");
+            assert!(verify_sealed(&p, &keys, true).is_err(), "strip {strip}");
+            assert!(AuditLog::open(&p)
+                .unwrap()
+                .unseal(&p, &keys, true, false)
+                .is_err());
+        }
+        // The record added after the seal (while locked) is chained, not sealed: accepted.
+        std::fs::write(p.audit_head(), &orig_head).unwrap();
+        rechain(&p, &orig);
+        assert!(verify_sealed(&p, &keys, true).is_ok());
+        // Another key (a forger's identity) does not verify the seal.
+        let other = std::collections::BTreeMap::from([(
+            "default".to_string(),
+            age::x25519::Identity::generate(),
+        )]);
+        assert!(verify_sealed(&p, &other, true).is_err());
     }
 
     #[test]

@@ -285,6 +285,10 @@ impl VaultPaths {
     pub fn socket(&self) -> PathBuf {
         self.run_dir().join("daemon.sock")
     }
+    /// Persisted leases ([`crate::vault::lease`]).
+    pub fn leases(&self) -> PathBuf {
+        self.run_dir().join("leases.json")
+    }
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir().join("daemon.pid")
     }

@@ -48,10 +48,20 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+/// In an identity's (encrypted) text: this vault seals its audit chain, so a head without a seal
+/// is a break ([`crate::vault::audit`]). Only a human (the passphrase) writes identity files.
+pub const SEALED_MARKER: &str = "# guard: audit chain sealed";
+
+/// The identities of every context, and whether any demands a sealed audit chain.
+pub struct Unlocked {
+    pub ids: BTreeMap<String, age::x25519::Identity>,
+    pub seal_required: bool,
+}
+
 /// The identity text as `age-keygen` writes it.
 fn identity_text(identity: &age::x25519::Identity) -> Zeroizing<String> {
     Zeroizing::new(format!(
-        "# created by guard vault init\n# public key: {}\n{}\n",
+        "# created by guard vault init\n# public key: {}\n{SEALED_MARKER}\n{}\n",
         identity.to_public(),
         identity.to_string().expose_secret()
     ))
@@ -85,6 +95,14 @@ pub fn read_identity(
     path: &Path,
     passphrase: &SecretString,
 ) -> Result<age::x25519::Identity, KeyError> {
+    Ok(read_identity_sealed(path, passphrase)?.0)
+}
+
+/// [`read_identity`], and whether its text carries [`SEALED_MARKER`].
+fn read_identity_sealed(
+    path: &Path,
+    passphrase: &SecretString,
+) -> Result<(age::x25519::Identity, bool), KeyError> {
     let err = |reason: String| KeyError::Identity {
         path: path.into(),
         reason,
@@ -109,7 +127,8 @@ pub fn read_identity(
     let mut text = Zeroizing::new(String::new());
     r.read_to_string(&mut text)
         .map_err(|e| err(e.to_string()))?;
-    parse_identity(&text).ok_or_else(|| err("no AGE-SECRET-KEY line".into()))
+    let id = parse_identity(&text).ok_or_else(|| err("no AGE-SECRET-KEY line".into()))?;
+    Ok((id, text.lines().any(|l| l.trim() == SEALED_MARKER)))
 }
 
 /// The first key line of an identity file's text.
@@ -122,11 +141,9 @@ pub fn parse_identity(text: &str) -> Option<age::x25519::Identity> {
 }
 
 /// Decrypt every context's identity with `passphrase` (the passphrase check).
-pub fn unlock_all(
-    paths: &VaultPaths,
-    passphrase: &SecretString,
-) -> Result<BTreeMap<String, age::x25519::Identity>, KeyError> {
+pub fn unlock_all(paths: &VaultPaths, passphrase: &SecretString) -> Result<Unlocked, KeyError> {
     let mut out = BTreeMap::new();
+    let mut seal_required = false;
     for ctx in crate::vault::store::list_contexts(paths) {
         let legacy = paths.legacy_identity(&ctx);
         if legacy.exists() && !paths.identity(&ctx).exists() {
@@ -135,7 +152,8 @@ pub fn unlock_all(
                 path: legacy,
             });
         }
-        let id = read_identity(&paths.identity(&ctx), passphrase)?;
+        let (id, sealed) = read_identity_sealed(&paths.identity(&ctx), passphrase)?;
+        seal_required |= sealed;
         out.insert(ctx, id);
     }
     if out.is_empty() {
@@ -143,7 +161,10 @@ pub fn unlock_all(
             dir: paths.root().into(),
         });
     }
-    Ok(out)
+    Ok(Unlocked {
+        ids: out,
+        seal_required,
+    })
 }
 
 /// The key that MACs remembered approvals of a context: HMAC(identity secret, label).

@@ -6,8 +6,14 @@
 //! value, and `status` lists leases without their ids.
 //! The clock is `tokio::time::Instant`, so tests drive it with paused time instead of sleeping.
 //! TTL defaults to 1 h and is capped (24 h by default) by config.
+//!
+//! Leases are persisted (`run/leases.json`, 0600, replaced atomically on every change, expiry as
+//! wall-clock seconds) with the process group that holds them, so a daemon restart neither
+//! forgets nor resurrects one: a revoked lease stays revoked, and a lease still live when the
+//! daemon died belonged to a `guard exec` connection that died with it — [`LeaseManager::recover`]
+//! revokes it and hands back its holder, whose command the daemon then stops.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -37,6 +43,51 @@ pub struct Lease {
     pub granted: Instant,
     pub expires: Instant,
     pub revoked: bool,
+    /// The process group running the command under this lease, once launched.
+    pub holder: Option<Holder>,
+}
+
+/// A command's process group, and its leader's start time (`/proc/PID/stat` field 22) so a
+/// reused pid is never mistaken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pgid: u32,
+    pub start_time: u64,
+}
+
+impl Holder {
+    /// The holder record of process group `pgid`, if its leader is alive.
+    pub fn of(pgid: u32) -> Option<Holder> {
+        Some(Holder {
+            pgid,
+            start_time: start_time(pgid)?,
+        })
+    }
+    /// Whether the same process still leads the group.
+    pub fn alive(&self) -> bool {
+        start_time(self.pgid) == Some(self.start_time)
+    }
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A lease as persisted: expiry in wall-clock seconds.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    context: String,
+    secret: String,
+    version: Option<u32>,
+    command: String,
+    expires_unix: u64,
+    revoked: bool,
+    holder: Option<Holder>,
 }
 
 /// What `status` reports about a lease: no value, no id.
@@ -53,6 +104,8 @@ pub struct LeaseManager {
     leases: HashMap<String, Lease>,
     default_ttl: Duration,
     max_ttl: Duration,
+    /// Where the leases are persisted (none: memory only).
+    path: Option<std::path::PathBuf>,
 }
 
 pub struct LeaseRequest<'a> {
@@ -69,7 +122,106 @@ impl LeaseManager {
             leases: HashMap::new(),
             default_ttl,
             max_ttl,
+            path: None,
         }
+    }
+
+    /// Leases persisted at `path`, loaded from what a previous daemon left there. Every lease
+    /// that was still live is revoked now (its `guard exec` connection died with that daemon);
+    /// their holders are returned, for the caller to stop. A file that cannot be read is an
+    /// error: the daemon would otherwise forget commands that still run with values.
+    pub fn recover(
+        default_ttl: Duration,
+        max_ttl: Duration,
+        path: std::path::PathBuf,
+    ) -> std::io::Result<(Self, Vec<Lease>)> {
+        let mut m = Self::new(default_ttl, max_ttl);
+        let stored: Vec<Stored> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::other(format!("{}: not a lease file ({e})", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (now, wall) = (Instant::now(), crate::vault::now_unix());
+        let mut orphaned = Vec::new();
+        for s in stored {
+            let left = Duration::from_secs(s.expires_unix.saturating_sub(wall));
+            let mut l = Lease {
+                id: s.id,
+                context: s.context,
+                secret: s.secret,
+                version: s.version,
+                command: s.command,
+                granted: now,
+                expires: now + left,
+                revoked: s.revoked,
+                holder: s.holder,
+            };
+            if !l.revoked && !left.is_zero() {
+                l.revoked = true;
+                orphaned.push(l.clone());
+            }
+            m.leases.insert(l.id.clone(), l);
+        }
+        m.path = Some(path);
+        m.prune();
+        m.persist()?;
+        Ok((m, orphaned))
+    }
+
+    /// Writes the leases out (temp file + rename; no fsync: this guards against a daemon that
+    /// dies, not against power loss, and an exec must not wait for the disk).
+    fn persist(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let (now, wall) = (Instant::now(), crate::vault::now_unix());
+        let stored: Vec<Stored> = self
+            .leases
+            .values()
+            .map(|l| Stored {
+                id: l.id.clone(),
+                context: l.context.clone(),
+                secret: l.secret.clone(),
+                version: l.version,
+                command: l.command.clone(),
+                expires_unix: wall + l.expires.saturating_duration_since(now).as_secs().max(1),
+                revoked: l.revoked,
+                holder: l.holder,
+            })
+            .collect();
+        let json = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&json)?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Persists, reporting (not failing on) an error: revocations must never be blocked.
+    fn save(&self) {
+        if let Err(e) = self.persist() {
+            eprintln!("guard vault daemon: persisting leases: {e}");
+        }
+    }
+
+    /// Records the process group running the command under `ids`.
+    pub fn hold(&mut self, ids: &[String], holder: Holder) {
+        for id in ids {
+            if let Some(l) = self.leases.get_mut(id) {
+                l.holder = Some(holder);
+            }
+        }
+        self.save();
     }
 
     pub fn grant(&mut self, r: &LeaseRequest<'_>) -> Result<Lease, LeaseError> {
@@ -93,8 +245,10 @@ impl LeaseManager {
             granted: now,
             expires: now + ttl,
             revoked: false,
+            holder: None,
         };
         self.leases.insert(lease.id.clone(), lease.clone());
+        self.save();
         Ok(lease)
     }
 
@@ -119,7 +273,9 @@ impl LeaseManager {
             .get_mut(id)
             .ok_or_else(|| LeaseError::NotFound { id: id.into() })?;
         l.revoked = true;
-        Ok(l.clone())
+        let l = l.clone();
+        self.save();
+        Ok(l)
     }
 
     /// Revoke every live lease matching `pred`; returns how many.
@@ -132,6 +288,9 @@ impl LeaseManager {
                 n += 1;
             }
         }
+        if n > 0 {
+            self.save();
+        }
         n
     }
 
@@ -140,7 +299,11 @@ impl LeaseManager {
         let now = Instant::now();
         let before = self.leases.len();
         self.leases.retain(|_, l| !l.revoked && l.expires > now);
-        before - self.leases.len()
+        let n = before - self.leases.len();
+        if n > 0 {
+            self.save();
+        }
+        n
     }
 
     pub fn active(&self) -> Vec<LeaseInfo> {

@@ -127,6 +127,8 @@ struct State {
     /// their leak events wait.
     rotating: std::collections::HashSet<(String, String)>,
     next_exec: u64,
+    /// The vault's identities demand a sealed audit chain (known after an unlock).
+    seal_required: bool,
     started: u64,
     heartbeat: Option<String>,
 }
@@ -394,6 +396,9 @@ struct PrintP {
 struct UnlockP {
     passphrase: Option<SecretValue>,
     ttl: Option<String>,
+    /// Sent by `guard vault init` only: seal an audit chain that has no seal yet.
+    #[serde(default)]
+    seal_first: bool,
 }
 #[derive(Deserialize)]
 struct RevokeP {
@@ -472,6 +477,7 @@ impl Daemon {
                 reply(json!({"locked": true}), vec![])
             }
             "revoke" => self.revoke(params(p)?),
+            "audit_verify" => self.audit_verify(),
             "rotate" => {
                 let n: NameP = params(p)?;
                 let v = self.rotate(&n.context, &n.name, "manual").await?;
@@ -509,6 +515,7 @@ impl Daemon {
         passphrase: Option<SecretValue>,
         what: &str,
         ttl: Option<Duration>,
+        seal_first: bool,
     ) -> Result<(), RpcError> {
         let pass = secret_string(passphrase).ok_or_else(|| {
             let mut s = self.lock();
@@ -551,7 +558,22 @@ impl Daemon {
             .map_err(|_| RpcError::new(rpc::INTERNAL, "passphrase check failed"))?;
         let mut s = self.lock();
         match checked {
-            Ok(ids) => {
+            Ok(u) => {
+                // The chain is checked against its seal before the keys are taken: a chain
+                // rewritten without the vault key keeps the vault locked.
+                let paths = s.paths.clone();
+                if let Err(e) = s.audit.unseal(&paths, &u.ids, u.seal_required, seal_first) {
+                    s.attempts.succeeded();
+                    eprintln!("guard vault daemon: not unlocked: {e}");
+                    return Err(RpcError::new(
+                        rpc::AUDIT_FAILED,
+                        format!(
+                            "{e}. The vault stays locked: a human looks at it (`guard vault \
+                             audit --tail 20`), stops the daemon and runs `guard vault audit \
+                             acknowledge` at a terminal"
+                        ),
+                    ));
+                }
                 s.audit
                     .append(&Event {
                         op: "passphrase",
@@ -561,7 +583,8 @@ impl Daemon {
                     })
                     .map_err(audit_err)?;
                 s.attempts.succeeded();
-                s.keys.unlock(ids, ttl.unwrap_or(self.limits.unlock_ttl));
+                s.seal_required = u.seal_required;
+                s.keys.unlock(u.ids, ttl.unwrap_or(self.limits.unlock_ttl));
                 Ok(())
             }
             Err(KeyError::WrongPassphrase) => {
@@ -586,6 +609,23 @@ impl Daemon {
             }
             Err(e) => Err(RpcError::new(rpc::FAILED, e.to_string())),
         }
+    }
+
+    /// The audit chain, its head and its seal, checked with the unlocked identities.
+    fn audit_verify(&self) -> Result<Reply, RpcError> {
+        let mut s = self.lock();
+        let mut ids = std::collections::BTreeMap::new();
+        for c in store::list_contexts(&s.paths) {
+            match s.keys.get(&c) {
+                Some(id) => {
+                    ids.insert(c, id.clone());
+                }
+                None => return Err(locked()),
+            }
+        }
+        let report = crate::vault::audit::verify_sealed(&s.paths, &ids, s.seal_required)
+            .map_err(|e| RpcError::new(rpc::AUDIT_FAILED, e.to_string()))?;
+        reply(json!(report), vec![])
     }
 
     fn status(&self) -> Result<Reply, RpcError> {
@@ -879,6 +919,9 @@ impl Daemon {
             // revoked the leases while the command was being launched stops it now.
             let mut s = self.lock();
             s.running.insert(exec_no, pgid);
+            if let Some(h) = crate::vault::lease::Holder::of(pgid) {
+                s.leases.hold(&lease_ids, h);
+            }
             if lease_ids.iter().any(|id| s.leases.check(id).is_err()) {
                 kill_group(pgid, libc::SIGTERM);
             }
@@ -988,7 +1031,7 @@ impl Daemon {
             );
         }
         if a.allow {
-            self.human(a.passphrase, "approve", None).await?;
+            self.human(a.passphrase, "approve", None, false).await?;
         }
         let mut s = self.lock();
         let p = s.pending.remove(&a.request).ok_or_else(|| {
@@ -1035,7 +1078,7 @@ impl Daemon {
             ));
         }
         check_pass_env(&g.pass_env)?;
-        self.human(g.passphrase, "grant", None).await?;
+        self.human(g.passphrase, "grant", None, false).await?;
         let mut s = self.lock();
         let mut st = s.open_store(&g.context)?;
         for n in &g.names {
@@ -1076,7 +1119,7 @@ impl Daemon {
                 "print needs the caller's stdout passed with the request",
             )
         })?;
-        self.human(p.passphrase, "print", None).await?;
+        self.human(p.passphrase, "print", None, false).await?;
         let (version, value) = {
             let mut s = self.lock();
             let mut st = s.open_store(&p.context)?;
@@ -1115,7 +1158,8 @@ impl Daemon {
             ),
             None => None,
         };
-        self.human(u.passphrase, "unlock", ttl).await?;
+        self.human(u.passphrase, "unlock", ttl, u.seal_first)
+            .await?;
         let mut s = self.lock();
         publish_fingerprints(&mut s);
         let secs = s.keys.expires_in().map(|d| d.as_secs());
@@ -1547,6 +1591,45 @@ impl Drop for RotationToken {
     }
 }
 
+/// Leases a previous daemon left live (recovered revoked): audited, and the commands that held
+/// them — running with values, their `guard exec` connections gone with that daemon — are sent
+/// SIGTERM, then SIGKILL after [`CALLER_GONE_GRACE`].
+fn stop_orphans(audit: &mut AuditLog, orphaned: &[crate::vault::lease::Lease]) {
+    if orphaned.is_empty() {
+        return;
+    }
+    let _ = audit.append(&Event {
+        op: "revoke",
+        outcome: "daemon-restart",
+        detail: Some(&format!(
+            "{} lease(s) live when the previous daemon stopped",
+            orphaned.len()
+        )),
+        ..Default::default()
+    });
+    let mut holders: Vec<crate::vault::lease::Holder> =
+        orphaned.iter().filter_map(|l| l.holder).collect();
+    holders.sort_by_key(|h| h.pgid);
+    holders.dedup();
+    holders.retain(|h| h.alive());
+    if holders.is_empty() {
+        return;
+    }
+    eprintln!(
+        "guard vault daemon: stopping {} command(s) the previous daemon ran",
+        holders.len()
+    );
+    for h in &holders {
+        kill_group(h.pgid, libc::SIGTERM);
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(CALLER_GONE_GRACE);
+        for h in holders.iter().filter(|h| h.alive()) {
+            kill_group(h.pgid, libc::SIGKILL);
+        }
+    });
+}
+
 /// How long a command whose `guard exec` died has to stop on SIGTERM before SIGKILL.
 const CALLER_GONE_GRACE: Duration = Duration::from_secs(3);
 
@@ -1741,6 +1824,16 @@ async fn serve(
         other => other.into(),
     })?;
     let approvals = ApprovalStore::open(paths.approvals())?;
+    let (leases, orphaned) =
+        LeaseManager::recover(limits.default_ttl, limits.max_ttl, paths.leases()).map_err(
+            |source| ServerError::Io {
+                op: "read",
+                path: paths.leases(),
+                source,
+            },
+        )?;
+    let mut audit = audit;
+    stop_orphans(&mut audit, &orphaned);
     // Before the socket exists: a CLI that connects checks the peer against this file.
     std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
         ServerError::Io {
@@ -1783,7 +1876,7 @@ async fn serve(
     let state = State {
         paths: paths.clone(),
         audit,
-        leases: LeaseManager::new(limits.default_ttl, limits.max_ttl),
+        leases,
         approvals,
         pending: HashMap::new(),
         keys: Keyring::default(),
@@ -1793,6 +1886,7 @@ async fn serve(
         running: HashMap::new(),
         rotating: Default::default(),
         next_exec: 0,
+        seal_required: false,
         started: now_unix(),
         heartbeat: heartbeat.as_ref().map(|_| "starting".to_string()),
     };

@@ -2766,7 +2766,13 @@ pub(crate) fn add_rotating(v: &Vault, name: &str, value: &str, extra: &[&str]) -
         "echo run >> {}; printf fake-rotated-value-%s $$",
         count.display()
     );
-    let mut args = vec!["--rotate-via", &hook, "--rotate-shell", "--on-leak", "rotate"];
+    let mut args = vec![
+        "--rotate-via",
+        &hook,
+        "--rotate-shell",
+        "--on-leak",
+        "rotate",
+    ];
     args.extend_from_slice(extra);
     v.add(name, value, &args);
     count
@@ -2908,4 +2914,141 @@ fn staging_a_stored_value_blocks_the_commit_and_rotates_it() {
         .success());
     let o = git(&["commit", "-q", "-m", "notes"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Leases are persisted with the command holding them: a daemon killed while `guard exec` runs a
+/// command leaves that command running with the value; the next daemon recovers the lease
+/// (revoked: its connection died with the old daemon), audits it and stops the command.
+#[test]
+fn a_restarted_daemon_revokes_recovered_leases_and_stops_their_commands() {
+    let v = Vault::new();
+    let value = fake_value("restart");
+    v.add("tok", &value, &[]);
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let pidfile = v.work.join("cmd.pid");
+    let script = format!("echo $$ > {}; sleep 60; echo $TOK", pidfile.display());
+    v.grant(&["tok"], &["sh", "-c", &script]);
+    let mut child = v
+        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    v.wait_status_for("a running command", Duration::from_secs(60), |s| {
+        s["active_leases"] == 1 && s["running_commands"] == 1
+    });
+    let persisted = std::fs::read_to_string(v.dir.join("run/leases.json")).unwrap();
+    assert!(persisted.contains("\"holder\":{") && !persisted.contains(&value));
+    let t = Instant::now();
+    let cmd: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let daemon = v.daemon_pid().unwrap();
+    // SAFETY: killing the test's own daemon.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    while running(daemon) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    assert!(running(cmd), "the command should outlive a killed daemon");
+    // Any command starts the next daemon.
+    assert_eq!(v.status()["active_leases"], 0);
+    let t = Instant::now();
+    while running(cmd) {
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "the orphaned command still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(v.audit_text().contains("\"outcome\":\"daemon-restart\""));
+    v.ok(&["vault", "audit", "verify"]);
+    // Recovered once: a second restart finds nothing to stop.
+    v.ok(&["vault", "daemon", "--stop"]);
+    assert_eq!(v.status()["active_leases"], 0);
+    assert_eq!(v.audit_text().matches("daemon-restart").count(), 1);
+}
+
+/// Whether `pid` runs (a zombie does not: nobody may reap an orphan here).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 1..].trim_start().starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Rebuilds the audit chain the way a same-user agent can, without the vault key: drops record
+/// `drop`, renumbers, rehashes every `prev` and writes a head that matches — keeping the old
+/// seal words (`keep_seal`) or leaving them out.
+fn forge_audit_chain(v: &Vault, drop: usize, keep_seal: bool) {
+    use sha2::Digest;
+    let path = v.dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut prev = "0".repeat(64);
+    let mut out = String::new();
+    let mut n = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        if i == drop {
+            continue;
+        }
+        let mut rec: Value = serde_json::from_str(line).unwrap();
+        rec["seq"] = json!(n);
+        rec["prev"] = json!(prev);
+        let line = serde_json::to_string(&rec).unwrap();
+        prev = hex::encode(sha2::Sha256::digest(line.as_bytes()));
+        out.push_str(&line);
+        out.push('\n');
+        n += 1;
+    }
+    std::fs::write(&path, out).unwrap();
+    let old_head = std::fs::read_to_string(v.dir.join("audit.head")).unwrap();
+    let seal: Vec<&str> = old_head.split_whitespace().skip(2).collect();
+    assert_eq!(
+        seal.first(),
+        Some(&"seal"),
+        "the unlocked daemon sealed the head"
+    );
+    let head = if keep_seal {
+        format!("{n} {prev} {}\n", seal.join(" "))
+    } else {
+        format!("{n} {prev}\n")
+    };
+    std::fs::write(v.dir.join("audit.head"), head).unwrap();
+}
+
+/// The chain rebuilt without the vault key passes the keyless check (`audit verify` while
+/// locked) but not its seal: the daemon will not unlock on it, with the seal stripped or kept,
+/// until a human acknowledges the break; then it seals the new chain and works again.
+#[test]
+fn an_audit_chain_rebuilt_without_the_vault_key_keeps_the_vault_locked() {
+    for keep_seal in [false, true] {
+        let (v, _, _) = audited_vault(true);
+        forge_audit_chain(&v, 3, keep_seal);
+        // Keyless, the forgery is consistent: the daemon starts, locked.
+        let r = v.run(&["vault", "audit", "verify"]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        assert!(stdout(&r).contains("seal not checked"), "{}", stdout(&r));
+        let r = v.human(&["vault", "unlock"], &[(PASS_PROMPT, PASS)]);
+        assert!(!r.status.success(), "unlocked on a forged chain");
+        let want = if keep_seal {
+            "does not match its seal"
+        } else {
+            "seal is missing"
+        };
+        assert!(r.stderr.contains(want), "{}", r.stderr);
+        assert_eq!(v.status()["unlocked"], false);
+        // A human acknowledges it; the new chain is sealed and verifies with the keys.
+        v.ok(&["vault", "daemon", "--stop"]);
+        let r = v.human_ok(&["vault", "audit", "acknowledge"], &[(PASS_PROMPT, PASS)]);
+        assert!(r.stdout.contains("audit.broken-"), "{}", r.stdout);
+        v.unlock();
+        let out = v.ok(&["vault", "audit", "verify"]);
+        assert!(out.contains("seal verified"), "{out}");
+        assert!(v.ok(&["vault", "list"]).contains("two"));
+    }
 }

@@ -415,9 +415,16 @@ fn init(paths: &VaultPaths, context: &str) -> Result<(Value, bool), ClientError>
         store::init_context(paths, context, &id).map_err(other)?;
     }
     audit::load_key(&paths.audit_key()).map_err(other)?;
-    // A running daemon learns the new keys now (it would otherwise need another unlock).
+    // A running daemon learns the new keys now (it would otherwise need another unlock), and
+    // seals the audit chain if it has no seal yet; with no daemon, the seal is written here.
     if let Ok(mut c) = Client::connect(paths) {
-        c.call("unlock", with_passphrase(json!({}), &pass))?;
+        c.call(
+            "unlock",
+            with_passphrase(json!({"seal_first": true}), &pass),
+        )?;
+    } else {
+        let id = keys::read_identity(&paths.identity(context), &pass).map_err(other)?;
+        audit::seal_head(paths, audit::SealKey::of(context, &id)).map_err(other)?;
     }
     Ok((
         json!({"vault_dir": paths.root(), "context": context, "identity": paths.identity(context),
@@ -614,46 +621,45 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
         VaultCmd::Audit {
             cmd: Some(AuditCmd::Verify),
             ..
-        } => match audit::verify(paths) {
+        } => match verify_audit(paths) {
             Ok(r) => {
-                let env = envelope(json!(r), vec![]);
+                let env = envelope(r, vec![]);
                 Ok(out.ok(&env, |d| {
                     format!(
-                        "audit log intact: {} records{}",
+                        "audit log intact: {} records{}; {}",
                         d["records"],
                         if d["head_checked"].as_bool() == Some(true) {
                             ", head matches"
                         } else {
                             ""
+                        },
+                        match (d["seal_checked"].as_bool(), d["sealed"].as_u64()) {
+                            (Some(true), Some(n)) => format!("seal verified over {n} records"),
+                            (Some(true), None) => "not sealed yet".to_string(),
+                            _ => "seal not checked (it needs the unlocked daemon: \
+                                  `guard vault unlock`)"
+                                .to_string(),
                         }
                     )
                 }))
             }
-            Err(e) => {
-                let msg = e.to_string();
+            Err((msg, broken)) => {
                 if out.json {
                     println!("{}", rpc::err_envelope(rpc::FAILED, &msg, &[]));
                 } else {
                     eprintln!("guard: {msg}");
                 }
-                Ok(if matches!(e, audit::AuditError::Broken { .. }) {
-                    1
-                } else {
-                    EXIT_ERROR
-                })
+                Ok(if broken { 1 } else { EXIT_ERROR })
             }
         },
         VaultCmd::Audit {
             cmd: Some(AuditCmd::Acknowledge),
             ..
         } => {
+            // Without the keys: the chain and its head.
             let why = match audit::verify(paths) {
-                Ok(_) => {
-                    return Err(other(
-                        "the audit chain verifies: there is no break to acknowledge",
-                    ))
-                }
-                Err(e @ audit::AuditError::Broken { .. }) => e.to_string(),
+                Ok(_) => None,
+                Err(e @ audit::AuditError::Broken { .. }) => Some(e.to_string()),
                 Err(e) => return Err(other(e)),
             };
             if Client::connect(paths).is_ok() {
@@ -666,8 +672,24 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             let Some(ctx) = contexts.iter().find(|c| paths.identity(c).exists()) else {
                 return Err(other("no context to check the vault passphrase against"));
             };
-            vault_passphrase(paths, ctx)?;
-            let kept = audit::acknowledge_break(paths, &why).map_err(other)?;
+            let pass = vault_passphrase(paths, ctx)?;
+            let u = keys::unlock_all(paths, &pass).map_err(other)?;
+            // With the keys, a chain that only its seal shows rewritten is a break too.
+            let why = match why {
+                Some(w) => w,
+                None => match audit::verify_sealed(paths, &u.ids, u.seal_required) {
+                    Ok(_) => {
+                        return Err(other(
+                            "the audit chain and its seal verify: there is no break to \
+                             acknowledge",
+                        ))
+                    }
+                    Err(e @ audit::AuditError::Broken { .. }) => e.to_string(),
+                    Err(e) => return Err(other(e)),
+                },
+            };
+            let seal = u.ids.get(ctx).map(|id| audit::SealKey::of(ctx, id));
+            let kept = audit::acknowledge_break(paths, &why, seal).map_err(other)?;
             let env = envelope(json!({"kept": kept, "break": why}), vec![]);
             Ok(out.ok(&env, |d| {
                 format!(
@@ -913,6 +935,24 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 }
             }
         }
+    }
+}
+
+/// `audit verify`: through the daemon when it runs unlocked (the seal checked with the keys),
+/// else here (chain and head; the seal unchecked). Err: the message, and whether it is a break.
+fn verify_audit(paths: &VaultPaths) -> Result<Value, (String, bool)> {
+    if let Ok(mut c) = Client::connect(paths) {
+        match c.call("audit_verify", json!({})) {
+            Ok(env) => return Ok(env["data"].clone()),
+            Err(ClientError::Rpc { code, message, .. }) if code == rpc::AUDIT_FAILED => {
+                return Err((message, true))
+            }
+            Err(_) => {} // locked, or an older daemon: check here
+        }
+    }
+    match audit::verify(paths) {
+        Ok(r) => Ok(json!(r)),
+        Err(e) => Err((e.to_string(), matches!(e, audit::AuditError::Broken { .. }))),
     }
 }
 
