@@ -126,6 +126,48 @@ pub fn save(path: &Path, set: &KnownSet) -> Result<(), FingerprintFileError> {
 }
 
 /// 32 bytes from the kernel's random source.
+/// Watches a fingerprint file for a newer version (the vault daemon rewrites it after every
+/// rotation): a running redactor asks [`Watch::newer`] after each read and switches sets at the
+/// next line boundary. A look is one `stat` (~1 µs), so it is taken every time: a value rotated
+/// and then printed at once must meet the new set. A file that changed but does not load keeps
+/// the old set (and says so once per change).
+pub struct Watch {
+    path: PathBuf,
+    stamp: Option<(u64, i64, i64, u64)>,
+}
+
+impl Watch {
+    /// Watches `path`, whose current content is what the caller loaded.
+    pub fn new(path: &Path) -> Watch {
+        Watch {
+            path: path.to_path_buf(),
+            stamp: Self::stamp(path),
+        }
+    }
+
+    fn stamp(path: &Path) -> Option<(u64, i64, i64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    }
+
+    /// The file's set, if it changed since the last look (and loads).
+    pub fn newer(&mut self) -> Option<KnownSet> {
+        let stamp = Self::stamp(&self.path);
+        if stamp.is_none() || stamp == self.stamp {
+            return None;
+        }
+        self.stamp = stamp;
+        match load(&self.path) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                eprintln!("guard: keeping the fingerprints loaded before: {e}");
+                None
+            }
+        }
+    }
+}
+
 pub fn random_key() -> std::io::Result<[u8; 32]> {
     let mut k = [0u8; 32];
     crate::random::fill_random(&mut k)?;

@@ -294,7 +294,7 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
         let mut out = io::stdout().lock();
         copy_redacted(
             &engine,
-            known.as_ref(),
+            (known.as_ref(), a.fingerprints.as_deref()),
             opts,
             &mut input,
             &mut out,
@@ -310,9 +310,11 @@ pub fn run_redact(a: RedactArgs) -> anyhow::Result<i32> {
 }
 
 /// Streams `input` to `out` through a redactor; returns how many replacements were written.
+/// The known values are reloaded when their file changes (the vault daemon rewrites it after a
+/// rotation).
 fn copy_redacted(
     engine: &Engine,
-    known: Option<&Arc<KnownMatcher>>,
+    (known, file): (Option<&Arc<KnownMatcher>>, Option<&std::path::Path>),
     opts: RedactOptions,
     input: &mut dyn crate::redact::Input,
     out: &mut dyn Write,
@@ -320,12 +322,21 @@ fn copy_redacted(
     events: &mut Events,
 ) -> anyhow::Result<u64> {
     let mut n = 0u64;
-    crate::redact::copy_stream(engine, known.cloned(), opts, input, out, &mut |_, x| {
-        n += 1;
-        if let Some(k) = known {
-            events.record(k.set(), x, source, 0);
-        }
-    })?;
+    let mut watch = file.map(fingerprint::Watch::new);
+    crate::redact::copy_stream_watching(
+        engine,
+        known.cloned(),
+        opts,
+        input,
+        out,
+        &mut |r, x| {
+            n += 1;
+            if let Some(k) = r.known() {
+                events.record(k.set(), x, source, 0);
+            }
+        },
+        watch.as_mut(),
+    )?;
     Ok(n)
 }
 
@@ -346,18 +357,28 @@ fn run_rsyslog(a: &RedactArgs) -> anyhow::Result<i32> {
         template: Template::parse(&a.replacement),
         max_hold: a.max_hold,
     };
-    let r = Rsyslog {
+    let mut r = Rsyslog {
         redactor: engine.and_then(|e| BlockRedactor::new(e, known.clone(), opts).ok()),
     };
     let mut events = Events::new(a.spool.clone(), true);
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut out = io::stdout().lock();
-    let _ = r.run(&mut input, &mut out, &mut |x, _| {
-        if let Some(k) = &known {
-            events.record(k.set(), x, "rsyslog", 0);
-        }
-    });
+    let mut watch = a
+        .fingerprints
+        .as_deref()
+        .filter(|_| known.is_some())
+        .map(fingerprint::Watch::new);
+    let _ = r.run(
+        &mut input,
+        &mut out,
+        &mut |x, _, set| {
+            if let Some(set) = set {
+                events.record(set, x, "rsyslog", 0);
+            }
+        },
+        watch.as_mut(),
+    );
     Ok(0)
 }
 
@@ -414,7 +435,7 @@ fn run_command(
             let mut err = io::stderr().lock();
             let r = copy_redacted(
                 engine,
-                known2.as_ref(),
+                (known2.as_ref(), a.fingerprints.as_deref()),
                 opts2,
                 &mut cerr,
                 &mut err,
@@ -426,7 +447,7 @@ fn run_command(
         let mut out = io::stdout().lock();
         let r = copy_redacted(
             engine,
-            known.as_ref(),
+            (known.as_ref(), a.fingerprints.as_deref()),
             opts,
             &mut cout,
             &mut out,

@@ -191,6 +191,17 @@ impl<'e> Redactor<'e> {
         label_id(self.engine, self.known.as_deref(), l)
     }
 
+    /// The known values this redactor recognises (its labels index into them).
+    pub fn known(&self) -> Option<&Arc<KnownMatcher>> {
+        self.known.as_ref()
+    }
+
+    /// Whether every byte fed has been written and nothing is pending: the redactor can be
+    /// replaced by a fresh one here without a match spanning the two.
+    pub fn idle(&self) -> bool {
+        self.held.is_empty() && self.spans.is_empty() && !self.lagging()
+    }
+
     /// For a known-value label: the secret's name, version and the encoding found.
     pub fn known_entry(&self, l: Label) -> Option<(&str, u32, Encoding)> {
         match l {
@@ -426,6 +437,17 @@ impl<'e> BlockRedactor<'e> {
         &self.opts
     }
 
+    /// The known values this redactor recognises (its labels index into them).
+    pub fn known(&self) -> Option<&Arc<KnownMatcher>> {
+        self.known.as_ref()
+    }
+
+    /// Recognises `known` from the next text on (each text is redacted whole, so any point
+    /// between two is a safe one to switch).
+    pub fn set_known(&mut self, known: Arc<KnownMatcher>) {
+        self.known = Some(known);
+    }
+
     /// A stream [`Redactor`] with the same engine, known values and options (for a text too
     /// long to hold).
     pub fn stream(&self) -> Result<Redactor<'e>, EngineError> {
@@ -510,21 +532,45 @@ pub fn copy_stream(
     out: &mut dyn Write,
     on: &mut dyn FnMut(&Redactor, &Redaction),
 ) -> Result<(), RedactError> {
-    let mut r = Redactor::new(engine, known, opts)?;
+    copy_stream_watching(engine, known, opts, input, out, on, None)
+}
+
+/// [`copy_stream`] with the known values taken anew from `watch` (a fingerprint file the vault
+/// daemon rewrites after a rotation): a newer set replaces the redactor at the first point
+/// where it is idle (everything fed written, nothing pending: a line boundary), so no match
+/// spans the switch. Replacements passed to `on` keep offsets in the whole stream.
+pub fn copy_stream_watching(
+    engine: &Engine,
+    known: Option<Arc<KnownMatcher>>,
+    opts: RedactOptions,
+    input: &mut dyn Input,
+    out: &mut dyn Write,
+    on: &mut dyn FnMut(&Redactor, &Redaction),
+    mut watch: Option<&mut crate::fingerprint::Watch>,
+) -> Result<(), RedactError> {
+    let mut r = Redactor::new(engine, known, opts.clone())?;
+    // Offset of the current redactor's input in the stream, and a set waiting for a switch.
+    let mut base = 0u64;
+    let mut fed = 0u64;
+    let mut next: Option<Arc<KnownMatcher>> = None;
     let mut buf = vec![0u8; PIECE];
     // What was written goes out now, and its replacements to `on`.
-    let deliver =
-        |r: &mut Redactor, out: &mut dyn Write, on: &mut dyn FnMut(&Redactor, &Redaction)| {
-            out.flush()?;
-            for x in r.take_log() {
-                on(r, &x);
-            }
-            Ok::<(), io::Error>(())
-        };
+    let deliver = |r: &mut Redactor,
+                   out: &mut dyn Write,
+                   on: &mut dyn FnMut(&Redactor, &Redaction),
+                   base: u64| {
+        out.flush()?;
+        for mut x in r.take_log() {
+            x.start += base;
+            x.end += base;
+            on(r, &x);
+        }
+        Ok::<(), io::Error>(())
+    };
     loop {
         if r.lagging() && !readable(input.as_fd()) {
             r.catch_up(out)?;
-            deliver(&mut r, out, on)?;
+            deliver(&mut r, out, on, base)?;
         }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -532,11 +578,27 @@ pub fn copy_stream(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
+        // Looked at after the read (which may have waited long), before what it read is fed.
+        if let Some(set) = watch.as_deref_mut().and_then(|w| w.newer()) {
+            next = Some(Arc::new(KnownMatcher::new(set)));
+        }
+        if next.is_some() {
+            // The switch needs an idle redactor: everything before written, nothing pending.
+            r.catch_up(out)?;
+            deliver(&mut r, out, on, base)?;
+            if r.idle() {
+                r.finish(out)?;
+                deliver(&mut r, out, on, base)?;
+                r = Redactor::new(engine, next.take(), opts.clone())?;
+                base = fed;
+            }
+        }
+        fed += n as u64;
         r.feed_more(&buf[..n], out)?;
-        deliver(&mut r, out, on)?;
+        deliver(&mut r, out, on, base)?;
     }
     r.finish(out)?;
-    deliver(&mut r, out, on)?;
+    deliver(&mut r, out, on, base)?;
     Ok(())
 }
 
@@ -713,6 +775,57 @@ mod tests {
         assert!(got == block, "differs from block mode");
         drop(in_w);
         copier.join().unwrap().unwrap();
+    }
+
+    /// A fingerprint file rewritten while a stream runs (a rotation): the next line is redacted
+    /// with the new set, offsets stay those of the whole stream, and both sets' values go.
+    #[test]
+    fn a_rewritten_fingerprint_file_is_used_from_the_next_line() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.fp");
+        let mut set = KnownSet::new([5; 32]);
+        set.add("tok", 1, b"fake-old-value-0001").unwrap();
+        crate::fingerprint::save(&path, &set).unwrap();
+        let (mut in_r, mut in_w) = std::io::pipe().unwrap();
+        let (mut out_r, mut out_w) = std::io::pipe().unwrap();
+        let first = Arc::new(KnownMatcher::new(crate::fingerprint::load(&path).unwrap()));
+        let copier = std::thread::spawn(move || {
+            let mut watch = crate::fingerprint::Watch::new(&path);
+            let mut seen = Vec::new();
+            copy_stream_watching(
+                engine(),
+                Some(first),
+                RedactOptions::default(),
+                &mut in_r,
+                &mut out_w,
+                &mut |r, x| {
+                    let (id, v, _) = r.known_entry(x.label).unwrap();
+                    seen.push((id.to_string(), v, x.start));
+                },
+                Some(&mut watch),
+            )
+            .unwrap();
+            seen
+        });
+        let mut lines = std::io::BufReader::new(&mut out_r);
+        let mut line = String::new();
+        in_w.write_all(b"one fake-old-value-0001 fake-new-value-0002\n")
+            .unwrap();
+        lines.read_line(&mut line).unwrap();
+        assert_eq!(line, "one [REDACTED:tok] fake-new-value-0002\n");
+        // The daemon rotates: the file now holds both versions.
+        set.add("tok", 2, b"fake-new-value-0002").unwrap();
+        crate::fingerprint::save(&dir.path().join("v.fp"), &set).unwrap();
+        in_w.write_all(b"two fake-new-value-0002 fake-old-value-0001\n")
+            .unwrap();
+        line.clear();
+        lines.read_line(&mut line).unwrap();
+        assert_eq!(line, "two [REDACTED:tok] [REDACTED:tok]\n");
+        drop(in_w);
+        let seen = copier.join().unwrap();
+        let starts: Vec<(u32, u64)> = seen.iter().map(|(_, v, s)| (*v, *s)).collect();
+        assert_eq!(starts, vec![(1, 4), (2, 48), (1, 68)]);
     }
 
     #[test]

@@ -290,15 +290,26 @@ impl Rsyslog<'_> {
         r
     }
 
-    /// The filter loop: one reply per line, flushed, until EOF. A write error ends it.
+    /// The filter loop: one reply per line, flushed, until EOF. A write error ends it. `on`
+    /// gets each replacement, its id and the known set its label indexes; a newer set from
+    /// `watch` (the vault daemon rewrote the file after a rotation) is used from the next
+    /// message on.
     pub fn run(
-        &self,
+        &mut self,
         input: &mut dyn BufRead,
         out: &mut dyn Write,
-        on: &mut dyn FnMut(&Redaction, &str),
+        on: &mut dyn FnMut(&Redaction, &str, Option<&crate::engine::known::KnownSet>),
+        mut watch: Option<&mut crate::fingerprint::Watch>,
     ) -> std::io::Result<()> {
         let mut line = Vec::new();
         loop {
+            if let (Some(w), Some(r)) = (watch.as_deref_mut(), self.redactor.as_mut()) {
+                if let Some(set) = w.newer() {
+                    r.set_known(std::sync::Arc::new(
+                        crate::engine::known::KnownMatcher::new(set),
+                    ));
+                }
+            }
             line.clear();
             let n =
                 std::io::Read::take(&mut *input, MAX_LINE as u64).read_until(b'\n', &mut line)?;
@@ -325,7 +336,12 @@ impl Rsyslog<'_> {
                 }
                 b"{}\n".to_vec()
             } else {
-                self.reply(&line, on)
+                let set = self
+                    .redactor
+                    .as_ref()
+                    .and_then(|r| r.known())
+                    .map(|k| k.set());
+                self.reply(&line, &mut |x, id| on(x, id, set))
             };
             out.write_all(&reply)?;
             out.flush()?;

@@ -2473,6 +2473,17 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
     let old = fake_value("leaky");
     let count = add_rotating(&v, "tok", &old, &[]);
     v.project("[[secret]]\nname = \"tok\"\nenv = \"TOKEN\"\n");
+    // A redactor running since before the rotation, on the daemon's published set.
+    let fp = v.dir.join("fingerprints.fp");
+    let mut running = v
+        .cmd(&["redact", "--fingerprints", fp.to_str().unwrap(), "--spool"])
+        .arg(v.work.join("running-spool"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running_in = running.stdin.take().unwrap();
+    let mut running_out = BufReader::new(running.stdout.take().unwrap());
     let script = "echo \"$TOKEN\" | base64";
     v.grant(&["tok"], &["sh", "-c", script]);
     let o = v.agent(&["exec", "--", "sh", "-c", script]);
@@ -2514,8 +2525,14 @@ fn a_leaked_stored_secret_is_rotated_exactly_once() {
         new.starts_with("fake-rotated-value-") && new != old,
         "{new}"
     );
+    // The running redactor picked the new set up without a restart.
+    writeln!(running_in, "new {new}").unwrap();
+    let mut line = String::new();
+    running_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "new [REDACTED:tok]\n");
+    drop(running_in);
+    assert!(running.wait().unwrap().success());
     // The daemon published the refreshed set (both versions) for redactors.
-    let fp = v.dir.join("fingerprints.fp");
     let text = std::fs::read_to_string(&fp).unwrap();
     assert!(!text.contains(&old) && !text.contains(&new));
     assert_eq!(
