@@ -96,6 +96,8 @@ pub struct AuditLog {
     seal: Option<Seal>,
     /// Held after the first unlock: every head written is sealed with it.
     seal_key: Option<SealKey>,
+    /// After the daemon's last record: every append is refused.
+    closed: bool,
 }
 
 /// A MAC over the chain's state: `seq` records whose last hash is `hash`, keyed by context `by`.
@@ -265,6 +267,7 @@ impl AuditLog {
             next_seq: chain.records,
             seal: chain.seal,
             seal_key: None,
+            closed: false,
         };
         if chain.head == Head::OneBehind {
             log.write_head()?;
@@ -304,6 +307,11 @@ impl AuditLog {
         Ok(state)
     }
 
+    /// Refuses every later append (the daemon wrote its last record).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
     pub fn id(&self, kind: &str, value: &str) -> String {
         hmac_id(&self.key, kind, value)
     }
@@ -311,6 +319,13 @@ impl AuditLog {
     /// Append one record. On error nothing is considered written and the chain head is unchanged;
     /// the caller must refuse the operation.
     pub fn append(&mut self, ev: &Event<'_>) -> Result<(), AuditError> {
+        if self.closed {
+            return Err(AuditError::Io {
+                op: "append",
+                path: self.path.clone(),
+                source: std::io::Error::other("the daemon is stopping"),
+            });
+        }
         let rec = Record {
             seq: self.next_seq,
             ts: now_unix(),

@@ -30,6 +30,7 @@
 //! format), [`fdpass`] (stdio over the socket), [`server`] (the daemon), [`client`] (the
 //! synchronous CLI side), [`exec`] (project files, output masking, launching the child).
 
+pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod backend;

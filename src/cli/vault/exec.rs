@@ -205,14 +205,24 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
         .context
         .or(pf.context.clone())
         .unwrap_or_else(|| "default".into());
-    let secrets: Vec<Value> = pf
-        .secrets
-        .iter()
-        .map(|s| json!({"name": s.name, "env": s.env, "ttl": s.ttl.map(|t| format!("{}ms", t.as_millis()))}))
-        .collect();
-    let params = json!({"context": context, "secrets": secrets, "argv": a.command,
-                        "cwd": cwd, "env": environment(&pf.env), "pass_env": pf.env,
-                        "umask": current_umask()});
+    let request = crate::vault::api::ExecRequest {
+        context,
+        secrets: pf
+            .secrets
+            .iter()
+            .map(|s| crate::vault::api::ExecSecret {
+                name: s.name.clone(),
+                env: s.env.clone(),
+                ttl: s.ttl.map(|t| format!("{}ms", t.as_millis())),
+            })
+            .collect(),
+        argv: a.command.clone(),
+        cwd: cwd.clone(),
+        env: environment(&pf.env),
+        pass_env: pf.env.clone(),
+        umask: Some(current_umask()),
+    };
+    let params = serde_json::to_value(&request).map_err(other)?;
     let mut c = Client::connect_or_start(&paths)?;
     for _ in 0..4 {
         let reply = {

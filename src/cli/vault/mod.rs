@@ -468,14 +468,17 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             revoke_prefix,
         } => {
             let value = read_value(&name)?;
-            let env = call(
-                paths,
-                "add",
-                json!({"context": context, "name": name, "value": value,
-                "rotate_via": rotate_via, "rotate_shell": rotate_shell.then_some(true),
-                "rotate_every": rotate_every, "on_leak": on_leak,
-                "revoke_prefix": revoke_prefix}),
-            )?;
+            let request = crate::vault::api::AddRequest {
+                context,
+                name,
+                value,
+                rotate_via,
+                rotate_shell: rotate_shell.then_some(true),
+                rotate_every,
+                on_leak,
+                revoke_prefix,
+            };
+            let env = call(paths, "add", serde_json::to_value(&request).map_err(other)?)?;
             Ok(out.ok(&env, |d| {
                 format!(
                     "stored {} version {} in context {}",
