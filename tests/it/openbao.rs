@@ -450,3 +450,82 @@ fn openbao_down_fails_clearly_and_leak_events_wait_for_it() {
     assert_ne!(now["data"]["data"]["value"], old.as_str());
     v.ok(&["vault", "audit", "verify"]);
 }
+
+/// AppRole instead of a token: guard logs in with the role id and secret id (which stay under
+/// the context's key, like a token), with a policy that allows only what guard uses; a wrong
+/// secret id is refused before the passphrase is asked for.
+#[test]
+fn openbao_approle_login_with_a_least_privilege_policy() {
+    let bao = Bao::dev();
+    bao.ok(&["auth", "enable", "approle"]);
+    let policy = bao.dir.path().join("guard.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/guard/*\" { capabilities = [\"create\", \"read\", \"update\"] }\n\
+         path \"secret/metadata/guard/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }\n\
+         path \"sys/mounts/secret/tune\" { capabilities = [\"read\"] }\n\
+         path \"sys/leases/revoke-prefix/*\" { capabilities = [\"update\", \"sudo\"] }\n",
+    )
+    .unwrap();
+    bao.ok(&["policy", "write", "guard", policy.to_str().unwrap()]);
+    bao.ok(&[
+        "write",
+        "auth/approle/role/guard",
+        "token_policies=guard",
+        "token_ttl=1h",
+    ]);
+    let role_id = bao.ok(&["read", "-field=role_id", "auth/approle/role/guard/role-id"]);
+    let secret_id = bao.ok(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/guard/secret-id",
+    ]);
+    let v = Vault::new();
+    let wrong = bao.dir.path().join("wrong-secret-id");
+    std::fs::write(&wrong, "00000000-0000-0000-0000-000000000000\n").unwrap();
+    let right = bao.dir.path().join("secret-id");
+    std::fs::write(&right, &secret_id).unwrap();
+    let bind = |file: &Path, steps: &[(&str, &str)]| {
+        v.human(
+            &[
+                "vault",
+                "backend",
+                "openbao",
+                "--address",
+                &bao.addr,
+                "--approle-role-id",
+                role_id.trim(),
+                "--approle-secret-id-file",
+                file.to_str().unwrap(),
+            ],
+            steps,
+        )
+    };
+    // Refused before any prompt.
+    let r = bind(&wrong, &[]);
+    assert!(!r.status.success(), "bound with a wrong secret id");
+    assert!(r.stderr.contains("AppRole"), "{}", r.stderr);
+    assert!(
+        !r.tty.contains("passphrase"),
+        "asked before checking: {}",
+        r.tty
+    );
+    let r = bind(&right, &[(PASS_PROMPT, PASS)]);
+    assert!(r.status.success(), "{} / {}", r.stderr, r.tty);
+    let raw = std::fs::read(v.dir.join("contexts/default/backend.age")).unwrap();
+    assert!(!raw
+        .windows(secret_id.trim().len())
+        .any(|w| w == secret_id.trim().as_bytes()));
+
+    let value = fake_value("approle");
+    v.add("tok", &value, &[]);
+    let got = bao.json(&["kv", "get", "-mount=secret", "guard/default/tok"]);
+    assert_eq!(got["data"]["data"]["value"], value.as_str());
+    v.project("[[secret]]\nname = \"tok\"\nenv = \"TOK\"\n");
+    let script = format!("test \"$TOK\" = {value}");
+    v.grant(&["tok"], &["sh", "-c", &script]);
+    let o = v.agent(&["exec", "--", "sh", "-c", &script]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(v.ok(&["vault", "list"]).contains("tok"));
+}

@@ -1710,11 +1710,11 @@ pub(crate) enum PtyStdio<'a> {
 }
 
 pub(crate) struct PtyRun {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) status: std::process::ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     /// Everything the terminal displayed (prompts, echo of typed input).
-    tty: String,
+    pub(crate) tty: String,
     /// The terminal's ECHO flag after the command exited.
     echo_after: bool,
 }

@@ -3,7 +3,7 @@
 //! ([`crate::vault::backend::binding`]), so an agent can neither read the token nor repoint it.
 
 use super::{envelope, other, rpc_err, vault_passphrase, with_passphrase, Out};
-use crate::vault::backend::binding::{self, Binding, OpenBaoConfig};
+use crate::vault::backend::binding::{self, Auth, Binding, OpenBaoConfig};
 use crate::vault::backend::openbao::{self, Client as Bao};
 use crate::vault::client::{Client, ClientError};
 use crate::vault::rpc;
@@ -36,8 +36,17 @@ pub enum BackendCmd {
         #[arg(long)]
         namespace: Option<String>,
         /// File holding the token (first line)
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "approle_role_id")]
         token_file: Option<PathBuf>,
+        /// Log in with AppRole instead of a token: the role id
+        #[arg(long, value_name = "ID", requires = "approle_secret_id_file")]
+        approle_role_id: Option<String>,
+        /// File holding the AppRole secret id (first line)
+        #[arg(long, value_name = "FILE", requires = "approle_role_id")]
+        approle_secret_id_file: Option<PathBuf>,
+        /// Where the AppRole auth method is mounted
+        #[arg(long, value_name = "PATH", default_value = "approle")]
+        approle_mount: String,
     },
     /// Keep the context's values in this machine's age store (the default). Values already in
     /// OpenBao stay there
@@ -54,24 +63,57 @@ fn env_first(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
-fn token(file: Option<&PathBuf>) -> Result<SecretValue, ClientError> {
-    let text = match file {
-        Some(f) => Zeroizing::new(
-            std::fs::read_to_string(f)
-                .map_err(|e| other(format!("reading the token file {}: {e}", f.display())))?,
-        ),
-        None => Zeroizing::new(env_first(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or_else(|| {
-            rpc_err(
-                rpc::INVALID_PARAMS,
-                "no OpenBao token: give --token-file, or set BAO_TOKEN",
-            )
-        })?),
-    };
+/// The first line of `text` (a token or secret id read from a file or the environment).
+fn credential(text: &str, what: &str) -> Result<SecretValue, ClientError> {
     let t = text.lines().next().unwrap_or("").trim();
     if t.is_empty() {
-        return Err(rpc_err(rpc::INVALID_PARAMS, "the OpenBao token is empty"));
+        return Err(rpc_err(rpc::INVALID_PARAMS, format!("the {what} is empty")));
     }
     Ok(SecretValue::new(t.to_string()))
+}
+
+fn read_credential(f: &PathBuf, what: &str) -> Result<SecretValue, ClientError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(f)
+            .map_err(|e| other(format!("reading the {what} file {}: {e}", f.display())))?,
+    );
+    credential(&text, what)
+}
+
+/// How to authenticate: AppRole when a role id is given, else the token file, else
+/// `$BAO_TOKEN` / `$VAULT_TOKEN`.
+fn auth(
+    token_file: Option<&PathBuf>,
+    approle: Option<(String, &PathBuf, String)>,
+) -> Result<Auth, ClientError> {
+    if let Some((role_id, secret_file, mount)) = approle {
+        if !openbao::valid_path(&mount) {
+            return Err(rpc_err(
+                rpc::INVALID_PARAMS,
+                format!("--approle-mount {mount:?} is not a mount path"),
+            ));
+        }
+        return Ok(Auth::AppRole {
+            mount,
+            role_id,
+            secret_id: read_credential(secret_file, "AppRole secret id")?,
+        });
+    }
+    let token = match token_file {
+        Some(f) => read_credential(f, "token")?,
+        None => {
+            let env =
+                Zeroizing::new(env_first(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or_else(|| {
+                    rpc_err(
+                        rpc::INVALID_PARAMS,
+                        "no OpenBao credentials: give --token-file or --approle-role-id, or set \
+                     BAO_TOKEN",
+                    )
+                })?);
+            credential(&env, "token")?
+        }
+    };
+    Ok(Auth::Token { token })
 }
 
 pub(super) fn run(paths: &VaultPaths, out: &Out, cmd: BackendCmd) -> Result<i32, ClientError> {
@@ -83,6 +125,9 @@ pub(super) fn run(paths: &VaultPaths, out: &Out, cmd: BackendCmd) -> Result<i32,
             prefix,
             namespace,
             token_file,
+            approle_role_id,
+            approle_secret_id_file,
+            approle_mount,
         } => {
             let address = address
                 .or_else(|| env_first(&["BAO_ADDR", "VAULT_ADDR"]))
@@ -107,7 +152,12 @@ pub(super) fn run(paths: &VaultPaths, out: &Out, cmd: BackendCmd) -> Result<i32,
                 address,
                 mount,
                 prefix,
-                token: token(token_file.as_ref())?,
+                auth: auth(
+                    token_file.as_ref(),
+                    approle_role_id
+                        .zip(approle_secret_id_file.as_ref())
+                        .map(|(r, f)| (r, f, approle_mount)),
+                )?,
                 namespace: namespace.or_else(|| env_first(&["BAO_NAMESPACE"])),
             };
             (context, Binding::OpenBao(cfg))

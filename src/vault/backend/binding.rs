@@ -20,8 +20,8 @@ pub struct OpenBaoConfig {
     pub mount: String,
     /// Path under the mount that holds guard's contexts.
     pub prefix: String,
-    /// The token guard authenticates with (sent as `X-Vault-Token`; never logged or printed).
-    pub token: SecretValue,
+    /// How guard authenticates (never logged or printed).
+    pub auth: Auth,
     /// OpenBao namespace, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -36,6 +36,20 @@ impl std::fmt::Debug for OpenBaoConfig {
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
+}
+
+/// A token, or an AppRole (role id + secret id) that guard logs in with for a token.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Auth {
+    /// Sent as `X-Vault-Token`.
+    Token { token: SecretValue },
+    /// `auth/<mount>/login`; the token it returns is kept in memory until it expires.
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: SecretValue,
+    },
 }
 
 #[derive(Debug)]
@@ -156,7 +170,9 @@ mod tests {
             address: address.into(),
             mount: "secret".into(),
             prefix: "guard".into(),
-            token: SecretValue::new("fake-token-for-a-test".into()),
+            auth: Auth::Token {
+                token: SecretValue::new("fake-token-for-a-test".into()),
+            },
             namespace: None,
         }
     }

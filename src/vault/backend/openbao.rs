@@ -14,7 +14,7 @@
 //! - Blocking HTTP with short timeouts (connect 3 s, whole request 15 s): a server that is down
 //!   fails the operation at once with its address, and the leak loop keeps the event spooled.
 
-use super::binding::OpenBaoConfig;
+use super::binding::{Auth, OpenBaoConfig};
 use super::{PutOptions, SecretMeta, SecretStore, VersionMeta};
 use crate::vault::store::{check_name, check_value_len, LeakPolicy, StoreError};
 use crate::vault::SecretValue;
@@ -72,11 +72,95 @@ impl<'a> Client<'a> {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>, op: &str) -> Answer {
+        let token = self.token(false)?;
+        match self.request_with(&token, method, path, body, op) {
+            // An AppRole token that expired or was revoked: log in again, once.
+            Err(StoreError::Backend { reason, .. })
+                if reason.starts_with("HTTP 403")
+                    && matches!(self.cfg.auth, Auth::AppRole { .. }) =>
+            {
+                let token = self.token(true)?;
+                self.request_with(&token, method, path, body, op)
+            }
+            other => other,
+        }
+    }
+
+    /// The token to send: the configured one, or an AppRole login's (cached per process until
+    /// shortly before it expires; `fresh` logs in again).
+    fn token(&self, fresh: bool) -> Result<SecretValue, StoreError> {
+        let (mount, role_id, secret_id) = match &self.cfg.auth {
+            Auth::Token { token } => return Ok(token.clone()),
+            Auth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => (mount, role_id, secret_id),
+        };
+        type Cache = std::sync::Mutex<HashMap<String, (SecretValue, std::time::Instant)>>;
+        static TOKENS: OnceLock<Cache> = OnceLock::new();
+        let key = format!("{} {mount} {role_id}", self.cfg.address);
+        let cache = TOKENS.get_or_init(Default::default);
+        if !fresh {
+            let c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, until)) = c.get(&key) {
+                if std::time::Instant::now() < *until {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let body = Zeroizing::new(
+            serde_json::to_vec(
+                &json!({"role_id": role_id, "secret_id": secret_id.expose_secret()}),
+            )
+            .unwrap_or_default(),
+        );
+        let op = "logging in with AppRole";
+        let none = SecretValue::new(String::new());
+        let answer = self
+            .request_with(
+                &none,
+                "POST",
+                &format!("auth/{mount}/login"),
+                Some(&body),
+                op,
+            )?
+            .ok_or_else(|| self.err(op, format!("no AppRole auth at auth/{mount}")))?;
+        #[derive(Deserialize)]
+        struct Login {
+            auth: LoginAuth,
+        }
+        #[derive(Deserialize)]
+        struct LoginAuth {
+            client_token: SecretValue,
+            #[serde(default)]
+            lease_duration: u64,
+        }
+        let login: Login = serde_json::from_str(&answer)
+            .map_err(|e| self.err(op, format!("unexpected answer ({e})")))?;
+        let ttl = std::time::Duration::from_secs(login.auth.lease_duration.max(60));
+        // Renewed a little before it expires.
+        let until = std::time::Instant::now() + ttl.mul_f64(0.8);
+        cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (login.auth.client_token.clone(), until));
+        Ok(login.auth.client_token)
+    }
+
+    fn request_with(
+        &self,
+        token: &SecretValue,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        op: &str,
+    ) -> Answer {
         let url = format!("{}/v1/{}", self.cfg.address.trim_end_matches('/'), path);
-        let mut req = agent()
-            .request(method, &url)
-            .set("X-Vault-Token", self.cfg.token.expose_secret())
-            .set("X-Vault-Request", "true");
+        let mut req = agent().request(method, &url).set("X-Vault-Request", "true");
+        if !token.is_empty() {
+            req = req.set("X-Vault-Token", token.expose_secret());
+        }
         if let Some(ns) = &self.cfg.namespace {
             req = req.set("X-Vault-Namespace", ns);
         }
