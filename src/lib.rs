@@ -65,6 +65,7 @@ pub mod pipeline;
 pub mod random;
 pub mod redact;
 pub mod report;
+pub mod revoke;
 pub mod rules;
 pub mod source;
 #[cfg(feature = "vault")]

@@ -70,7 +70,7 @@ pub struct HookArgs {
     #[command(flatten)]
     select: RuleSelect,
     #[command(flatten)]
-    known: scan_cmd::KnownArgs,
+    known: scan_cmd::LeakArgs,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -243,9 +243,8 @@ fn run_pipeline(
     );
     let mut pipeline =
         Pipeline::new(filters, Box::new(|e| eprintln!("guard: error: {e}"))).sink(report);
-    if run_opts.findings.known.is_some() {
-        let spool = crate::redact::spool::SpoolSink::new(opts.known.spool.clone(), hook);
-        pipeline = pipeline.sink(Box::new(spool));
+    for sink in opts.known.sinks(run_opts.findings.known.is_some(), hook)? {
+        pipeline = pipeline.sink(sink);
     }
     pipeline::run(&engine, vec![source], &run_opts, &mut pipeline, &())?;
     Ok(pipeline.finish()?)

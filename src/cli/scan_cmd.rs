@@ -75,10 +75,11 @@ impl RuleSelect {
     }
 }
 
-/// Stored values to recognise (by their fingerprints) and where their leak events go: shared by
-/// `guard scan` and the hooks, spelled as in `guard redact`.
+/// What a scan does about a leak besides reporting it: stored values recognised by their
+/// fingerprints (and where their leak events go, spelled as in `guard redact`), and provider
+/// revocation hooks. Shared by `guard scan` and the hooks.
 #[derive(Args, Clone, Debug, Default)]
-pub struct KnownArgs {
+pub struct LeakArgs {
     /// Also report these stored values (a `guard fingerprint` / `guard vault fingerprints` file)
     /// in every encoding, and write a leak event for each [hooks: the vault's fingerprints.fp,
     /// when there is one]
@@ -87,9 +88,36 @@ pub struct KnownArgs {
     /// Leak-event spool directory [default: $XDG_STATE_HOME/guard/leaks]
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Run the revocation hook your ~/.config/guard/revoke.toml names for each finding's rule
+    /// (the secret on its stdin); never hooks from a repository
+    #[arg(long)]
+    pub revoke: bool,
 }
 
-impl KnownArgs {
+impl LeakArgs {
+    /// The sinks these flags add to a run: leak events for stored values, revocation hooks.
+    pub fn sinks(
+        &self,
+        known: bool,
+        source: &str,
+    ) -> anyhow::Result<Vec<Box<dyn crate::pipeline::FindingSink>>> {
+        let mut v: Vec<Box<dyn crate::pipeline::FindingSink>> = Vec::new();
+        if known {
+            v.push(Box::new(crate::redact::spool::SpoolSink::new(
+                self.spool.clone(),
+                source,
+            )));
+        }
+        if self.revoke {
+            v.push(Box::new(crate::revoke::RevokeSink::new(
+                crate::revoke::RevokeHooks::load()?,
+            )));
+        }
+        Ok(v)
+    }
+}
+
+impl LeakArgs {
     /// The fingerprint matcher, if a file was given (or `fallback` exists).
     pub fn matcher(
         &self,
@@ -147,7 +175,7 @@ pub struct ScanArgs {
     #[command(flatten)]
     select: RuleSelect,
     #[command(flatten)]
-    known: KnownArgs,
+    known: LeakArgs,
     /// Suppress findings recorded in this baseline file
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -474,9 +502,8 @@ pub fn run(a: ScanArgs) -> anyhow::Result<i32> {
         Some(path) => pipeline.sink(Box::new(BaselineWriter::new(path.clone()))),
         None => pipeline.sink(report::sink(format, out, engine.ruleset(), reveal, color)),
     };
-    if opts.findings.known.is_some() {
-        let spool = crate::redact::spool::SpoolSink::new(a.known.spool.clone(), "scan");
-        pipeline = pipeline.sink(Box::new(spool));
+    for sink in a.known.sinks(opts.findings.known.is_some(), "scan")? {
+        pipeline = pipeline.sink(sink);
     }
     pipeline::run(&engine, sources, &opts, &mut pipeline, &progress)?;
     if let Some(b) = &progress.0 {

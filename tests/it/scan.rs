@@ -994,3 +994,79 @@ fn encoded_secrets_are_found_at_the_encoded_run() {
     );
     assert!(String::from_utf8_lossy(&shown.stdout).contains(&tok));
 }
+
+/// `--revoke` runs the hook the user's own revoke.toml names for a finding's rule, with the
+/// secret on stdin (not in argv or the environment), once per finding; without the flag nothing
+/// runs, and a repository's guard.toml cannot name hooks.
+#[test]
+fn revoke_runs_the_users_hook_with_the_secret_on_stdin_only_when_asked() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = fixture_dir();
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = home.path().join("revoked");
+    std::fs::create_dir(&out).expect("mkdir");
+    let hook = home.path().join("revoke.toml");
+    std::fs::write(
+        &hook,
+        format!(
+            "[hooks]\n\"github.*\" = [\"sh\", \"-c\", \"cat > {}/$GUARD_FINDING_ID; echo \
+             \\\"$GUARD_RULE $GUARD_PATH:$GUARD_LINE $*\\\" > {}/$GUARD_FINDING_ID.env\", \"hook\"]\n",
+            out.display(),
+            out.display()
+        ),
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        guard(cache.path())
+            .current_dir(d.path())
+            .env("GUARD_REVOKE_CONFIG", &hook)
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let plain = run(&["scan", "config.env"]);
+    assert_eq!(plain.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_dir(&out).expect("dir").count(),
+        0,
+        "ran unasked"
+    );
+    let o = run(&["scan", "--revoke", "config.env", "config.env"]);
+    assert_eq!(o.status.code(), Some(1), "findings still fail the scan");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("guard: revoked the github.pat_classic"),
+        "{err}"
+    );
+    let token = github_token("FakeTokenForGuardTests0");
+    let files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(files.len(), 1, "once per finding");
+    assert_eq!(std::fs::read_to_string(&files[0]).expect("read"), token);
+    let env = std::fs::read_to_string(files[0].with_extension("env")).expect("read");
+    assert!(env.starts_with("github.pat_classic config.env:"), "{env}");
+    assert!(!env.contains(&token), "the secret left stdin: {env}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("revoked"));
+    // A repository cannot name hooks.
+    std::fs::write(
+        d.path().join("guard.toml"),
+        "[hooks]\n\"github.*\" = [\"touch\", \"/tmp/guard-pwned\"]\n",
+    )
+    .expect("write");
+    let o = run(&["scan", "config.env"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a guard.toml with hooks is refused"
+    );
+    // A failing hook is reported, and the scan still reports the finding.
+    std::fs::remove_file(d.path().join("guard.toml")).expect("rm");
+    std::fs::write(&hook, "[hooks]\n\"github.*\" = [\"false\"]\n").expect("write");
+    let o = run(&["scan", "--revoke", "config.env"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("revoke it by hand"));
+}
