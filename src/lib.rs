@@ -22,17 +22,20 @@
 //! - [`finding`]: a match placed in its origin, with a stable keyed id and a redacted snippet.
 //! - [`pipeline`]: units are scanned on every core; findings are pushed, in order and as they are
 //!   confirmed, through shared filters (path allowlist, baseline, duplicates) into
-//!   [`pipeline::FindingSink`]s: the [`report`] formats (human, JSON, JSONL, SARIF) and
-//!   [`baseline::BaselineWriter`].
+//!   [`pipeline::FindingSink`]s: the [`report`] formats (human, JSON, JSONL, SARIF),
+//!   [`baseline::BaselineWriter`], leak events for stored values found by their fingerprints
+//!   (`redact::spool::SpoolSink`) and the user's provider [`revoke`] hooks.
 //! - [`redact`]: the output guard behind `guard redact`, `guard exec` and the log-shipper
 //!   adapters (JSON lines, rsyslog mmexternal): every byte written only once the stream has
 //!   settled it, each rule match and each known stored value (the engine's fingerprint stage)
 //!   replaced, fail-closed; leak events for known values go to a spool. [`fingerprint`] reads and
 //!   writes the fingerprint files; [`random`] is the kernel's random source.
-//! - [`vault`] (feature `vault`): the age-encrypted store, daemon, leases, audit and `guard exec`;
-//!   only a human with the passphrase on the terminal approves, and no value reaches a client
-//!   (THREAT_MODEL.md). The daemon closes the loop: it consumes the spool's leak events and
-//!   revokes and rotates a leaked stored value, once (`vault::server::leak`).
+//! - [`vault`] (feature `vault`): the store behind a backend trait (the local age store, or
+//!   OpenBao KV v2: `vault::backend`), the daemon (typed requests in `vault::api`), leases, the
+//!   sealed audit chain and `guard exec`; only a human with the passphrase on the terminal
+//!   approves, and no value reaches a client (THREAT_MODEL.md). The daemon closes the loop: it
+//!   consumes the spool's leak events and revokes and rotates a leaked stored value, once
+//!   (`vault::server::leak`), then republishes the fingerprints that running redactors reload.
 //! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used.
 //!
 //! ```
