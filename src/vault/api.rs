@@ -126,3 +126,66 @@ pub struct KillswitchRequest {
 pub struct SignalRequest {
     pub signal: i32,
 }
+
+// ---- Replies: what each method answers in `data` (the envelope adds `next_actions`). ----
+
+/// `add`, `rotate`, `print`: the version written (or printed).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    pub context: String,
+    pub name: String,
+    pub version: u32,
+}
+
+/// One context in a `list` reply.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ContextSecrets {
+    pub context: String,
+    /// `local` or `openbao`.
+    pub backend: String,
+    pub secrets: Vec<crate::vault::store::SecretInfo>,
+}
+
+/// `list`: names, versions and rotation settings; never values.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ListReply {
+    pub contexts: Vec<ContextSecrets>,
+}
+
+/// `rm`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RmReply {
+    pub removed: String,
+    pub revoked_leases: usize,
+}
+
+/// `exec`: how the command ended (or `status: approval_required` with a request, see the
+/// daemon's approval flow).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ExecReply {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// `revoke`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RevokeReply {
+    pub revoked: usize,
+}
+
+/// A rotation the killswitch could not do.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RotateFailure {
+    pub context: String,
+    pub name: String,
+    pub error: String,
+}
+
+/// `killswitch`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct KillswitchReply {
+    pub revoked: usize,
+    pub rotated: Vec<SecretVersion>,
+    pub rotate_errors: Vec<RotateFailure>,
+    pub wiped: bool,
+}

@@ -172,7 +172,7 @@ impl SecretEntry {
 }
 
 /// Metadata about a secret, safe to print.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretInfo {
     pub name: String,
     pub current_version: Option<u32>,

@@ -319,6 +319,16 @@ fn reply(data: Value, next_actions: Vec<rpc::NextAction>) -> Result<Reply, RpcEr
     Ok(Reply { data, next_actions })
 }
 
+/// A typed reply ([`crate::vault::api`]) as the envelope's `data`.
+fn typed<T: serde::Serialize>(
+    data: &T,
+    next_actions: Vec<rpc::NextAction>,
+) -> Result<Reply, RpcError> {
+    let data = serde_json::to_value(data)
+        .map_err(|_| RpcError::new(rpc::INTERNAL, "a reply did not serialise"))?;
+    reply(data, next_actions)
+}
+
 fn secret_string(v: Option<SecretValue>) -> Option<SecretString> {
     v.filter(|v| !v.is_empty())
         .map(|v| SecretString::from(v.expose_secret().to_string()))

@@ -68,11 +68,16 @@ impl Daemon {
             "audit_verify" => self.audit_verify(),
             "rotate" => {
                 let n: api::NameRequest = params(p)?;
-                let v = self.rotate(&n.context, &n.name, "manual").await?;
-                reply(
-                    json!({"context": n.context, "name": n.name, "version": v}),
+                let version = self.rotate(&n.context, &n.name, "manual").await?;
+                let ctx = n.context.clone();
+                typed(
+                    &api::SecretVersion {
+                        context: n.context,
+                        name: n.name,
+                        version,
+                    },
                     vec![next(
-                        format!("guard vault list --context {}", n.context),
+                        format!("guard vault list --context {ctx}"),
                         "see versions",
                     )],
                 )
@@ -80,8 +85,8 @@ impl Daemon {
             "killswitch" => {
                 let k: api::KillswitchRequest = params(p)?;
                 let data = self.killswitch(k.rotate, k.wipe, "manual").await;
-                reply(
-                    data,
+                typed(
+                    &data,
                     vec![next("guard vault status", "confirm no leases remain")],
                 )
             }
@@ -288,8 +293,12 @@ impl Daemon {
             return Err(store_err(e));
         }
         publish_fingerprints(&mut s);
-        reply(
-            json!({"context": a.context, "name": a.name, "version": version}),
+        typed(
+            &api::SecretVersion {
+                context: a.context,
+                name: a.name,
+                version,
+            },
             vec![next(
                 "guard exec -- CMD",
                 "run a command with the secret injected (declare it in .guard/secrets.toml); \
@@ -308,10 +317,14 @@ impl Daemon {
         for c in contexts {
             let mut st = s.open_store(&c)?;
             let secrets = st.infos().map_err(store_err)?;
-            out.push(json!({"context": c, "backend": st.backend(), "secrets": secrets}));
+            out.push(api::ContextSecrets {
+                context: c,
+                backend: st.backend().to_string(),
+                secrets,
+            });
         }
-        reply(
-            json!({"contexts": out}),
+        typed(
+            &api::ListReply { contexts: out },
             vec![next(
                 "guard vault add NAME",
                 "store a secret (value from a no-echo prompt or stdin)",
@@ -363,8 +376,11 @@ impl Daemon {
             .leases
             .revoke_where(|l| l.context == n.context && l.secret == n.name);
         publish_fingerprints(&mut s);
-        reply(
-            json!({"removed": n.name, "revoked_leases": revoked}),
+        typed(
+            &api::RmReply {
+                removed: n.name,
+                revoked_leases: revoked,
+            },
             vec![next("guard vault list", "remaining secrets")],
         )
     }
@@ -562,8 +578,11 @@ impl Daemon {
         }
         use std::os::unix::process::ExitStatusExt;
         match status {
-            Ok(Ok(st)) => reply(
-                json!({"exit_code": st.code(), "signal": st.signal()}),
+            Ok(Ok(st)) => typed(
+                &api::ExecReply {
+                    exit_code: st.code(),
+                    signal: st.signal(),
+                },
                 vec![],
             ),
             _ => Err(RpcError::new(rpc::INTERNAL, "lost track of the command")),
@@ -734,8 +753,12 @@ impl Daemon {
         };
         let written = tokio::task::spawn_blocking(move || write_value(out, &value)).await;
         match written {
-            Ok(Ok(())) => reply(
-                json!({"context": p.context, "name": p.name, "version": version}),
+            Ok(Ok(())) => typed(
+                &api::SecretVersion {
+                    context: p.context,
+                    name: p.name,
+                    version,
+                },
                 vec![],
             ),
             _ => Err(RpcError::new(
@@ -788,8 +811,8 @@ impl Daemon {
                 "give a lease id or all=true",
             ));
         };
-        reply(
-            json!({"revoked": n}),
+        typed(
+            &api::RevokeReply { revoked: n },
             vec![next("guard vault status", "see remaining leases")],
         )
     }
@@ -890,7 +913,12 @@ impl Daemon {
         Ok(v)
     }
 
-    pub(super) async fn killswitch(&self, rotate_all: bool, wipe: bool, why: &str) -> Value {
+    pub(super) async fn killswitch(
+        &self,
+        rotate_all: bool,
+        wipe: bool,
+        why: &str,
+    ) -> api::KillswitchReply {
         let revoked = {
             let mut s = self.lock();
             let n = s.leases.revoke_where(|_| true);
@@ -915,8 +943,16 @@ impl Daemon {
             let targets = secrets_where(&mut self.lock(), |e| e.rotate_via.is_some());
             for (c, n) in targets {
                 match self.rotate(&c, &n, why).await {
-                    Ok(v) => rotated.push(json!({"context": c, "name": n, "version": v})),
-                    Err(e) => errors.push(json!({"context": c, "name": n, "error": e.message})),
+                    Ok(version) => rotated.push(api::SecretVersion {
+                        context: c,
+                        name: n,
+                        version,
+                    }),
+                    Err(e) => errors.push(api::RotateFailure {
+                        context: c,
+                        name: n,
+                        error: e.message,
+                    }),
                 }
             }
         }
@@ -933,7 +969,12 @@ impl Daemon {
             let _ = s.approvals.forget_all();
             s.keys.lock();
         }
-        json!({"revoked": revoked, "rotated": rotated, "rotate_errors": errors, "wiped": wipe})
+        api::KillswitchReply {
+            revoked,
+            rotated,
+            rotate_errors: errors,
+            wiped: wipe,
+        }
     }
 }
 
