@@ -190,9 +190,6 @@ impl crate::pipeline::FindingSink for RevokeSink {
         }
         Ok(())
     }
-    fn finish(&mut self, _totals: &crate::pipeline::Totals) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

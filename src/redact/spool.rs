@@ -249,9 +249,6 @@ impl crate::pipeline::FindingSink for SpoolSink {
         }
         Ok(())
     }
-    fn finish(&mut self, _totals: &crate::pipeline::Totals) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
