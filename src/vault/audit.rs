@@ -29,6 +29,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+/// The most records one append writes ([`AuditLog::append_all`]); a head this far behind the
+/// log is that append's crash window.
+pub const MAX_BATCH: usize = 16;
+
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, thiserror::Error)]
@@ -247,14 +251,14 @@ impl AuditLog {
     /// Opens the log for appending, after verifying its chain and its head. A chain that does
     /// not verify is never re-anchored: the daemon refuses to start until a human has looked
     /// (`guard vault audit verify`) and acknowledged it ([`acknowledge_break`]). The one case
-    /// accepted is the crash window: the last record written, its head not yet.
+    /// accepted is the crash window: the last append's records written, its head not yet.
     pub fn open(paths: &VaultPaths) -> Result<Self, AuditError> {
         let key = load_key(&paths.audit_key())?;
         let chain = scan(paths)?;
         chain.check(true)?;
-        if chain.head == Head::OneBehind {
+        if chain.head == Head::Behind {
             eprintln!(
-                "guard vault daemon: audit head was one record behind the log (a write \
+                "guard vault daemon: audit head was behind the log by the last append (a write \
                  interrupted before its head); anchored to record {}",
                 chain.records
             );
@@ -269,7 +273,7 @@ impl AuditLog {
             seal_key: None,
             closed: false,
         };
-        if chain.head == Head::OneBehind {
+        if chain.head == Head::Behind {
             log.write_head()?;
         }
         Ok(log)
@@ -319,6 +323,20 @@ impl AuditLog {
     /// Append one record. On error nothing is considered written and the chain head is unchanged;
     /// the caller must refuse the operation.
     pub fn append(&mut self, ev: &Event<'_>) -> Result<(), AuditError> {
+        self.append_all(std::slice::from_ref(ev))
+    }
+
+    /// Append several records, [`MAX_BATCH`] at a time with one write, one `fdatasync` and one
+    /// head: an operation that records one event per secret (`exec` of five) pays for the disk
+    /// once. On error the records of the failed batch are not written, as [`AuditLog::append`].
+    pub fn append_all(&mut self, evs: &[Event<'_>]) -> Result<(), AuditError> {
+        for batch in evs.chunks(MAX_BATCH) {
+            self.append_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn append_batch(&mut self, evs: &[Event<'_>]) -> Result<(), AuditError> {
         if self.closed {
             return Err(AuditError::Io {
                 op: "append",
@@ -326,24 +344,30 @@ impl AuditLog {
                 source: std::io::Error::other("the daemon is stopping"),
             });
         }
-        let rec = Record {
-            seq: self.next_seq,
-            ts: now_unix(),
-            op: ev.op.to_string(),
-            outcome: ev.outcome.to_string(),
-            context: ev.context.map(|c| self.id("context", c)),
-            secret: ev.secret.map(|s| self.id("secret", s)),
-            client: ev.client.map(|c| self.id("client", c)),
-            lease: ev.lease.map(str::to_string),
-            request: ev.request.map(str::to_string),
-            version: ev.version,
-            purpose: ev.purpose.map(str::to_string),
-            detail: ev.detail.map(str::to_string),
-            prev: self.last_hash.clone(),
-        };
-        let mut line = serde_json::to_vec(&rec).expect("a record should always serialize");
-        let hash = sha_hex(&line);
-        line.push(b'\n');
+        let (mut seq, mut hash) = (self.next_seq, self.last_hash.clone());
+        let mut lines = Vec::new();
+        for ev in evs {
+            let rec = Record {
+                seq,
+                ts: now_unix(),
+                op: ev.op.to_string(),
+                outcome: ev.outcome.to_string(),
+                context: ev.context.map(|c| self.id("context", c)),
+                secret: ev.secret.map(|s| self.id("secret", s)),
+                client: ev.client.map(|c| self.id("client", c)),
+                lease: ev.lease.map(str::to_string),
+                request: ev.request.map(str::to_string),
+                version: ev.version,
+                purpose: ev.purpose.map(str::to_string),
+                detail: ev.detail.map(str::to_string),
+                prev: hash,
+            };
+            let line = serde_json::to_vec(&rec).expect("a record should always serialize");
+            hash = sha_hex(&line);
+            lines.extend_from_slice(&line);
+            lines.push(b'\n');
+            seq += 1;
+        }
         let err = |op| {
             let path = self.path.clone();
             move |source| AuditError::Io { op, path, source }
@@ -354,11 +378,11 @@ impl AuditLog {
             .mode(0o600)
             .open(&self.path)
             .map_err(err("open"))?;
-        f.write_all(&line).map_err(err("append"))?;
+        f.write_all(&lines).map_err(err("append"))?;
         // On disk before the operation it records goes ahead.
         f.sync_data().map_err(err("fsync"))?;
         self.last_hash = hash;
-        self.next_seq += 1;
+        self.next_seq = seq;
         // The head anchor makes tail truncation detectable; its failure is a failed write too.
         self.write_head()
     }
@@ -411,8 +435,9 @@ pub struct VerifyReport {
 enum Head {
     Matches,
     Missing,
-    /// It names the record before the last: the last append's head write did not happen.
-    OneBehind,
+    /// It names an earlier record, within the last append's batch ([`MAX_BATCH`]): that
+    /// append's head write did not happen.
+    Behind,
     Mismatch,
 }
 
@@ -434,9 +459,9 @@ impl Chain {
         let reason = match self.head {
             Head::Matches => return Ok(true),
             Head::Missing if self.records == 0 => return Ok(false),
-            Head::OneBehind if crash_window => return Ok(true),
+            Head::Behind if crash_window => return Ok(true),
             Head::Missing => "the head file (audit.head) is missing",
-            Head::OneBehind | Head::Mismatch => {
+            Head::Behind | Head::Mismatch => {
                 "log does not end at the recorded head (tail truncated or last record edited)"
             }
         };
@@ -473,7 +498,8 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
         .filter(|s| s.seq == 0)
         .map(|_| GENESIS.to_string());
     let mut prev = GENESIS.to_string();
-    let mut before_last = GENESIS.to_string();
+    // The hashes after each of the last MAX_BATCH records (and before them), for the crash window.
+    let mut recent: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut n = 0u64;
     match std::fs::File::open(&path) {
         Ok(f) => {
@@ -513,7 +539,10 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
                                 .into(),
                     });
                 }
-                before_last = std::mem::replace(&mut prev, sha_hex(&line));
+                recent.push_back(std::mem::replace(&mut prev, sha_hex(&line)));
+                if recent.len() > MAX_BATCH {
+                    recent.pop_front();
+                }
                 n += 1;
                 if seal.as_ref().is_some_and(|s| s.seq == n) {
                     sealed_hash = Some(prev.clone());
@@ -532,7 +561,15 @@ fn scan(paths: &VaultPaths) -> Result<Chain, AuditError> {
     let head = match (&head_text, head_pair) {
         (None, _) => Head::Missing,
         (Some(_), Some(h)) if h == format!("{n} {prev}") => Head::Matches,
-        (Some(_), Some(h)) if n > 0 && h == format!("{} {before_last}", n - 1) => Head::OneBehind,
+        (Some(_), Some(h))
+            if recent
+                .iter()
+                .rev()
+                .enumerate()
+                .any(|(k, hash)| h == format!("{} {hash}", n - 1 - k as u64)) =>
+        {
+            Head::Behind
+        }
         (Some(_), _) => Head::Mismatch,
     };
     Ok(Chain {
@@ -721,6 +758,24 @@ mod tests {
         let log = AuditLog::open(&q).unwrap();
         assert_eq!(log.next_seq, 4);
         assert_eq!(verify(&q).unwrap().records, 4, "re-anchored forward");
+        drop(log);
+        // A whole batch written, its head not: accepted; a head further back than one batch
+        // can be is not a crash window.
+        let head4 = std::fs::read_to_string(q.audit_head()).unwrap();
+        let mut log = AuditLog::open(&q).unwrap();
+        let evs: Vec<Event> = (0..MAX_BATCH)
+            .map(|_| Event {
+                op: "access",
+                outcome: "ok",
+                ..Default::default()
+            })
+            .collect();
+        log.append_all(&evs).unwrap();
+        drop(log);
+        std::fs::write(q.audit_head(), &head4).unwrap();
+        assert_eq!(AuditLog::open(&q).unwrap().next_seq, 4 + MAX_BATCH as u64);
+        std::fs::write(q.audit_head(), &head3).unwrap();
+        assert!(AuditLog::open(&q).is_err(), "a head {} back", MAX_BATCH + 1);
     }
 
     #[test]

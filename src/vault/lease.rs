@@ -208,20 +208,27 @@ impl LeaseManager {
     }
 
     /// Persists, reporting (not failing on) an error: revocations must never be blocked.
-    fn save(&self) {
+    /// Revocations by id or predicate save at once; a caller that [`grant`]s, [`hold`]s or
+    /// revokes unsaved saves after its batch.
+    ///
+    /// [`hold`]: LeaseManager::hold
+    ///
+    /// [`grant`]: LeaseManager::grant
+    pub fn save(&self) {
         if let Err(e) = self.persist() {
             eprintln!("guard vault daemon: persisting leases: {e}");
         }
     }
 
-    /// Records the process group running the command under `ids`.
+    /// Records the process group running the command under `ids` (the caller [`save`]s).
+    ///
+    /// [`save`]: LeaseManager::save
     pub fn hold(&mut self, ids: &[String], holder: Holder) {
         for id in ids {
             if let Some(l) = self.leases.get_mut(id) {
                 l.holder = Some(holder);
             }
         }
-        self.save();
     }
 
     pub fn grant(&mut self, r: &LeaseRequest<'_>) -> Result<Lease, LeaseError> {
@@ -248,7 +255,6 @@ impl LeaseManager {
             holder: None,
         };
         self.leases.insert(lease.id.clone(), lease.clone());
-        self.save();
         Ok(lease)
     }
 
@@ -276,6 +282,24 @@ impl LeaseManager {
         let l = l.clone();
         self.save();
         Ok(l)
+    }
+
+    /// Revokes the live leases among `ids` without persisting (the caller [`save`]s, possibly
+    /// after answering: the revocation itself is in effect at once). Returns them.
+    ///
+    /// [`save`]: LeaseManager::save
+    pub fn revoke_unsaved(&mut self, ids: &[String]) -> Vec<Lease> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(l) = self.leases.get_mut(id) {
+                if !l.revoked && l.expires > now {
+                    l.revoked = true;
+                    out.push(l.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Revoke every live lease matching `pred`; returns how many.

@@ -457,45 +457,61 @@ impl Daemon {
             }
             let mut secrets = Vec::new();
             let mut lease_ids = Vec::new();
+            let mut access = Vec::new();
+            let mut failed = None;
             for (sec, ttl) in e.secrets.iter().zip(ttls) {
-                let granted = s
-                    .leases
-                    .grant(&LeaseRequest {
-                        context: &e.context,
-                        secret: &sec.name,
-                        version: None,
-                        command: &cmd.display,
-                        ttl,
-                    })
-                    .map_err(|err| RpcError::new(rpc::INVALID_PARAMS, err.to_string()));
+                let granted = s.leases.grant(&LeaseRequest {
+                    context: &e.context,
+                    secret: &sec.name,
+                    version: None,
+                    command: &cmd.display,
+                    ttl,
+                });
                 let lease = match granted {
                     Ok(l) => l,
                     Err(err) => {
-                        revoke_leases(&mut s, &lease_ids);
-                        return Err(err);
+                        failed = Some(RpcError::new(rpc::INVALID_PARAMS, err.to_string()));
+                        break;
                     }
                 };
                 lease_ids.push(lease.id.clone());
-                let (version, value) = st.value(&sec.name, None).map_err(store_err)?;
-                if let Err(err) = s.audit.append(&Event {
-                    op: "access",
-                    outcome: "ok",
-                    context: Some(&e.context),
-                    secret: Some(&sec.name),
-                    client: Some(&cmd.fingerprint),
-                    lease: Some(&lease.id),
-                    version: Some(version),
-                    ..Default::default()
-                }) {
-                    revoke_leases(&mut s, &lease_ids);
-                    return Err(audit_err(err));
-                }
+                let (version, value) = match st.value(&sec.name, None) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        failed = Some(store_err(err));
+                        break;
+                    }
+                };
+                access.push((sec.name.as_str(), lease.id, version));
                 secrets.push(crate::vault::exec::Injected {
                     env: sec.env.clone(),
                     id: leak::fingerprint_id(&e.context, &sec.name),
                     version,
                     value,
                 });
+            }
+            if failed.is_none() {
+                // One audit write for all of them, before any value is used.
+                let events: Vec<Event> = access
+                    .iter()
+                    .map(|(name, lease, version)| Event {
+                        op: "access",
+                        outcome: "ok",
+                        context: Some(&e.context),
+                        secret: Some(name),
+                        client: Some(&cmd.fingerprint),
+                        lease: Some(lease),
+                        version: Some(*version),
+                        ..Default::default()
+                    })
+                    .collect();
+                if let Err(err) = s.audit.append_all(&events) {
+                    failed = Some(audit_err(err));
+                }
+            }
+            if let Some(err) = failed {
+                revoke_leases(&mut s, &lease_ids);
+                return Err(err);
             }
             s.next_exec += 1;
             (cmd, secrets, lease_ids, s.next_exec)
@@ -530,6 +546,9 @@ impl Daemon {
             if let Some(h) = crate::vault::lease::Holder::of(pgid) {
                 s.leases.hold(&lease_ids, h);
             }
+            // Persisted (with their holder, for a daemon that dies meanwhile) off the path.
+            let d = self.clone();
+            tokio::task::spawn_blocking(move || d.lock().leases.save());
             if lease_ids.iter().any(|id| s.leases.check(id).is_err()) {
                 kill_group(pgid, libc::SIGTERM);
             }
@@ -572,9 +591,14 @@ impl Daemon {
             }
         };
         {
+            // Revoked now; recorded (audit, lease file) after the answer is on its way: the
+            // caller is not kept waiting for the disk. A daemon that dies in between recovers
+            // these leases as live and revokes them again, audited.
             let mut s = self.lock();
             s.running.remove(&exec_no);
-            revoke_leases(&mut s, &lease_ids);
+            let revoked = s.leases.revoke_unsaved(&lease_ids);
+            let d = self.clone();
+            tokio::task::spawn_blocking(move || record_revoked(&mut d.lock(), &revoked));
         }
         use std::os::unix::process::ExitStatusExt;
         match status {
@@ -1036,24 +1060,29 @@ pub(super) fn request_approval(
 
 /// Revoke the live leases among `ids`, auditing each; returns how many were revoked.
 pub(super) fn revoke_leases(s: &mut State, ids: &[String]) -> usize {
-    let mut n = 0;
-    for id in ids {
-        if s.leases.check(id).is_err() {
-            continue;
-        }
-        if let Ok(l) = s.leases.revoke(id) {
-            n += 1;
-            let _ = s.audit.append(&Event {
-                op: "revoke",
-                outcome: "ok",
-                lease: Some(id),
-                context: Some(&l.context),
-                secret: Some(&l.secret),
-                ..Default::default()
-            });
-        }
+    let revoked = s.leases.revoke_unsaved(ids);
+    record_revoked(s, &revoked);
+    revoked.len()
+}
+
+/// Audits revoked leases (one write for all) and persists the lease table.
+pub(super) fn record_revoked(s: &mut State, revoked: &[crate::vault::lease::Lease]) {
+    if revoked.is_empty() {
+        return;
     }
-    n
+    let events: Vec<Event> = revoked
+        .iter()
+        .map(|l| Event {
+            op: "revoke",
+            outcome: "ok",
+            lease: Some(&l.id),
+            context: Some(&l.context),
+            secret: Some(&l.secret),
+            ..Default::default()
+        })
+        .collect();
+    let _ = s.audit.append_all(&events);
+    s.leases.save();
 }
 
 pub(super) fn kill_group(pgid: u32, sig: i32) {
