@@ -222,8 +222,14 @@ impl Daemon {
     }
 
     pub(super) fn status(&self) -> Result<Reply, RpcError> {
+        // What reads /proc or the disk, before the state lock every request shares.
+        let (dumpable, traced_by) = (
+            crate::vault::tty::is_dumpable(),
+            crate::vault::tty::tracer_pid(None),
+        );
+        let paths = self.lock().paths.clone();
+        let contexts = store::list_contexts(&paths);
         let mut s = self.lock();
-        let contexts = store::list_contexts(&s.paths);
         let leases = s.leases.active();
         let pending: Vec<Value> = s.pending.iter().map(|(id, p)| p.info(id)).collect();
         let unlocked_for = s.keys.expires_in().map(|d| d.as_secs());
@@ -245,8 +251,7 @@ impl Daemon {
                    "passphrase_lockout_secs": lockout,
                    "active_leases": leases.len(), "leases": leases, "pending_approvals": pending,
                    "running_commands": s.running.len(), "heartbeat": s.heartbeat,
-                   "dumpable": crate::vault::tty::is_dumpable(),
-                   "traced_by": crate::vault::tty::tracer_pid(None)}),
+                   "dumpable": dumpable, "traced_by": traced_by}),
             acts,
         )
     }
