@@ -10,6 +10,8 @@ mod rules_cmd;
 mod scan_cmd;
 #[cfg(feature = "vault")]
 mod vault;
+#[cfg(feature = "mcp")]
+mod mcp_cmd;
 
 #[derive(Parser)]
 #[command(name = "guard", version, about = "Find secrets before they leak, and keep them out of output",
@@ -40,6 +42,10 @@ enum Command {
     /// Run a command with secrets injected into its environment, its output redacted
     #[cfg(feature = "vault")]
     Exec(vault::ExecArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: AI agents scan and redact text and use
+    /// stored credentials without seeing them
+    #[cfg(feature = "mcp")]
+    Mcp(mcp_cmd::McpArgs),
 }
 
 /// Exit code for "an error happened" (bad input, I/O failure, bad config).
@@ -66,6 +72,8 @@ pub fn main() -> i32 {
         Command::Vault(a) => vault::run_vault(a),
         #[cfg(feature = "vault")]
         Command::Exec(a) => vault::run_exec(a),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(a) => mcp_cmd::run(a),
     };
     match result {
         Ok(code) => code,

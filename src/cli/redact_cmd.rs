@@ -225,6 +225,13 @@ fn redaction_engine(config: Option<&Path>, select: &RuleSelect) -> anyhow::Resul
     load_engine(&cfg, select, BackendArg::Auto, true)
 }
 
+/// The engine `guard mcp` redacts and scans with (the current directory's `guard.toml`, the
+/// inline marker off, as `guard redact`).
+#[cfg(feature = "mcp")]
+pub(super) fn mcp_engine() -> anyhow::Result<Engine> {
+    redaction_engine(None, &RuleSelect::default())
+}
+
 fn known_matcher(path: Option<&Path>) -> anyhow::Result<Option<Arc<KnownMatcher>>> {
     Ok(match path {
         Some(p) => Some(Arc::new(KnownMatcher::new(fingerprint::load(p)?))),

@@ -2,6 +2,7 @@
 //! needs to control chunking).
 mod gitleaks;
 mod history;
+mod mcp;
 mod hooks;
 mod openbao;
 mod pipeline;

@@ -1,0 +1,209 @@
+//! `guard mcp`: the Model Context Protocol over stdio (the `rmcp` crate), so an AI agent's MCP
+//! client can use guard with one line of configuration.
+//!
+//! This first part serves the tools that need no secret: `scan_text` (findings, redacted),
+//! `redact_text` (the text with every secret replaced) and `secrets_list` (names, contexts,
+//! versions and rotation settings from the vault daemon — never a value). Every result passes
+//! the engine before it leaves: a tool's own answer is redacted too.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
+use rmcp::model::{CallToolResult, Content, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler, ServiceExt};
+use serde::Deserialize;
+
+use crate::engine::Engine;
+use crate::finding::{Finding, FindingOptions, Origin};
+use crate::redact::{BlockRedactor, RedactOptions};
+
+/// Text tools refuse more than this (the agent's context is not a bulk scanner's input).
+const MAX_TEXT: usize = 1 << 20;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Add guard to an MCP client (it speaks MCP on stdin/stdout):\n  claude mcp add guard -- guard mcp\n  codex mcp add guard -- guard mcp\n  Cursor / others: {\"mcpServers\": {\"guard\": {\"command\": \"guard\", \"args\": [\"mcp\"]}}}"
+)]
+pub struct McpArgs {
+    /// Vault directory [default: ~/.local/share/guard/vault]
+    #[arg(long, env = "GUARD_VAULT_DIR")]
+    vault_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct TextRequest {
+    /// The text to look at (at most 1 MiB).
+    text: String,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct ListRequest {
+    /// One context; all when absent.
+    context: Option<String>,
+}
+
+#[derive(Clone)]
+struct GuardMcp {
+    engine: Arc<Engine>,
+    vault: crate::vault::VaultPaths,
+    #[allow(dead_code)] // read by the tool_handler macro
+    tool_router: ToolRouter<Self>,
+}
+
+fn text_of(r: &TextRequest) -> Result<&[u8], ErrorData> {
+    if r.text.len() > MAX_TEXT {
+        return Err(ErrorData::invalid_params(
+            format!(
+                "text of {} bytes: at most {MAX_TEXT} bytes per call",
+                r.text.len()
+            ),
+            None,
+        ));
+    }
+    Ok(r.text.as_bytes())
+}
+
+impl GuardMcp {
+    /// `text` with every secret the engine finds replaced: what leaves this server.
+    fn redacted(&self, text: &str) -> Result<String, ErrorData> {
+        let r = BlockRedactor::new(&self.engine, None, RedactOptions::default())
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let out = r
+            .redact(text.as_bytes())
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        Ok(String::from_utf8_lossy(&out.0).into_owned())
+    }
+
+    fn ok(&self, v: serde_json::Value) -> Result<CallToolResult, ErrorData> {
+        Ok(CallToolResult::success(vec![Content::text(
+            self.redacted(&v.to_string())?,
+        )]))
+    }
+}
+
+#[tool_router]
+impl GuardMcp {
+    /// Secrets in text the agent is about to write, commit or send: each finding's rule, line
+    /// and column, with the secret redacted.
+    #[tool(
+        description = "Find secrets (API keys, tokens, passwords, private keys) in a text before \
+                       you write, commit or send it. Returns each finding's rule, line and \
+                       column; the secret itself is redacted."
+    )]
+    async fn scan_text(
+        &self,
+        Parameters(r): Parameters<TextRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let text = text_of(&r)?;
+        let origin = Origin::Stream {
+            path: "mcp:scan_text".into(),
+        };
+        let mut found: Vec<Finding> = Vec::new();
+        let mut scratch = self
+            .engine
+            .scratch()
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        crate::source::scan_bytes_decoded(
+            &self.engine,
+            &mut scratch,
+            &origin,
+            text,
+            &FindingOptions {
+                decode: true,
+                ..FindingOptions::default()
+            },
+            &mut |f| found.push(f),
+        )
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let findings: Vec<serde_json::Value> = found
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "rule": f.rule.0, "name": f.rule_name, "confidence": f.confidence.as_str(),
+                    "line": f.location.line, "column": f.location.column,
+                    "secret": crate::finding::redact(f.secret.expose_secret()),
+                    "encoding": f.encoding,
+                })
+            })
+            .collect();
+        self.ok(serde_json::json!({ "findings": findings }))
+    }
+
+    /// The text with every secret replaced by `[REDACTED:rule]`.
+    #[tool(
+        description = "Return the text with every secret replaced by [REDACTED:<rule>]; use it \
+                       on anything you are about to write to a file, a log, a commit or a \
+                       message."
+    )]
+    async fn redact_text(
+        &self,
+        Parameters(r): Parameters<TextRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        text_of(&r)?;
+        Ok(CallToolResult::success(vec![Content::text(
+            self.redacted(&r.text)?,
+        )]))
+    }
+
+    /// The vault's secrets: names, contexts, versions, rotation settings; never a value.
+    #[tool(
+        description = "List the secrets stored in the guard vault (names, contexts, versions, \
+                       rotation settings). Values are never returned: commands get them \
+                       injected by guard."
+    )]
+    async fn secrets_list(
+        &self,
+        Parameters(r): Parameters<ListRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let paths = self.vault.clone();
+        let params = serde_json::json!({ "context": r.context });
+        let answer = tokio::task::spawn_blocking(move || {
+            crate::vault::client::Client::connect_or_start(&paths)?.call("list", params)
+        })
+        .await
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        match answer {
+            Ok(env) => self.ok(env["data"].clone()),
+            Err(e) => Err(ErrorData::internal_error(e.to_string(), None)),
+        }
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for GuardMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("guard", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "guard finds and redacts secrets, and runs commands with stored credentials \
+             without ever showing them to you."
+                .into(),
+        );
+        info
+    }
+}
+
+pub fn run(a: McpArgs) -> anyhow::Result<i32> {
+    let engine = super::redact_cmd::mcp_engine()?;
+    let server = GuardMcp {
+        engine: Arc::new(engine),
+        vault: crate::vault::VaultPaths::resolve(a.vault_dir.as_deref()),
+        tool_router: GuardMcp::tool_router(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let service = server
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the MCP server: {e}"))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| anyhow::anyhow!("MCP server: {e}"))?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,114 @@
+//! `guard mcp` driven by a real MCP client: the Python SDK's stdio client (PyPI `mcp`, installed
+//! by `scripts/deps test` into `target/tools/mcp`), which starts `guard mcp` itself.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// The Python with the `mcp` package: `$GUARD_MCP_PYTHON`, else the venv `scripts/deps test`
+/// makes.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GUARD_MCP_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/mcp/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python MCP client: run scripts/deps test (PyPI mcp) or set GUARD_MCP_PYTHON"
+    );
+    venv
+}
+
+/// Runs `calls` through one MCP session; the tool list, then one answer per call.
+fn session(calls: &Value, vault: &Path) -> (Value, Vec<Value>) {
+    let out = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py"))
+        .arg(assert_cmd::cargo::cargo_bin("guard"))
+        .arg(calls.to_string())
+        .env("GUARD_VAULT_DIR", vault)
+        .env("GUARD_NO_AUTOSTART", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the MCP client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let head = lines.next().expect("the tool list");
+    (head, lines.collect())
+}
+
+fn github_token(seed: &str) -> String {
+    let random: String = seed.chars().cycle().take(30).collect();
+    let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
+    format!("ghp_{random}{}", std::str::from_utf8(&crc).unwrap())
+}
+
+/// initialize, tools/list, each text tool, and malformed calls (unknown tool, wrong types,
+/// oversize input) answered as errors while the server keeps serving; no answer carries the
+/// secret.
+#[test]
+fn a_real_mcp_client_lists_and_calls_the_text_tools() {
+    let vault = tempfile::tempdir().unwrap();
+    let token = github_token("FakeTokenForTheMcpTest");
+    let text = format!("deploy:\n  GITHUB_TOKEN: {token}\n  region: eu\n");
+    let calls = json!([
+        {"tool": "scan_text", "args": {"text": text}},
+        {"tool": "redact_text", "args": {"text": text}},
+        {"tool": "no_such_tool", "args": {}},
+        {"tool": "scan_text", "args": {"text": 42}},
+        {"tool": "scan_text", "args": {}},
+        {"tool": "redact_text", "args": {"text": "x".repeat((1 << 20) + 1)}},
+        {"tool": "scan_text", "args": {"text": "nothing secret here"}},
+        {"tool": "redact_text", "args": {"text": text}},
+    ]);
+    let (head, answers) = session(&calls, vault.path());
+    assert_eq!(head["server"], "guard");
+    let tools = head["tools"].as_object().unwrap();
+    for t in ["scan_text", "redact_text", "secrets_list"] {
+        assert!(tools.contains_key(t), "{t} missing: {head}");
+    }
+    assert_eq!(
+        tools["scan_text"]["properties"]["text"]["type"], "string",
+        "{head}"
+    );
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    for a in &answers {
+        assert!(!a.to_string().contains(&token[4..]), "a secret left: {a}");
+    }
+    let scan: Value = serde_json::from_str(answers[0]["ok"].as_str().unwrap()).unwrap();
+    let f = &scan["findings"][0];
+    assert_eq!(f["rule"], "github.pat_classic");
+    assert_eq!((f["line"].as_u64(), f["column"].as_u64()), (Some(2), Some(17)));
+    assert_eq!(
+        answers[1]["ok"],
+        "deploy:\n  GITHUB_TOKEN: [REDACTED:github.pat_classic]\n  region: eu\n"
+    );
+    for (i, what) in [(2, "unknown tool"), (3, "wrong type"), (4, "missing text"), (5, "oversize")] {
+        assert!(
+            answers[i].get("error").is_some() || answers[i].get("tool_error").is_some(),
+            "{what} answered as a result: {}",
+            answers[i]
+        );
+        assert!(answers[i].get("ok").is_none(), "{what}: {}", answers[i]);
+    }
+    assert!(answers[5].to_string().contains("at most"), "{}", answers[5]);
+    let clean: Value = serde_json::from_str(answers[6]["ok"].as_str().unwrap()).unwrap();
+    assert_eq!(clean["findings"], json!([]));
+    assert_eq!(answers[7], answers[1], "still serving after the errors");
+}
+
+/// `secrets_list` answers names from the vault daemon, never values; with no vault it says why.
+#[test]
+fn secrets_list_without_a_vault_is_an_error_not_a_crash() {
+    let vault = tempfile::tempdir().unwrap();
+    let calls = json!([
+        {"tool": "secrets_list", "args": {}},
+        {"tool": "redact_text", "args": {"text": "still here"}},
+    ]);
+    let (_, answers) = session(&calls, &vault.path().join("none"));
+    assert!(answers[0].get("ok").is_none(), "{}", answers[0]);
+    assert_eq!(answers[1]["ok"], "still here");
+}
