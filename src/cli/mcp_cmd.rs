@@ -4,12 +4,14 @@
 //! This first part serves the tools that need no secret: `scan_text` (findings, redacted),
 //! `redact_text` (the text with every secret replaced) and `secrets_list` (names, contexts,
 //! versions and rotation settings from the vault daemon — never a value). Every result passes
-//! the engine before it leaves: a tool's own answer is redacted too.
+//! the engine before it leaves: a tool's own answer is redacted too. Not yet: `secrets_exec`
+//! and `secrets_request_access` (they need the daemon to run a command with captured, redacted
+//! output, and the human approval channel reached from an MCP session).
 
 use std::sync::Arc;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
-use rmcp::model::{CallToolResult, Content, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler, ServiceExt};
 use serde::Deserialize;
 
@@ -75,7 +77,7 @@ impl GuardMcp {
     }
 
     fn ok(&self, v: serde_json::Value) -> Result<CallToolResult, ErrorData> {
-        Ok(CallToolResult::success(vec![Content::text(
+        Ok(CallToolResult::success(vec![ContentBlock::text(
             self.redacted(&v.to_string())?,
         )]))
     }
@@ -140,7 +142,7 @@ impl GuardMcp {
         Parameters(r): Parameters<TextRequest>,
     ) -> Result<CallToolResult, ErrorData> {
         text_of(&r)?;
-        Ok(CallToolResult::success(vec![Content::text(
+        Ok(CallToolResult::success(vec![ContentBlock::text(
             self.redacted(&r.text)?,
         )]))
     }

@@ -5,13 +5,13 @@
 use clap::{Parser, Subcommand};
 
 mod hook_cmd;
+#[cfg(feature = "mcp")]
+mod mcp_cmd;
 mod redact_cmd;
 mod rules_cmd;
 mod scan_cmd;
 #[cfg(feature = "vault")]
 mod vault;
-#[cfg(feature = "mcp")]
-mod mcp_cmd;
 
 #[derive(Parser)]
 #[command(name = "guard", version, about = "Find secrets before they leak, and keep them out of output",
@@ -42,8 +42,8 @@ enum Command {
     /// Run a command with secrets injected into its environment, its output redacted
     #[cfg(feature = "vault")]
     Exec(vault::ExecArgs),
-    /// Serve the Model Context Protocol on stdin/stdout: AI agents scan and redact text and use
-    /// stored credentials without seeing them
+    /// Serve the Model Context Protocol on stdin/stdout: AI agents scan and redact text and list
+    /// the vault's secrets (never their values)
     #[cfg(feature = "mcp")]
     Mcp(mcp_cmd::McpArgs),
 }

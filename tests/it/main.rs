@@ -2,8 +2,8 @@
 //! needs to control chunking).
 mod gitleaks;
 mod history;
-mod mcp;
 mod hooks;
+mod mcp;
 mod openbao;
 mod pipeline;
 mod quality;

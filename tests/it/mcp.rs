@@ -20,13 +20,12 @@ fn python() -> PathBuf {
 
 /// Runs `calls` through one MCP session; the tool list, then one answer per call.
 fn session(calls: &Value, vault: &Path) -> (Value, Vec<Value>) {
-    let out = std::process::Command::new(python())
+    let out = assert_cmd::Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py"))
         .arg(assert_cmd::cargo::cargo_bin("guard"))
-        .arg(calls.to_string())
         .env("GUARD_VAULT_DIR", vault)
         .env("GUARD_NO_AUTOSTART", "1")
-        .stdin(std::process::Stdio::null())
+        .write_stdin(calls.to_string())
         .output()
         .expect("the MCP client runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -35,7 +34,9 @@ fn session(calls: &Value, vault: &Path) -> (Value, Vec<Value>) {
         "client failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut lines = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let mut lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap());
     let head = lines.next().expect("the tool list");
     (head, lines.collect())
 }
@@ -81,12 +82,20 @@ fn a_real_mcp_client_lists_and_calls_the_text_tools() {
     let scan: Value = serde_json::from_str(answers[0]["ok"].as_str().unwrap()).unwrap();
     let f = &scan["findings"][0];
     assert_eq!(f["rule"], "github.pat_classic");
-    assert_eq!((f["line"].as_u64(), f["column"].as_u64()), (Some(2), Some(17)));
+    assert_eq!(
+        (f["line"].as_u64(), f["column"].as_u64()),
+        (Some(2), Some(17))
+    );
     assert_eq!(
         answers[1]["ok"],
         "deploy:\n  GITHUB_TOKEN: [REDACTED:github.pat_classic]\n  region: eu\n"
     );
-    for (i, what) in [(2, "unknown tool"), (3, "wrong type"), (4, "missing text"), (5, "oversize")] {
+    for (i, what) in [
+        (2, "unknown tool"),
+        (3, "wrong type"),
+        (4, "missing text"),
+        (5, "oversize"),
+    ] {
         assert!(
             answers[i].get("error").is_some() || answers[i].get("tool_error").is_some(),
             "{what} answered as a result: {}",

@@ -1,7 +1,7 @@
 """Drives `guard mcp` with the real Python MCP SDK's stdio client (installed by
-`scripts/deps test` into target/tools/mcp). Usage: client.py GUARD_BIN SCENARIO_JSON
+`scripts/deps test` into target/tools/mcp). Usage: client.py GUARD_BIN < SCENARIO_JSON
 
-The scenario is a list of calls {"tool": name, "args": {...}}; each answer is printed as one
+The scenario (on stdin) is a list of calls {"tool": name, "args": {...}}; each answer is printed as one
 JSON line: {"ok": text} for a result, {"tool_error": text} for a result flagged isError, or
 {"error": message} for an MCP error. The first line lists the tools and their input schemas."""
 
@@ -14,7 +14,7 @@ from mcp.client.stdio import stdio_client
 
 
 async def main() -> None:
-    guard, scenario = sys.argv[1], json.loads(sys.argv[2])
+    guard, scenario = sys.argv[1], json.load(sys.stdin)
     params = StdioServerParameters(command=guard, args=["mcp"], env=None)
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
