@@ -38,6 +38,31 @@ struct TextRequest {
     text: String,
 }
 
+/// One secret to inject.
+#[derive(Deserialize, schemars::JsonSchema)]
+struct ExecToolSecret {
+    /// Its name in the vault.
+    name: String,
+    /// The environment variable the command reads it from.
+    env: String,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct ExecToolRequest {
+    /// The command and its arguments (no shell unless the command is one).
+    argv: Vec<String>,
+    /// Directory to run in [default: guard mcp's working directory].
+    cwd: Option<std::path::PathBuf>,
+    /// Secrets to inject into the command's environment.
+    #[serde(default)]
+    secrets: Vec<ExecToolSecret>,
+    /// Vault context [default: "default"].
+    context: Option<String>,
+}
+
+/// Output kept per stream; the rest is counted, not returned.
+const MAX_OUTPUT: usize = 256 * 1024;
+
 #[derive(Deserialize, schemars::JsonSchema)]
 struct ListRequest {
     /// One context; all when absent.
@@ -147,6 +172,54 @@ impl GuardMcp {
         )]))
     }
 
+    /// Runs a command with stored secrets injected by the vault daemon; the agent gets the exit
+    /// code and the output, redacted (rules and every encoding of the injected values).
+    #[tool(
+        description = "Run a command with secrets from the guard vault injected into its \
+                       environment (you never see them). Returns the exit code and stdout/stderr \
+                       with every secret redacted. A command's first use of a secret needs a \
+                       human's approval at their terminal: the answer then says \
+                       approval_required; call again once they approved."
+    )]
+    async fn secrets_exec(
+        &self,
+        Parameters(r): Parameters<ExecToolRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        if r.argv.is_empty() {
+            return Err(ErrorData::invalid_params("argv is empty", None));
+        }
+        let cwd = match r.cwd {
+            Some(c) => c,
+            None => std::env::current_dir()
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?,
+        };
+        let request = crate::vault::api::ExecRequest {
+            context: r.context.unwrap_or_else(|| "default".into()),
+            secrets: r
+                .secrets
+                .into_iter()
+                .map(|s| crate::vault::api::ExecSecret {
+                    name: s.name,
+                    env: s.env,
+                    ttl: None,
+                })
+                .collect(),
+            argv: r.argv,
+            cwd,
+            env: super::vault::environment(&[]),
+            pass_env: Vec::new(),
+            umask: None,
+        };
+        let paths = self.vault.clone();
+        let ran = tokio::task::spawn_blocking(move || exec_captured(&paths, &request))
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        match ran {
+            Ok(v) => self.ok(v),
+            Err(e) => Err(ErrorData::internal_error(e, None)),
+        }
+    }
+
     /// The vault's secrets: names, contexts, versions, rotation settings; never a value.
     #[tool(
         description = "List the secrets stored in the guard vault (names, contexts, versions, \
@@ -169,6 +242,67 @@ impl GuardMcp {
             Err(e) => Err(ErrorData::internal_error(e.to_string(), None)),
         }
     }
+}
+
+/// Runs `request` through the daemon on pipes of ours (the daemon redacts what it writes into
+/// them), reading both while it runs; the reply with the output, or why not.
+fn exec_captured(
+    paths: &crate::vault::VaultPaths,
+    request: &crate::vault::api::ExecRequest,
+) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let err = |e: std::io::Error| e.to_string();
+    let (in_r, in_w) = std::io::pipe().map_err(err)?;
+    drop(in_w); // the command's stdin is at its end at once
+    let (out_r, out_w) = std::io::pipe().map_err(err)?;
+    let (err_r, err_w) = std::io::pipe().map_err(err)?;
+    let read = |mut r: std::io::PipeReader| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut total = 0u64;
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = r.read(&mut buf) {
+                total += n as u64;
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            (kept, total)
+        })
+    };
+    let (out_t, err_t) = (read(out_r), read(err_r));
+    let params = serde_json::to_value(request).map_err(|e| e.to_string())?;
+    let reply = crate::vault::client::Client::connect_or_start(paths)
+        .and_then(|mut c| {
+            c.call_with_fds(
+                "exec",
+                params,
+                &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+            )
+        });
+    drop((in_r, out_w, err_w));
+    let (out, out_n) = out_t.join().map_err(|_| "lost the output reader")?;
+    let (errb, err_n) = err_t.join().map_err(|_| "lost the output reader")?;
+    let env = reply.map_err(|e| e.to_string())?;
+    let data = &env["data"];
+    if data["status"] == "approval_required" {
+        return Ok(serde_json::json!({
+            "status": "approval_required",
+            "request": data["request"],
+            "message": "a human must approve this command's use of these secrets at their \
+                        terminal (guard asks there, or `guard vault pending` lists the \
+                        request); call secrets_exec again once they have",
+        }));
+    }
+    Ok(serde_json::json!({
+        "exit_code": data["exit_code"],
+        "signal": data["signal"],
+        "stdout": String::from_utf8_lossy(&out),
+        "stderr": String::from_utf8_lossy(&errb),
+        "stdout_bytes": out_n,
+        "stderr_bytes": err_n,
+        "truncated": out_n > MAX_OUTPUT as u64 || err_n > MAX_OUTPUT as u64,
+    }))
 }
 
 #[tool_handler]

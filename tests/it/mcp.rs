@@ -24,6 +24,7 @@ fn session(calls: &Value, vault: &Path) -> (Value, Vec<Value>) {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py"))
         .arg(assert_cmd::cargo::cargo_bin("guard"))
         .env("GUARD_VAULT_DIR", vault)
+        .env("XDG_STATE_HOME", vault.join("state"))
         .env("GUARD_NO_AUTOSTART", "1")
         .write_stdin(calls.to_string())
         .output()
@@ -120,4 +121,46 @@ fn secrets_list_without_a_vault_is_an_error_not_a_crash() {
     let (_, answers) = session(&calls, &vault.path().join("none"));
     assert!(answers[0].get("ok").is_none(), "{}", answers[0]);
     assert_eq!(answers[1]["ok"], "still here");
+}
+
+/// `secrets_exec` through a real client: a command a human approved at the terminal gets the
+/// stored value; what it prints comes back redacted (raw and base64) with its exit code; a
+/// command nobody approved gets `approval_required`, and nothing the agent sends approves it.
+#[test]
+fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
+    let v = crate::vault::Vault::new();
+    let value = crate::vault::fake_value("mcp-exec");
+    v.add("tok", &value, &[]);
+    let script = "echo \"token=$TOK\"; printf %s \"$TOK\" | base64; exit 3";
+    v.grant(&["tok"], &["sh", "-c", script]);
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&value)
+    };
+    let exec = |argv: Vec<&str>| {
+        json!({"tool": "secrets_exec", "args": {
+            "argv": argv, "cwd": v.work, "secrets": [{"name": "tok", "env": "TOK"}]}})
+    };
+    let calls = json!([
+        exec(vec!["sh", "-c", script]),
+        exec(vec!["sh", "-c", "echo $TOK"]),
+        {"tool": "secrets_exec", "args": {"argv": []}},
+    ]);
+    let (_, answers) = session(&calls, &v.dir);
+    for a in &answers {
+        let t = a.to_string();
+        assert!(!t.contains(&value) && !t.contains(&b64[..12]), "a value left: {t}");
+    }
+    let ran: Value = serde_json::from_str(answers[0]["ok"].as_str().unwrap()).unwrap();
+    assert_eq!(ran["exit_code"], 3, "{ran}");
+    let out = ran["stdout"].as_str().unwrap();
+    assert_eq!(out.matches("[REDACTED:tok]").count(), 2, "{out}");
+    let pending: Value = serde_json::from_str(answers[1]["ok"].as_str().unwrap()).unwrap();
+    assert_eq!(pending["status"], "approval_required", "{pending}");
+    assert!(answers[2].get("ok").is_none(), "{}", answers[2]);
+    // The request waits for a human; the agent's session could not approve it.
+    assert_eq!(
+        v.status()["pending_approvals"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
