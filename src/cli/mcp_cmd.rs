@@ -1,12 +1,13 @@
 //! `guard mcp`: the Model Context Protocol over stdio (the `rmcp` crate), so an AI agent's MCP
 //! client can use guard with one line of configuration.
 //!
-//! This first part serves the tools that need no secret: `scan_text` (findings, redacted),
-//! `redact_text` (the text with every secret replaced) and `secrets_list` (names, contexts,
-//! versions and rotation settings from the vault daemon — never a value). Every result passes
-//! the engine before it leaves: a tool's own answer is redacted too. Not yet: `secrets_exec`
-//! and `secrets_request_access` (they need the daemon to run a command with captured, redacted
-//! output, and the human approval channel reached from an MCP session).
+//! Tools: `scan_text` (findings, redacted), `redact_text` (the text with every secret
+//! replaced), `secrets_list` (names, contexts, versions and rotation settings from the vault
+//! daemon — never a value) and `secrets_exec`: the daemon runs the command with the secrets in
+//! its environment, on pipes of this process, writing its output redacted (rules and every
+//! encoding of the injected values); a command a human has not approved gets
+//! `approval_required`, and no tool approves anything. Every result passes the engine again
+//! before it leaves. Not yet: `secrets_request_access`, per-call audit of the client and purpose.
 
 use std::sync::Arc;
 
@@ -272,14 +273,13 @@ fn exec_captured(
     };
     let (out_t, err_t) = (read(out_r), read(err_r));
     let params = serde_json::to_value(request).map_err(|e| e.to_string())?;
-    let reply = crate::vault::client::Client::connect_or_start(paths)
-        .and_then(|mut c| {
-            c.call_with_fds(
-                "exec",
-                params,
-                &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-            )
-        });
+    let reply = crate::vault::client::Client::connect_or_start(paths).and_then(|mut c| {
+        c.call_with_fds(
+            "exec",
+            params,
+            &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        )
+    });
     drop((in_r, out_w, err_w));
     let (out, out_n) = out_t.join().map_err(|_| "lost the output reader")?;
     let (errb, err_n) = err_t.join().map_err(|_| "lost the output reader")?;

@@ -42,8 +42,8 @@ enum Command {
     /// Run a command with secrets injected into its environment, its output redacted
     #[cfg(feature = "vault")]
     Exec(vault::ExecArgs),
-    /// Serve the Model Context Protocol on stdin/stdout: AI agents scan and redact text and list
-    /// the vault's secrets (never their values)
+    /// Serve the Model Context Protocol on stdin/stdout: AI agents scan and redact text, and run
+    /// commands with stored secrets they never see
     #[cfg(feature = "mcp")]
     Mcp(mcp_cmd::McpArgs),
 }

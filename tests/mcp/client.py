@@ -7,6 +7,7 @@ JSON line: {"ok": text} for a result, {"tool_error": text} for a result flagged 
 
 import asyncio
 import json
+import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters
@@ -15,7 +16,8 @@ from mcp.client.stdio import stdio_client
 
 async def main() -> None:
     guard, scenario = sys.argv[1], json.load(sys.stdin)
-    params = StdioServerParameters(command=guard, args=["mcp"], env=None)
+    # The SDK passes a reduced environment by default; the test's (vault dir, cache) is wanted.
+    params = StdioServerParameters(command=guard, args=["mcp"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()

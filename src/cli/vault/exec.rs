@@ -36,7 +36,7 @@ pub struct ExecArgs {
 /// What of this process's environment the daemon may use for the command: `PATH` (to find
 /// argv[0]), the harmless variables, and the project's pass-through ones. The daemon filters
 /// again; nothing else reaches the command.
-pub(super) fn environment(pass_env: &[String]) -> Vec<(String, String)> {
+pub(crate) fn environment(pass_env: &[String]) -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k == "PATH" || is_harmless_env(k) || pass_env.contains(k))

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 mod backend;
 mod exec;
 
-pub(super) use exec::environment;
+pub(crate) use exec::environment;
 pub use exec::{run_exec, ExecArgs};
 
 const EXIT_DENIED: i32 = 1;
