@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::known::KnownSet;
+use crate::engine::known::{KnownMatcher, KnownSet};
+use std::sync::Arc;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -134,6 +135,8 @@ pub fn save(path: &Path, set: &KnownSet) -> Result<(), FingerprintFileError> {
 pub struct Watch {
     path: PathBuf,
     stamp: Option<(u64, i64, i64, u64)>,
+    /// Say nothing on stderr (the rsyslog adapter may write replies only).
+    quiet: bool,
 }
 
 impl Watch {
@@ -142,7 +145,14 @@ impl Watch {
         Watch {
             path: path.to_path_buf(),
             stamp: Self::stamp(path),
+            quiet: false,
         }
+    }
+
+    /// A watch that never writes to stderr.
+    pub fn quiet(mut self) -> Watch {
+        self.quiet = true;
+        self
     }
 
     fn stamp(path: &Path) -> Option<(u64, i64, i64, u64)> {
@@ -151,21 +161,28 @@ impl Watch {
         Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
     }
 
-    /// The file's set, if it changed since the last look (and loads).
-    pub fn newer(&mut self) -> Option<KnownSet> {
+    /// The file's set, compiled, if it changed since the last look (and loads).
+    pub fn newer(&mut self) -> Option<Arc<KnownMatcher>> {
         let stamp = Self::stamp(&self.path);
         if stamp.is_none() || stamp == self.stamp {
             return None;
         }
         self.stamp = stamp;
-        match load(&self.path) {
-            Ok(set) => Some(set),
+        match load_matcher(&self.path) {
+            Ok(m) => Some(m),
             Err(e) => {
-                eprintln!("guard: keeping the fingerprints loaded before: {e}");
+                if !self.quiet {
+                    eprintln!("guard: keeping the fingerprints loaded before: {e}");
+                }
                 None
             }
         }
     }
+}
+
+/// The file's set, compiled for matching (what every reader of a fingerprint file wants).
+pub fn load_matcher(path: &Path) -> Result<Arc<KnownMatcher>, FingerprintFileError> {
+    Ok(Arc::new(KnownMatcher::new(load(path)?)))
 }
 
 pub fn random_key() -> std::io::Result<[u8; 32]> {

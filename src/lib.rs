@@ -58,6 +58,7 @@
 
 pub mod baseline;
 pub mod cache;
+pub mod child;
 pub mod config;
 pub mod engine;
 pub mod finding;

@@ -22,9 +22,9 @@
 //! ```
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -124,7 +124,7 @@ impl RevokeSink {
 
     fn run(&self, argv: &[String], f: &Finding) -> io::Result<std::process::ExitStatus> {
         use std::process::{Command, Stdio};
-        let mut child = Command::new(&argv[0])
+        let child = Command::new(&argv[0])
             .args(&argv[1..])
             .env("GUARD_RULE", &f.rule.0)
             .env("GUARD_FINDING_ID", &f.id.0)
@@ -134,25 +134,8 @@ impl RevokeSink {
             .stdout(io::stderr())
             .stderr(Stdio::inherit())
             .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A hook that does not read its stdin is its own business.
-            let _ = stdin.write_all(f.secret.expose_secret());
-        }
-        let started = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait()? {
-                return Ok(st);
-            }
-            if started.elapsed() > TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other(format!(
-                    "no answer within {} s",
-                    TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::child::feed_and_wait(child, f.secret.expose_secret().to_vec(), TIMEOUT)?
+            .ok_or_else(|| io::Error::other(format!("no answer within {} s", TIMEOUT.as_secs())))
     }
 }
 

@@ -233,10 +233,7 @@ pub(super) fn mcp_engine() -> anyhow::Result<Engine> {
 }
 
 fn known_matcher(path: Option<&Path>) -> anyhow::Result<Option<Arc<KnownMatcher>>> {
-    Ok(match path {
-        Some(p) => Some(Arc::new(KnownMatcher::new(fingerprint::load(p)?))),
-        None => None,
-    })
+    Ok(path.map(fingerprint::load_matcher).transpose()?)
 }
 
 /// Writes leak events for known values; a spool that cannot be written is reported once.
@@ -354,8 +351,7 @@ fn run_rsyslog(a: &RedactArgs) -> anyhow::Result<i32> {
     let known = a
         .fingerprints
         .as_deref()
-        .and_then(|p| fingerprint::load(p).ok())
-        .map(|s| Arc::new(KnownMatcher::new(s)));
+        .and_then(|p| fingerprint::load_matcher(p).ok());
     let engine = match (&engine, a.fingerprints.is_some(), &known) {
         (Some(e), false, _) | (Some(e), true, Some(_)) => Some(e),
         _ => None, // a fingerprint file was named but did not load: refuse everything
@@ -375,7 +371,7 @@ fn run_rsyslog(a: &RedactArgs) -> anyhow::Result<i32> {
         .fingerprints
         .as_deref()
         .filter(|_| known.is_some())
-        .map(fingerprint::Watch::new);
+        .map(|p| fingerprint::Watch::new(p).quiet());
     let _ = r.run(
         &mut input,
         &mut out,

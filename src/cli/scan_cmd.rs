@@ -128,11 +128,9 @@ impl LeakArgs {
             (None, Some(p)) if p.exists() => p,
             _ => return Ok(None),
         };
-        let set = crate::fingerprint::load(&path)
+        let m = crate::fingerprint::load_matcher(&path)
             .with_context(|| format!("fingerprints {}", path.display()))?;
-        Ok(Some(std::sync::Arc::new(
-            crate::engine::known::KnownMatcher::new(set),
-        )))
+        Ok(Some(m))
     }
 }
 

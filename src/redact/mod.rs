@@ -579,8 +579,8 @@ pub fn copy_stream_watching(
             Err(e) => return Err(e.into()),
         };
         // Looked at after the read (which may have waited long), before what it read is fed.
-        if let Some(set) = watch.as_deref_mut().and_then(|w| w.newer()) {
-            next = Some(Arc::new(KnownMatcher::new(set)));
+        if let Some(m) = watch.as_deref_mut().and_then(|w| w.newer()) {
+            next = Some(m);
         }
         if next.is_some() {
             // The switch needs an idle redactor: everything before written, nothing pending.

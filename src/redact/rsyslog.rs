@@ -304,10 +304,8 @@ impl Rsyslog<'_> {
         let mut line = Vec::new();
         loop {
             if let (Some(w), Some(r)) = (watch.as_deref_mut(), self.redactor.as_mut()) {
-                if let Some(set) = w.newer() {
-                    r.set_known(std::sync::Arc::new(
-                        crate::engine::known::KnownMatcher::new(set),
-                    ));
+                if let Some(m) = w.newer() {
+                    r.set_known(m);
                 }
             }
             line.clear();

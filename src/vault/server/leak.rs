@@ -153,7 +153,7 @@ impl Daemon {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let mut child = match cmd.spawn() {
+        let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("guard vault daemon: leak_notify {:?}: {e}", argv[0]);
@@ -161,18 +161,9 @@ impl Daemon {
             }
         };
         std::thread::spawn(move || {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(&json);
-                let _ = stdin.write_all(b"\n");
-            }
-            let started = std::time::Instant::now();
-            while let Ok(None) = child.try_wait() {
-                if started.elapsed() > Duration::from_secs(10) {
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let mut input = json;
+            input.push(b'\n');
+            let _ = crate::child::feed_and_wait(child, input, Duration::from_secs(10));
         });
     }
 
