@@ -149,6 +149,15 @@ impl Watch {
         }
     }
 
+    /// Watches `path` with nothing loaded yet: the first [`Watch::newer`] loads it, if it exists.
+    pub fn new_unloaded(path: &Path) -> Watch {
+        Watch {
+            path: path.to_path_buf(),
+            stamp: None,
+            quiet: false,
+        }
+    }
+
     /// A watch that never writes to stderr.
     pub fn quiet(mut self) -> Watch {
         self.quiet = true;

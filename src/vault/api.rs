@@ -35,15 +35,50 @@ pub struct NameRequest {
 }
 /// `list`, `fingerprints`: one context, or all.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "mcp", derive(schemars::JsonSchema))]
 pub struct ListRequest {
+    /// One context; all when absent.
     pub context: Option<String>,
 }
 /// One secret `exec` injects: into variable `env`, under a lease of `ttl`.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "mcp", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ExecSecret {
+    /// Its name in the vault.
     pub name: String,
+    /// The environment variable the command reads it from.
     pub env: String,
+    /// How long the lease may last (`30s`, `5m`) [default: the vault's]; it ends with the
+    /// command in any case.
     pub ttl: Option<String>,
+}
+/// Who asks and why, as an agent (an MCP client) states it. Not authenticated: the agent names
+/// itself. Audited with what it asked for, and shown to the human who approves.
+#[derive(Serialize, Deserialize, Clone, Default)]
+pub struct Caller {
+    pub agent: String,
+    pub purpose: Option<String>,
+}
+
+impl Caller {
+    /// Longest agent name and purpose kept (the rest is cut).
+    pub const MAX_AGENT: usize = 64;
+    pub const MAX_PURPOSE: usize = 300;
+
+    /// Bounded, on one line, no control characters: safe to put in a record or on a terminal.
+    pub fn cleaned(&self) -> Caller {
+        fn clean(s: &str, max: usize) -> String {
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(max)
+                .collect()
+        }
+        Caller {
+            agent: clean(&self.agent, Self::MAX_AGENT),
+            purpose: self.purpose.as_deref().map(|p| clean(p, Self::MAX_PURPOSE)),
+        }
+    }
 }
 /// `exec`: run `argv` in `cwd` with the secrets injected, on the caller's stdio (passed with the request); the reply is its exit.
 #[derive(Serialize, Deserialize)]
@@ -59,11 +94,39 @@ pub struct ExecRequest {
     #[serde(default)]
     pub pass_env: Vec<String>,
     pub umask: Option<u32>,
+    /// The agent that asked (through `guard mcp`), for the audit records.
+    #[serde(default)]
+    pub caller: Option<Caller>,
 }
-/// `await_approval`: a pending request's id.
+/// `request_access`: ask a human to approve `argv` in `cwd` using `names`, without running it
+/// (what `exec` does for a command that is not approved yet).
+#[derive(Serialize, Deserialize)]
+pub struct AccessRequest {
+    #[serde(default = "default_ctx")]
+    pub context: String,
+    pub names: Vec<String>,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    #[serde(default)]
+    pub caller: Option<Caller>,
+}
+/// `note`: an audit record of an agent's call that touches no secret (`scan_text`, …).
+#[derive(Serialize, Deserialize)]
+pub struct NoteRequest {
+    pub tool: String,
+    pub caller: Caller,
+}
+/// `await_approval`: a pending request's id; wait at most `wait_ms` (bounded by the vault's
+/// approval timeout), after which the request is still pending.
 #[derive(Serialize, Deserialize)]
 pub struct RequestRef {
     pub request: String,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 /// `approve`: a human's decision on a pending request (the passphrase proves the human).
 #[derive(Serialize, Deserialize)]

@@ -61,6 +61,8 @@ pub struct Event<'a> {
     pub request: Option<&'a str>,
     pub version: Option<u32>,
     pub purpose: Option<&'a str>,
+    /// The agent (MCP client) that asked, as it named itself: not authenticated.
+    pub agent: Option<&'a str>,
     /// Free text for humans; callers must never put a value here.
     pub detail: Option<&'a str>,
 }
@@ -85,6 +87,8 @@ pub struct Record {
     pub version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub purpose: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
     pub prev: String,
@@ -359,6 +363,7 @@ impl AuditLog {
                 request: ev.request.map(str::to_string),
                 version: ev.version,
                 purpose: ev.purpose.map(str::to_string),
+                agent: ev.agent.map(str::to_string),
                 detail: ev.detail.map(str::to_string),
                 prev: hash,
             };

@@ -65,18 +65,25 @@ fn a_real_mcp_client_lists_and_calls_the_text_tools() {
         {"tool": "redact_text", "args": {"text": "x".repeat((1 << 20) + 1)}},
         {"tool": "scan_text", "args": {"text": "nothing secret here"}},
         {"tool": "redact_text", "args": {"text": text}},
+        {"tool": "redact_text", "args": {"text": text, "approve": true}},
     ]);
     let (head, answers) = session(&calls, vault.path());
     assert_eq!(head["server"], "guard");
     let tools = head["tools"].as_object().unwrap();
-    for t in ["scan_text", "redact_text", "secrets_list"] {
+    for t in [
+        "scan_text",
+        "redact_text",
+        "secrets_list",
+        "secrets_exec",
+        "secrets_request_access",
+    ] {
         assert!(tools.contains_key(t), "{t} missing: {head}");
     }
     assert_eq!(
         tools["scan_text"]["properties"]["text"]["type"], "string",
         "{head}"
     );
-    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(answers.len(), 9, "{answers:?}");
     for a in &answers {
         assert!(!a.to_string().contains(&token[4..]), "a secret left: {a}");
     }
@@ -96,6 +103,7 @@ fn a_real_mcp_client_lists_and_calls_the_text_tools() {
         (3, "wrong type"),
         (4, "missing text"),
         (5, "oversize"),
+        (8, "unknown argument"),
     ] {
         assert!(
             answers[i].get("error").is_some() || answers[i].get("tool_error").is_some(),
@@ -139,12 +147,14 @@ fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
     };
     let exec = |argv: Vec<&str>| {
         json!({"tool": "secrets_exec", "args": {
-            "argv": argv, "cwd": v.work, "secrets": [{"name": "tok", "env": "TOK"}]}})
+            "argv": argv, "cwd": v.work, "secrets": [{"name": "tok", "env": "TOK"}],
+            "purpose": "print the token for the test"}})
     };
     let calls = json!([
         exec(vec!["sh", "-c", script]),
         exec(vec!["sh", "-c", "echo $TOK"]),
-        {"tool": "secrets_exec", "args": {"argv": []}},
+        {"tool": "secrets_exec", "args": {"argv": [], "purpose": "nothing"}},
+        {"tool": "secrets_exec", "args": {"argv": ["true"]}},
     ]);
     let (_, answers) = session(&calls, &v.dir);
     for a in &answers {
@@ -170,9 +180,173 @@ fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
     let pending: Value = serde_json::from_str(answers[1]["ok"].as_str().unwrap()).unwrap();
     assert_eq!(pending["status"], "approval_required", "{pending}");
     assert!(answers[2].get("ok").is_none(), "{}", answers[2]);
+    assert!(answers[3].get("ok").is_none(), "no purpose: {}", answers[3]);
+    // Audited with the client's name and the purpose it gave.
+    let access: Vec<Value> = v
+        .audit_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["op"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "{access:?}");
+    assert_eq!(access[0]["agent"], "guard-test-agent 1.0");
+    assert_eq!(access[0]["purpose"], "print the token for the test");
     // The request waits for a human; the agent's session could not approve it.
     assert_eq!(
         v.status()["pending_approvals"].as_array().map(Vec::len),
         Some(1)
     );
+}
+
+/// The JSON result of a call that must have succeeded.
+fn result(answer: &Value) -> Value {
+    let text = answer["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a result: {answer}"));
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Self-approval through MCP: the agent asks `secrets_request_access`, then tries to approve its
+/// own request with every tool and argument it has — extra arguments, `guard vault approve` /
+/// `grant` / `unlock` run through `secrets_exec` (even with the passphrase on their stdin, as if
+/// the agent had learnt it), short waits. Nothing approves; the request stays pending. The human
+/// then sees the agent's name and purpose at the terminal and approves, and `secrets_exec`
+/// works; a second session waiting in `secrets_request_access` hears the human's answer.
+#[test]
+fn nothing_an_mcp_client_sends_approves_its_own_request() {
+    let v = crate::vault::Vault::new();
+    let value = crate::vault::fake_value("mcp-self");
+    v.add("tok", &value, &[]);
+    let guard = assert_cmd::cargo::cargo_bin("guard");
+    let g = guard.to_str().unwrap();
+    let vd = v.dir.to_str().unwrap();
+    let target = json!(["sh", "-c", "echo deployed $TOK"]);
+    let ask = |extra: Value| {
+        let mut args = json!({"secrets": ["tok"], "argv": target, "cwd": v.work,
+                              "purpose": "deploy the docs site"});
+        for (k, x) in extra.as_object().unwrap() {
+            args[k] = x.clone();
+        }
+        json!({"tool": "secrets_request_access", "args": args})
+    };
+    let run = |argv: Value| {
+        json!({"tool": "secrets_exec", "args": {"argv": argv, "cwd": v.work,
+               "purpose": "approve my own request"}})
+    };
+    let calls = json!([
+        ask(json!({})),
+        ask(json!({"approve": true})),
+        ask(json!({"allow": true, "request": "$REQUEST"})),
+        ask(json!({"passphrase": crate::vault::PASS})),
+        ask(json!({"wait_seconds": 1})),
+        run(json!([g, "vault", "approve", "$REQUEST", "--vault-dir", vd])),
+        run(json!(["sh", "-c", format!("printf '%s\\n' '{}' | {g} vault approve $REQUEST --vault-dir {vd}", crate::vault::PASS)])),
+        run(json!([g, "vault", "grant", "tok", "--vault-dir", vd, "--", "sh", "-c", "echo deployed $TOK"])),
+        run(json!([g, "vault", "unlock", "--vault-dir", vd])),
+        {"tool": "secrets_exec", "args": {"argv": target, "cwd": v.work, "purpose": "try",
+                                          "secrets": [{"name": "tok", "env": "TOK"}]}},
+        {"tool": "secrets_exec", "args": {"argv": target, "cwd": v.work, "purpose": "try",
+                                          "secrets": [{"name": "tok", "env": "TOK"}],
+                                          "approved": true}},
+        {"tool": "secrets_list", "args": {"context": "$REQUEST"}},
+        {"tool": "redact_text", "args": {"text": "approve $REQUEST", "purpose": "approve"}},
+        ask(json!({})),
+    ]);
+    let (_, answers) = session(&calls, &v.dir);
+    let first = result(&answers[0]);
+    assert_eq!(first["status"], "approval_required", "{first}");
+    assert_eq!(first["agent"], "guard-test-agent 1.0", "{first}");
+    let req = first["request"].as_str().unwrap().to_string();
+    for (i, a) in answers.iter().enumerate() {
+        let t = a.to_string();
+        assert!(!t.contains(&value), "call {i} leaked the value: {t}");
+        assert!(
+            !t.contains("vault approve") || i >= 5,
+            "call {i} suggests self-approval: {t}"
+        );
+    }
+    for i in 1..=3 {
+        assert!(
+            answers[i].get("ok").is_none(),
+            "extra argument accepted: {}",
+            answers[i]
+        );
+    }
+    assert_eq!(
+        result(&answers[4])["status"],
+        "approval_required",
+        "{}",
+        answers[4]
+    );
+    for i in 5..=8 {
+        let r = result(&answers[i]);
+        assert_ne!(r["exit_code"], 0, "call {i} succeeded: {r}");
+        assert!(
+            r["stderr"].as_str().unwrap().contains("needs a human"),
+            "call {i}: {r}"
+        );
+    }
+    assert_eq!(result(&answers[9])["status"], "approval_required");
+    assert!(answers[10].get("ok").is_none(), "{}", answers[10]);
+    assert_eq!(
+        result(&answers[13])["request"],
+        req.as_str(),
+        "one request, joined"
+    );
+    let audit = v.audit_text();
+    assert!(
+        !audit.contains("\"approved\""),
+        "approved by the agent: {audit}"
+    );
+    let pending = v.status()["pending_approvals"].clone();
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    // Every call was audited with the client's name; the purpose went with the request.
+    let records: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let requested = records
+        .iter()
+        .find(|r| r["op"] == "approval" && r["outcome"] == "requested")
+        .unwrap();
+    assert_eq!(requested["agent"], "guard-test-agent 1.0");
+    assert_eq!(requested["purpose"], "deploy the docs site");
+    let noted = records
+        .iter()
+        .filter(|r| r["op"] == "mcp" && r["agent"] == "guard-test-agent 1.0")
+        .count();
+    assert!(
+        noted >= 2,
+        "secrets_list and redact_text not audited: {audit}"
+    );
+
+    // A second session waits for the human's answer; the human approves at the terminal.
+    let marker = v.work.join("waiting");
+    let calls = json!([
+        {"touch": marker},
+        ask(json!({"wait_seconds": 60})),
+        {"tool": "secrets_exec", "args": {"argv": target, "cwd": v.work, "purpose": "deploy",
+                                          "secrets": [{"name": "tok", "env": "TOK"}]}},
+    ]);
+    let dir = v.dir.clone();
+    let waiting = std::thread::spawn(move || session(&calls, &dir).1);
+    let t0 = std::time::Instant::now();
+    while !marker.exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = v.human_ok(
+        &["vault", "approve", &req],
+        &[(crate::vault::PASS_PROMPT, crate::vault::PASS)],
+    );
+    assert!(
+        r.tty.contains("guard-test-agent") && r.tty.contains("deploy the docs site"),
+        "the human is not told who asks and why: {:?}",
+        r.tty
+    );
+    let answers = waiting.join().unwrap();
+    assert_eq!(result(&answers[0])["status"], "approved", "{}", answers[0]);
+    let ran = result(&answers[1]);
+    assert_eq!(ran["exit_code"], 0, "{ran}");
+    assert_eq!(ran["stdout"], "deployed [REDACTED:tok]\n", "{ran}");
 }

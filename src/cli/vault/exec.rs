@@ -221,6 +221,7 @@ fn exec(a: ExecArgs) -> Result<i32, ClientError> {
         env: environment(&pf.env),
         pass_env: pf.env.clone(),
         umask: Some(current_umask()),
+        caller: None,
     };
     let params = serde_json::to_value(&request).map_err(other)?;
     let mut c = Client::connect_or_start(&paths)?;

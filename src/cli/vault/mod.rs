@@ -819,10 +819,11 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                         rpc_err(rpc::NOT_FOUND, format!("no pending request {request}"))
                     })?;
                 tty::say(&format!(
-                    "guard: approve {} to use secret(s) {} (context {})",
+                    "guard: approve {} to use secret(s) {} (context {}){}",
                     req["command"].as_str().unwrap_or(""),
                     req["secrets"],
-                    req["context"]
+                    req["context"],
+                    requested_by(&req)
                 ))
                 .map_err(|_| rpc_err(rpc::HUMAN_REQUIRED, tty::NO_TTY))?;
                 c.verify_peer()?;
@@ -846,11 +847,12 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     .flatten()
                     .map(|p| {
                         format!(
-                            "{}  secrets={} context={}\n    {}",
+                            "{}  secrets={} context={}\n    {}{}",
                             p["request"].as_str().unwrap_or(""),
                             p["secrets"],
                             p["context"],
-                            p["command"].as_str().unwrap_or("")
+                            p["command"].as_str().unwrap_or(""),
+                            requested_by(p)
                         )
                     })
                     .collect::<Vec<_>>()
@@ -987,4 +989,15 @@ fn read_value(name: &str) -> Result<SecretValue, ClientError> {
         other("the value is not UTF-8")
     })?;
     Ok(SecretValue::new(s))
+}
+
+/// "asked by" lines for a pending request an agent opened (its own words, marked as such).
+fn requested_by(req: &Value) -> String {
+    match req["agent"].as_str() {
+        Some(agent) => format!(
+            "\n    asked by {agent:?} (as the agent names itself), saying: {:?}",
+            req["purpose"].as_str().unwrap_or("")
+        ),
+        None => String::new(),
+    }
 }

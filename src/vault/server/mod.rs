@@ -107,6 +107,8 @@ struct Pending {
     context: String,
     secrets: Vec<String>,
     command: Resolved,
+    /// The agent that asked and its stated purpose (shown to the approving human).
+    caller: Option<crate::vault::api::Caller>,
     tx: watch::Sender<Option<Decision>>,
 }
 
@@ -119,8 +121,27 @@ impl Pending {
         })
     }
     fn info(&self, id: &str) -> Value {
-        json!({"request": id, "context": self.context, "secrets": self.secrets,
-               "command": self.command.display})
+        let mut v = json!({"request": id, "context": self.context, "secrets": self.secrets,
+               "command": self.command.display});
+        if let Some(c) = &self.caller {
+            v["agent"] = json!(c.agent);
+            v["purpose"] = json!(c.purpose);
+        }
+        v
+    }
+    /// An audit event of this request for `scope`, with the agent and purpose it came with.
+    fn event<'a>(
+        &'a self,
+        scope: &'a Scope,
+        outcome: &'a str,
+        request: Option<&'a str>,
+    ) -> crate::vault::audit::Event<'a> {
+        let mut ev = scope.event("approval", outcome, request);
+        if let Some(c) = &self.caller {
+            ev.agent = Some(&c.agent);
+            ev.purpose = c.purpose.as_deref();
+        }
+        ev
     }
 }
 

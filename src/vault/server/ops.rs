@@ -51,6 +51,8 @@ impl Daemon {
             "await_approval" => self.await_approval(params(p)?).await,
             "approve" => self.approve(params(p)?).await,
             "pending" => self.pending(),
+            "request_access" => self.request_access(params(p)?),
+            "note" => self.note(params(p)?),
             "grant" => self.grant(params(p)?).await,
             "print" => self.print(params(p)?, conn).await,
             "unlock" => self.unlock(params(p)?).await,
@@ -409,6 +411,7 @@ impl Daemon {
             return Err(RpcError::new(rpc::INVALID_PARAMS, "empty command"));
         }
         check_pass_env(&e.pass_env)?;
+        let caller = e.caller.as_ref().map(api::Caller::cleaned);
         let mut ttls = Vec::new();
         for sec in &e.secrets {
             store::check_name("secret", &sec.name).map_err(store_err)?;
@@ -433,32 +436,13 @@ impl Daemon {
             let mut s = self.lock();
             let mut st = s.open_store(&e.context)?;
             let (cmd, key) = s.command_and_key(&e.context, &e.argv, &e.cwd, &e.env, &e.pass_env)?;
-            let mut missing = Vec::new();
             for sec in &e.secrets {
                 st.value(&sec.name, None).map_err(store_err)?;
-                let scope = Scope {
-                    context: e.context.clone(),
-                    secret: sec.name.clone(),
-                    command: cmd.fingerprint.clone(),
-                };
-                match s.approvals.get(&scope, &key) {
-                    Some(Decision::Allow) => {}
-                    Some(Decision::Deny) => {
-                        s.audit
-                            .append(&scope.event("exec", "denied", None))
-                            .map_err(audit_err)?;
-                        return Err(denied(
-                            &e.context,
-                            &sec.name,
-                            &cmd.display,
-                            "a human denied it",
-                        ));
-                    }
-                    None => missing.push(sec.name.clone()),
-                }
             }
+            let names: Vec<&str> = e.secrets.iter().map(|s| s.name.as_str()).collect();
+            let missing = unapproved(&mut s, &e.context, &names, &cmd, &key)?;
             if !missing.is_empty() {
-                return request_approval(&mut s, &e.context, missing, cmd);
+                return request_approval(&mut s, &e.context, missing, cmd, caller);
             }
             let mut secrets = Vec::new();
             let mut lease_ids = Vec::new();
@@ -507,6 +491,8 @@ impl Daemon {
                         client: Some(&cmd.fingerprint),
                         lease: Some(lease),
                         version: Some(*version),
+                        agent: caller.as_ref().map(|c| c.agent.as_str()),
+                        purpose: caller.as_ref().and_then(|c| c.purpose.as_deref()),
                         ..Default::default()
                     })
                     .collect();
@@ -631,10 +617,17 @@ impl Daemon {
                 p.command.display.clone(),
             )
         };
-        let waited =
-            tokio::time::timeout(self.limits.approval_timeout, rx.wait_for(|d| d.is_some())).await;
+        // A caller may wait less than the approval timeout; the request then stays pending.
+        let limit = self.limits.approval_timeout;
+        let wait = r
+            .wait_ms
+            .map_or(limit, |ms| Duration::from_millis(ms).min(limit));
+        let waited = tokio::time::timeout(wait, rx.wait_for(|d| d.is_some())).await;
         let decision = match waited {
             Ok(Ok(d)) => *d,
+            Err(_) if wait < limit => {
+                return reply(json!({"request": r.request, "decision": "pending"}), vec![]);
+            }
             _ => None,
         };
         match decision {
@@ -646,11 +639,9 @@ impl Daemon {
                 let mut s = self.lock();
                 if let Some(p) = s.pending.remove(&r.request) {
                     for scope in p.scopes() {
-                        let _ = s.audit.append(&scope.event(
-                            "approval",
-                            "timeout-denied",
-                            Some(&r.request),
-                        ));
+                        let _ =
+                            s.audit
+                                .append(&p.event(&scope, "timeout-denied", Some(&r.request)));
                     }
                 }
                 Err(denied(
@@ -686,7 +677,7 @@ impl Daemon {
         // A denial is remembered when the keys are at hand; without them it only answers now.
         let key = s.keys.get(&p.context).map(keys::approval_key);
         for scope in p.scopes() {
-            let ev = scope.event("approval", outcome, Some(&a.request));
+            let ev = p.event(&scope, outcome, Some(&a.request));
             let done = match &key {
                 Some(k) => s.decide(ev, &scope, d, &p.command.display, k),
                 None => s.audit.append(&ev).map_err(audit_err),
@@ -708,6 +699,58 @@ impl Daemon {
         let s = self.lock();
         let v: Vec<Value> = s.pending.iter().map(|(id, p)| p.info(id)).collect();
         reply(json!({"pending": v}), vec![])
+    }
+
+    /// Asks a human to approve `argv` using `names` without running it: answers `granted` when
+    /// every name is approved already, else opens (or joins) the pending request.
+    pub(super) fn request_access(&self, a: api::AccessRequest) -> Result<Reply, RpcError> {
+        if a.names.is_empty() || a.argv.is_empty() {
+            return Err(RpcError::new(
+                rpc::INVALID_PARAMS,
+                "request_access needs secret names and a command",
+            ));
+        }
+        check_pass_env(&a.pass_env)?;
+        let mut s = self.lock();
+        let mut st = s.open_store(&a.context)?;
+        for n in &a.names {
+            store::check_name("secret", n).map_err(store_err)?;
+            st.meta(n).map_err(store_err)?;
+        }
+        let (cmd, key) = s.command_and_key(&a.context, &a.argv, &a.cwd, &a.env, &a.pass_env)?;
+        let names: Vec<&str> = a.names.iter().map(String::as_str).collect();
+        let missing = unapproved(&mut s, &a.context, &names, &cmd, &key)?;
+        if missing.is_empty() {
+            return reply(
+                json!({"status": "granted", "context": a.context, "secrets": a.names,
+                       "command": cmd.display}),
+                vec![],
+            );
+        }
+        let caller = a.caller.as_ref().map(api::Caller::cleaned);
+        request_approval(&mut s, &a.context, missing, cmd, caller)
+    }
+
+    /// Audits an agent's call that touches no secret (`guard mcp`'s text tools).
+    pub(super) fn note(&self, n: api::NoteRequest) -> Result<Reply, RpcError> {
+        let c = n.caller.cleaned();
+        let tool: String = n
+            .tool
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(40)
+            .collect();
+        self.lock()
+            .audit
+            .append(&Event {
+                op: "mcp",
+                outcome: &tool,
+                agent: Some(&c.agent),
+                purpose: c.purpose.as_deref(),
+                ..Default::default()
+            })
+            .map_err(audit_err)?;
+        reply(json!({"noted": true}), vec![])
     }
 
     pub(super) async fn grant(&self, g: api::GrantRequest) -> Result<Reply, RpcError> {
@@ -1020,12 +1063,43 @@ pub(super) fn wipe_dir(dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The names among `names` no human has approved for `cmd` yet; one a human denied ends the
+/// request (audited).
+fn unapproved(
+    s: &mut State,
+    context: &str,
+    names: &[&str],
+    cmd: &Resolved,
+    key: &[u8; 32],
+) -> Result<Vec<String>, RpcError> {
+    let mut missing = Vec::new();
+    for name in names {
+        let scope = Scope {
+            context: context.to_string(),
+            secret: name.to_string(),
+            command: cmd.fingerprint.clone(),
+        };
+        match s.approvals.get(&scope, key) {
+            Some(Decision::Allow) => {}
+            Some(Decision::Deny) => {
+                s.audit
+                    .append(&scope.event("exec", "denied", None))
+                    .map_err(audit_err)?;
+                return Err(denied(context, name, &cmd.display, "a human denied it"));
+            }
+            None => missing.push(name.to_string()),
+        }
+    }
+    Ok(missing)
+}
+
 /// Open (or join) a request for a human's approval of `cmd` using `secrets`.
 pub(super) fn request_approval(
     s: &mut State,
     context: &str,
     secrets: Vec<String>,
     cmd: Resolved,
+    caller: Option<api::Caller>,
 ) -> Result<Reply, RpcError> {
     let existing = s.pending.iter().find(|(_, p)| {
         p.context == context && p.secrets == secrets && p.command.fingerprint == cmd.fingerprint
@@ -1039,13 +1113,15 @@ pub(super) fn request_approval(
                 context: context.to_string(),
                 secrets,
                 command: cmd,
+                caller,
                 tx,
             };
-            for scope in p.scopes() {
-                s.audit
-                    .append(&scope.event("approval", "requested", Some(&id)))
-                    .map_err(audit_err)?;
-            }
+            let scopes: Vec<Scope> = p.scopes().collect();
+            let events: Vec<Event> = scopes
+                .iter()
+                .map(|scope| p.event(scope, "requested", Some(&id)))
+                .collect();
+            s.audit.append_all(&events).map_err(audit_err)?;
             let info = p.info(&id);
             s.pending.insert(id.clone(), p);
             (id, info)
