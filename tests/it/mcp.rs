@@ -265,12 +265,8 @@ fn nothing_an_mcp_client_sends_approves_its_own_request() {
             "call {i} suggests self-approval: {t}"
         );
     }
-    for i in 1..=3 {
-        assert!(
-            answers[i].get("ok").is_none(),
-            "extra argument accepted: {}",
-            answers[i]
-        );
+    for a in &answers[1..=3] {
+        assert!(a.get("ok").is_none(), "extra argument accepted: {a}");
     }
     assert_eq!(
         result(&answers[4])["status"],
@@ -278,8 +274,8 @@ fn nothing_an_mcp_client_sends_approves_its_own_request() {
         "{}",
         answers[4]
     );
-    for i in 5..=8 {
-        let r = result(&answers[i]);
+    for (i, a) in answers.iter().enumerate().take(9).skip(5) {
+        let r = result(a);
         assert_ne!(r["exit_code"], 0, "call {i} succeeded: {r}");
         assert!(
             r["stderr"].as_str().unwrap().contains("needs a human"),
@@ -349,4 +345,233 @@ fn nothing_an_mcp_client_sends_approves_its_own_request() {
     let ran = result(&answers[1]);
     assert_eq!(ran["exit_code"], 0, "{ran}");
     assert_eq!(ran["stdout"], "deployed [REDACTED:tok]\n", "{ran}");
+}
+
+/// How a one-liner of the exfiltration table must come back.
+enum Expect {
+    /// Redacted: no encoded form guard claims to cover ([`covered_forms`]) is left, and the
+    /// output shows the redaction.
+    Covered,
+    /// A known limit (README "Known limits"): this shell pipeline recovers the value from the
+    /// output, so the limit is real, and the README names it.
+    Limit(&'static str, &'static str),
+}
+
+/// The encoded forms of `value` guard claims to cover in command output, as text whose
+/// presence in an output means the value is recoverable: raw, base64 standard and URL-safe at
+/// each of the three alignments (the characters that depend on the value alone), hex in both
+/// cases, URL-encoded, JSON-escaped.
+fn covered_forms(value: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let v = value.as_bytes();
+    let mut forms = vec![("raw".to_string(), value.to_string())];
+    for (name, eng) in [
+        ("base64", base64::engine::general_purpose::STANDARD_NO_PAD),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ),
+    ] {
+        for k in 0..3 {
+            let mut b = vec![b'x'; k];
+            b.extend_from_slice(v);
+            let e = eng.encode(&b);
+            let (from, to) = (if k == 0 { 0 } else { 4 }, e.len() - 4);
+            forms.push((format!("{name}@{k}"), e[from..to].to_string()));
+        }
+    }
+    forms.push(("hex".into(), hex::encode(v)));
+    forms.push(("HEX".into(), hex::encode_upper(v)));
+    let url: String = v
+        .iter()
+        .map(|&c| {
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
+        .collect();
+    forms.push(("url-encoded".into(), url));
+    let json = serde_json::to_string(value).unwrap();
+    forms.push(("json-escaped".into(), json[1..json.len() - 1].to_string()));
+    forms
+}
+
+/// The covered forms any 16-character piece of which appears in `out`.
+fn leaked_forms(value: &str, out: &str) -> Vec<String> {
+    covered_forms(value)
+        .into_iter()
+        .filter(|(_, f)| {
+            let c: Vec<char> = f.chars().collect();
+            c.windows(16)
+                .any(|w| out.contains(&w.iter().collect::<String>()))
+        })
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// The exfiltration suite: one-liners an agent might get approved that print an injected
+/// secret in some form, run through `secrets_exec` by the real MCP client. Each covered form
+/// comes back redacted; each form guard does not cover is shown to be recoverable and is
+/// listed in the README's known limits.
+#[test]
+fn exfiltration_one_liners_come_back_redacted_or_are_known_limits() {
+    use Expect::*;
+    let v = crate::vault::Vault::new();
+    // `+`, `/`, `"` and `=` make the URL-encoded, JSON-escaped and base64 forms differ.
+    let value = format!(
+        "fake+Exfil/\"mcp\"={}",
+        crate::vault::fake_value("x").replace("fake-x-", "")
+    );
+    v.add("tok", &value, &[]);
+    let py = "python3 -c";
+    let table: Vec<(&str, String, Expect)> = vec![
+        ("raw", "printf '%s\\n' \"$TOK\"".into(), Covered),
+        ("in a sentence", "echo \"the token is $TOK, keep it\"".into(), Covered),
+        ("on stderr", "echo \"$TOK\" >&2".into(), Covered),
+        ("env dump", "env".into(), Covered),
+        ("export -p", "export -p".into(), Covered),
+        ("header", "echo \"Authorization: Bearer $TOK\"".into(), Covered),
+        ("inside JSON, raw", "printf '{\"token\": \"%s\"}\\n' \"$TOK\"".into(), Covered),
+        (
+            "inside JSON, escaped",
+            format!("{py} 'import json,os; print(json.dumps({{\"token\": os.environ[\"TOK\"]}}))'"),
+            Covered,
+        ),
+        ("base64, aligned", "printf %s \"$TOK\" | base64 -w0".into(), Covered),
+        ("base64, offset 1", "printf 'x%s' \"$TOK\" | base64 -w0".into(), Covered),
+        ("base64, offset 2", "printf 'xy%s' \"$TOK\" | base64 -w0".into(), Covered),
+        (
+            "base64url, unpadded",
+            "printf %s \"$TOK\" | base64 -w0 | tr '+/' '-_' | tr -d =".into(),
+            Covered,
+        ),
+        (
+            "base64 of a JSON document",
+            "printf '{\"t\":\"%s\"}' \"$TOK\" | base64 -w0".into(),
+            Covered,
+        ),
+        ("hex", "printf %s \"$TOK\" | od -An -v -tx1 | tr -d ' \\n'".into(), Covered),
+        (
+            "HEX",
+            "printf %s \"$TOK\" | od -An -v -tx1 | tr -d ' \\n' | tr a-f A-F".into(),
+            Covered,
+        ),
+        (
+            "URL-encoded",
+            format!("{py} 'import os,urllib.parse as u; print(u.quote(os.environ[\"TOK\"], safe=\"\"))'"),
+            Covered,
+        ),
+        (
+            "one line in two writes",
+            "printf %s \"$TOK\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; printf '%s\\n' \"$TOK\" | cut -c11-"
+                .into(),
+            Covered,
+        ),
+        ("through a file", "echo \"$TOK\" > leaked.txt && cat leaked.txt".into(), Covered),
+        (
+            "reversed",
+            "printf '%s\\n' \"$TOK\" | rev".into(),
+            Limit("reversed", "rev"),
+        ),
+        (
+            "halves on two lines",
+            "printf '%s\\n' \"$TOK\" | cut -c1-14; printf '%s\\n' \"$TOK\" | cut -c15-".into(),
+            Limit("split across lines", "tr -d '\\n'"),
+        ),
+        (
+            "gzip + base64",
+            "printf %s \"$TOK\" | gzip -c | base64 -w0".into(),
+            Limit("compressed", "base64 -d | gzip -dc"),
+        ),
+        (
+            "base32",
+            "printf %s \"$TOK\" | base32 -w0".into(),
+            Limit("base32", "base32 -d"),
+        ),
+        (
+            "base64 twice",
+            "printf %s \"$TOK\" | base64 -w0 | base64 -w0".into(),
+            Limit("encoded twice", "base64 -d | base64 -d"),
+        ),
+        (
+            "one character at a time",
+            "printf %s \"$TOK\" | sed 's/./& /g'".into(),
+            Limit("interleaved", "sed 's/\\(.\\) /\\1/g'"),
+        ),
+        (
+            "spaced hex dump",
+            "printf %s \"$TOK\" | od -An -v -tx1".into(),
+            Limit(
+                "hex dump",
+                "python3 -c 'import sys; print(bytes.fromhex(sys.stdin.read()).decode())'",
+            ),
+        ),
+        (
+            "base64 wrapped across lines",
+            "(printf '%040d' 0; printf %s \"$TOK\") | base64".into(),
+            Limit("split across lines", "base64 -d"),
+        ),
+    ];
+    assert!(table.len() >= 20);
+    for (_, cmd, _) in &table {
+        v.grant(&["tok"], &["sh", "-c", cmd]);
+    }
+    let calls: Vec<Value> = table
+        .iter()
+        .map(|(_, cmd, _)| {
+            json!({"tool": "secrets_exec", "args": {
+                "argv": ["sh", "-c", cmd], "cwd": v.work, "purpose": "exfiltration test",
+                "secrets": [{"name": "tok", "env": "TOK"}]}})
+        })
+        .collect();
+    let (_, answers) = session(&Value::Array(calls), &v.dir);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let limits = &readme[readme
+        .find("Known limits of output redaction")
+        .expect("README lists the known limits of output redaction")..];
+    let mut failures = Vec::new();
+    for ((label, cmd, expect), answer) in table.iter().zip(&answers) {
+        let r = result(answer);
+        assert_eq!(r["exit_code"], 0, "{label}: {r}");
+        let out = format!(
+            "{}{}",
+            r["stdout"].as_str().unwrap(),
+            r["stderr"].as_str().unwrap()
+        );
+        let leaked = leaked_forms(&value, &out);
+        match expect {
+            Covered => {
+                if !leaked.is_empty() || !out.contains("[REDACTED:") {
+                    failures.push(format!("{label} ({cmd}): {leaked:?} left in {out:?}"));
+                }
+            }
+            Limit(name, recover) => {
+                let got = crate::vault::with_input(
+                    {
+                        let mut c = std::process::Command::new("sh");
+                        c.args(["-c", recover]);
+                        c
+                    },
+                    out.as_bytes(),
+                );
+                let recovered = String::from_utf8_lossy(&got.stdout);
+                assert!(
+                    recovered.contains(&value),
+                    "{label}: `{recover}` does not recover the value from {out:?}: not a limit"
+                );
+                assert!(
+                    limits.contains(&format!("**{name}**")),
+                    "README's known limits do not name **{name}** ({label})"
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not redacted:\n{}",
+        failures.join("\n")
+    );
 }
