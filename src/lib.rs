@@ -36,7 +36,10 @@
 //!   approves, and no value reaches a client (THREAT_MODEL.md). The daemon closes the loop: it
 //!   consumes the spool's leak events and revokes and rotates a leaked stored value, once
 //!   (`vault::server::leak`), then republishes the fingerprints that running redactors reload.
-//! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used.
+//! - `cli` (feature `cli`): the clap commands, the only place `anyhow` is used. `guard mcp`
+//!   (feature `mcp`) is one of them: an MCP server over stdio whose tools call the engine and
+//!   the vault daemon like any other client, and audit each call with the agent's name and
+//!   purpose.
 //!
 //! ```
 //! use guard::{engine::Engine, rules::Ruleset};

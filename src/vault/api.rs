@@ -25,6 +25,9 @@ pub struct AddRequest {
     pub on_leak: Option<LeakPolicy>,
     #[serde(default)]
     pub revoke_prefix: Option<String>,
+    /// What the secret is for (shown by `list`, also to agents).
+    #[serde(default)]
+    pub description: Option<String>,
 }
 /// `rm`, `rotate`: one secret.
 #[derive(Serialize, Deserialize)]
@@ -35,9 +38,7 @@ pub struct NameRequest {
 }
 /// `list`, `fingerprints`: one context, or all.
 #[derive(Serialize, Deserialize)]
-#[cfg_attr(feature = "mcp", derive(schemars::JsonSchema))]
 pub struct ListRequest {
-    /// One context; all when absent.
     pub context: Option<String>,
 }
 /// One secret `exec` injects: into variable `env`, under a lease of `ttl`.

@@ -113,6 +113,9 @@ pub struct SecretEntry {
     /// What the daemon does when a version of it leaks (default: rotate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_leak: Option<LeakPolicy>,
+    /// What it is for, in a human's words (shown by `list` and to agents; never a value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(default)]
     pub versions: Vec<Version>,
 }
@@ -157,6 +160,7 @@ impl SecretEntry {
             rotate_shell: self.rotate_shell,
             rotate_every: self.rotate_every.clone(),
             on_leak: self.on_leak,
+            description: self.description.clone(),
             revoke_prefix: None,
             versions: self
                 .versions
@@ -177,7 +181,12 @@ pub struct SecretInfo {
     pub name: String,
     pub current_version: Option<u32>,
     pub versions: Vec<u32>,
+    /// When the current version was written (Unix seconds).
     pub created: u64,
+    /// When it was last replaced by a new version (Unix seconds): the current version's time,
+    /// if it has an older one.
+    pub last_rotation: Option<u64>,
+    pub description: Option<String>,
     pub rotate_via: bool,
     pub rotate_every: Option<String>,
 }
@@ -467,6 +476,7 @@ impl ContextStore {
                 rotate_shell: false,
                 rotate_every: None,
                 on_leak: None,
+                description: None,
                 versions: Vec::new(),
             });
         let id = entry.versions.iter().map(|v| v.id).max().unwrap_or(0) + 1;
@@ -483,6 +493,7 @@ impl ContextStore {
         entry.rotate_shell = meta.rotate_shell;
         entry.rotate_every = meta.rotate_every;
         entry.on_leak = meta.on_leak;
+        entry.description = meta.description;
         Ok(id)
     }
 

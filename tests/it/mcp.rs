@@ -83,6 +83,23 @@ fn a_real_mcp_client_lists_and_calls_the_text_tools() {
         tools["scan_text"]["properties"]["text"]["type"], "string",
         "{head}"
     );
+    // secrets_exec's secrets are the vault's own `ExecSecret` (name, env, ttl).
+    let exec = tools["secrets_exec"].to_string();
+    for field in [
+        "\"argv\"",
+        "\"secrets\"",
+        "\"ttl\"",
+        "\"timeout_seconds\"",
+        "\"purpose\"",
+    ] {
+        assert!(exec.contains(field), "{field} missing: {exec}");
+    }
+    assert!(
+        tools["secrets_exec"]["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("purpose"))),
+        "{exec}"
+    );
     assert_eq!(answers.len(), 9, "{answers:?}");
     for a in &answers {
         assert!(!a.to_string().contains(&token[4..]), "a secret left: {a}");
@@ -138,7 +155,11 @@ fn secrets_list_without_a_vault_is_an_error_not_a_crash() {
 fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
     let v = crate::vault::Vault::new();
     let value = crate::vault::fake_value("mcp-exec");
-    v.add("tok", &value, &[]);
+    v.add(
+        "tok",
+        &value,
+        &["--description", "deploy token for the docs site"],
+    );
     let script = "echo \"token=$TOK\"; printf %s \"$TOK\" | base64; exit 3";
     v.grant(&["tok"], &["sh", "-c", script]);
     let b64 = {
@@ -151,12 +172,13 @@ fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
             "purpose": "print the token for the test"}})
     };
     let calls = json!([
+        {"tool": "secrets_list", "args": {"purpose": "what can I use"}},
         exec(vec!["sh", "-c", script]),
         exec(vec!["sh", "-c", "echo $TOK"]),
         {"tool": "secrets_exec", "args": {"argv": [], "purpose": "nothing"}},
         {"tool": "secrets_exec", "args": {"argv": ["true"]}},
     ]);
-    let (_, answers) = session(&calls, &v.dir);
+    let (_, mut answers) = session(&calls, &v.dir);
     for a in &answers {
         let t = a.to_string();
         assert!(
@@ -164,6 +186,11 @@ fn secrets_exec_runs_an_approved_command_and_returns_redacted_output() {
             "a value left: {t}"
         );
     }
+    let listed = result(&answers.remove(0));
+    let tok = &listed["contexts"][0]["secrets"][0];
+    assert_eq!(tok["name"], "tok", "{listed}");
+    assert_eq!(tok["description"], "deploy token for the docs site");
+    assert_eq!(tok["last_rotation"], Value::Null, "never rotated: {tok}");
     let ran: Value = serde_json::from_str(
         answers[0]["ok"]
             .as_str()

@@ -1532,7 +1532,14 @@ fn rotation_hooks_timeout_no_shell_and_old_versions() {
     let v = Vault::with_config("rotation_timeout = \"300ms\"\n");
     let old = fake_value("old");
     v.add("tok", &old, &["--rotate-via", "printf %s fake-new-$HOME"]);
+    let before = v.json(&["vault", "list"])["data"]["contexts"][0]["secrets"][0].clone();
+    assert_eq!(before["last_rotation"], Value::Null, "{before}");
     v.ok(&["vault", "rotate", "tok"]);
+    let after = v.json(&["vault", "list"])["data"]["contexts"][0]["secrets"][0].clone();
+    assert!(
+        after["last_rotation"].as_u64() >= before["created"].as_u64(),
+        "{after}"
+    );
     assert_eq!(
         v.print(&["tok"]),
         "fake-new-$HOME",

@@ -58,7 +58,7 @@ enum VaultCmd {
     },
     /// Store a secret (value from a no-echo terminal prompt, or from stdin)
     #[command(
-        after_help = "Examples:\n  guard vault add api_token                 # prompts without echo\n  guard vault add db_pass --context prod < pass.txt\n  guard vault add gh --rotate-via 'gh auth token' --rotate-every 30d"
+        after_help = "Examples:\n  guard vault add api_token                 # prompts without echo\n  guard vault add db_pass --context prod --description 'orders DB, read-write' < pass.txt\n  guard vault add gh --rotate-via 'gh auth token' --rotate-every 30d"
     )]
     Add {
         name: String,
@@ -81,6 +81,10 @@ enum VaultCmd {
         /// the value, e.g. database/creds/app) are revoked when it leaks
         #[arg(long, value_name = "PREFIX")]
         revoke_prefix: Option<String>,
+        /// What the secret is for: shown by `list` (and to agents through `guard mcp`), so
+        /// never a value
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
     },
     /// Where a context's values live: the local age store, or an OpenBao / Vault KV v2 engine
     /// (a human sets it, with the vault passphrase at the terminal)
@@ -466,6 +470,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
             rotate_every,
             on_leak,
             revoke_prefix,
+            description,
         } => {
             let value = read_value(&name)?;
             let request = crate::vault::api::AddRequest {
@@ -477,6 +482,7 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                 rotate_every,
                 on_leak,
                 revoke_prefix,
+                description,
             };
             let env = call(paths, "add", serde_json::to_value(&request).map_err(other)?)?;
             Ok(out.ok(&env, |d| {
@@ -504,14 +510,18 @@ fn vault_cmd(paths: &VaultPaths, out: &Out, cmd: VaultCmd) -> Result<i32, Client
                     ));
                     for e in c["secrets"].as_array().into_iter().flatten() {
                         s.push_str(&format!(
-                            "  {}  v{}{}\n",
+                            "  {}  v{}{}{}\n",
                             e["name"].as_str().unwrap_or(""),
                             e["current_version"],
                             if e["rotate_via"].as_bool() == Some(true) {
                                 "  (rotatable)"
                             } else {
                                 ""
-                            }
+                            },
+                            e["description"]
+                                .as_str()
+                                .map(|d| format!("  {d}"))
+                                .unwrap_or_default()
                         ));
                     }
                 }

@@ -43,6 +43,7 @@ pub struct SecretMeta {
     pub rotate_shell: bool,
     pub rotate_every: Option<String>,
     pub on_leak: Option<LeakPolicy>,
+    pub description: Option<String>,
     /// Live versions, oldest first; the last is current.
     pub versions: Vec<VersionMeta>,
     /// OpenBao only: the lease prefix a leak revokes upstream (`sys/leases/revoke-prefix`).
@@ -63,6 +64,10 @@ impl SecretMeta {
             current_version: self.current_id(),
             versions: self.versions.iter().map(|v| v.id).collect(),
             created: self.version(None).map(|v| v.created).unwrap_or(0),
+            last_rotation: (self.versions.len() > 1)
+                .then(|| self.version(None).map(|v| v.created))
+                .flatten(),
+            description: self.description.clone(),
             rotate_via: self.rotate_via.is_some(),
             rotate_every: self.rotate_every.clone(),
         }
@@ -77,6 +82,7 @@ pub struct PutOptions {
     pub rotate_every: Option<String>,
     pub on_leak: Option<LeakPolicy>,
     pub revoke_prefix: Option<String>,
+    pub description: Option<String>,
 }
 
 impl PutOptions {
@@ -95,6 +101,9 @@ impl PutOptions {
         }
         if self.revoke_prefix.is_some() {
             m.revoke_prefix = self.revoke_prefix;
+        }
+        if self.description.is_some() {
+            m.description = self.description;
         }
     }
 }

@@ -331,6 +331,7 @@ const K_ROTATE_EVERY: &str = "guard.rotate_every";
 const K_ON_LEAK: &str = "guard.on_leak";
 const K_COMPROMISED: &str = "guard.compromised";
 const K_REVOKE_PREFIX: &str = "guard.revoke_prefix";
+const K_DESCRIPTION: &str = "guard.description";
 
 impl OpenBaoStore {
     pub fn new(ctx: &str, cfg: OpenBaoConfig) -> Self {
@@ -407,6 +408,9 @@ impl OpenBaoStore {
         if let Some(p) = &m.revoke_prefix {
             c.insert(K_REVOKE_PREFIX.into(), json!(p));
         }
+        if let Some(d) = &m.description {
+            c.insert(K_DESCRIPTION.into(), json!(d));
+        }
         json!({ "custom_metadata": c })
     }
 }
@@ -445,6 +449,7 @@ fn parse_metadata(v: &Value) -> Remote {
             rotate_via: s(K_ROTATE_VIA),
             rotate_shell: s(K_ROTATE_SHELL).as_deref() == Some("true"),
             rotate_every: s(K_ROTATE_EVERY),
+            description: s(K_DESCRIPTION),
             on_leak: s(K_ON_LEAK).and_then(|p| serde_json::from_value::<LeakPolicy>(json!(p)).ok()),
             versions,
             revoke_prefix: s(K_REVOKE_PREFIX),

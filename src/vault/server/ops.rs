@@ -264,6 +264,14 @@ impl Daemon {
                 .map_err(|e| RpcError::new(rpc::INVALID_PARAMS, e.to_string()))?;
         }
         store::check_name("secret", &a.name).map_err(store_err)?;
+        if let Some(d) = &a.description {
+            if d.chars().count() > 200 || d.chars().any(char::is_control) {
+                return Err(RpcError::new(
+                    rpc::INVALID_PARAMS,
+                    "a description is one line of at most 200 characters",
+                ));
+            }
+        }
         let mut s = self.lock();
         let mut st = s.open_store(&a.context)?;
         let version = st
@@ -276,6 +284,7 @@ impl Daemon {
                     rotate_every: a.rotate_every,
                     on_leak: a.on_leak,
                     revoke_prefix: a.revoke_prefix,
+                    description: a.description,
                 },
             )
             .map_err(store_err)?;
