@@ -182,6 +182,19 @@ impl GuardMcp {
         self.call("note", params).await.map(drop)
     }
 
+    /// The caller of a secrets tool, once its call is audited (a call that cannot be audited
+    /// is not served).
+    async fn audited(
+        &self,
+        tool: &str,
+        peer: &Peer<RoleServer>,
+        purpose: &str,
+    ) -> Result<api::Caller, ErrorData> {
+        let caller = self.caller(peer, Some(purpose))?;
+        self.note(tool, caller.clone()).await?;
+        Ok(caller)
+    }
+
     /// One daemon call off the async runtime.
     async fn call(
         &self,
@@ -195,6 +208,24 @@ impl GuardMcp {
         .await
         .map_err(internal)?
         .map_err(internal)
+    }
+}
+
+/// `value` (or `default`) if it lies in `range`, else an invalid-params error naming `what`.
+fn bounded(
+    what: &str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ErrorData> {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ErrorData::invalid_params(
+            format!("{what} must be {} to {}", range.start(), range.end()),
+            None,
+        ))
     }
 }
 
@@ -293,15 +324,13 @@ impl GuardMcp {
         if r.argv.is_empty() {
             return Err(ErrorData::invalid_params("argv is empty", None));
         }
-        let timeout = r.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_S);
-        if !(1..=MAX_TIMEOUT_S).contains(&timeout) {
-            return Err(ErrorData::invalid_params(
-                format!("timeout_seconds must be 1 to {MAX_TIMEOUT_S}"),
-                None,
-            ));
-        }
-        let caller = self.caller(&peer, Some(&r.purpose))?;
-        self.note("secrets_exec", caller.clone()).await?;
+        let timeout = bounded(
+            "timeout_seconds",
+            r.timeout_seconds,
+            DEFAULT_TIMEOUT_S,
+            1..=MAX_TIMEOUT_S,
+        )?;
+        let caller = self.audited("secrets_exec", &peer, &r.purpose).await?;
         let request = api::ExecRequest {
             context: r.context.unwrap_or_else(|| "default".into()),
             secrets: r.secrets,
@@ -337,22 +366,19 @@ impl GuardMcp {
         peer: Peer<RoleServer>,
         Parameters(r): Parameters<AccessToolRequest>,
     ) -> Result<CallToolResult, ErrorData> {
-        let wait = r.wait_seconds.unwrap_or(0);
-        if wait > MAX_WAIT_S {
-            return Err(ErrorData::invalid_params(
-                format!("wait_seconds is at most {MAX_WAIT_S}"),
-                None,
-            ));
-        }
-        let caller = self.caller(&peer, Some(&r.purpose))?;
-        self.note("secrets_request_access", caller.clone()).await?;
+        let wait = bounded("wait_seconds", r.wait_seconds, 0, 0..=MAX_WAIT_S)?;
+        let caller = self
+            .audited("secrets_request_access", &peer, &r.purpose)
+            .await?;
         let request = api::AccessRequest {
-            context: r.context.unwrap_or_else(|| "default".into()),
-            names: r.secrets,
-            argv: r.argv,
-            cwd: cwd_or_here(r.cwd)?,
-            env: super::vault::environment(&[]),
-            pass_env: Vec::new(),
+            scope: api::CommandScope {
+                context: r.context.unwrap_or_else(|| "default".into()),
+                names: r.secrets,
+                argv: r.argv,
+                cwd: cwd_or_here(r.cwd)?,
+                env: super::vault::environment(&[]),
+                pass_env: Vec::new(),
+            },
             caller: Some(caller),
         };
         let params = serde_json::to_value(&request).map_err(internal)?;

@@ -99,10 +99,10 @@ pub struct ExecRequest {
     #[serde(default)]
     pub caller: Option<Caller>,
 }
-/// `request_access`: ask a human to approve `argv` in `cwd` using `names`, without running it
-/// (what `exec` does for a command that is not approved yet).
+/// What an approval names: `names` used by `argv` run in `cwd` (with the project's
+/// pass-through variables), in `context`.
 #[derive(Serialize, Deserialize)]
-pub struct AccessRequest {
+pub struct CommandScope {
     #[serde(default = "default_ctx")]
     pub context: String,
     pub names: Vec<String>,
@@ -112,6 +112,13 @@ pub struct AccessRequest {
     pub env: Vec<(String, String)>,
     #[serde(default)]
     pub pass_env: Vec<String>,
+}
+/// `request_access`: ask a human to approve a command's use of secrets without running it
+/// (what `exec` does for a command that is not approved yet).
+#[derive(Serialize, Deserialize)]
+pub struct AccessRequest {
+    #[serde(flatten)]
+    pub scope: CommandScope,
     #[serde(default)]
     pub caller: Option<Caller>,
 }
@@ -139,15 +146,8 @@ pub struct ApproveRequest {
 /// `grant`: a human pre-approves (or denies) `argv` in `cwd` for `names`.
 #[derive(Serialize, Deserialize)]
 pub struct GrantRequest {
-    #[serde(default = "default_ctx")]
-    pub context: String,
-    pub names: Vec<String>,
-    pub argv: Vec<String>,
-    pub cwd: PathBuf,
-    #[serde(default)]
-    pub env: Vec<(String, String)>,
-    #[serde(default)]
-    pub pass_env: Vec<String>,
+    #[serde(flatten)]
+    pub scope: CommandScope,
     pub passphrase: Option<SecretValue>,
     #[serde(default)]
     pub deny: bool,

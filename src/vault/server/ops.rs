@@ -713,31 +713,26 @@ impl Daemon {
     /// Asks a human to approve `argv` using `names` without running it: answers `granted` when
     /// every name is approved already, else opens (or joins) the pending request.
     pub(super) fn request_access(&self, a: api::AccessRequest) -> Result<Reply, RpcError> {
-        if a.names.is_empty() || a.argv.is_empty() {
+        if a.scope.names.is_empty() || a.scope.argv.is_empty() {
             return Err(RpcError::new(
                 rpc::INVALID_PARAMS,
                 "request_access needs secret names and a command",
             ));
         }
-        check_pass_env(&a.pass_env)?;
+        check_pass_env(&a.scope.pass_env)?;
         let mut s = self.lock();
-        let mut st = s.open_store(&a.context)?;
-        for n in &a.names {
-            store::check_name("secret", n).map_err(store_err)?;
-            st.meta(n).map_err(store_err)?;
-        }
-        let (cmd, key) = s.command_and_key(&a.context, &a.argv, &a.cwd, &a.env, &a.pass_env)?;
-        let names: Vec<&str> = a.names.iter().map(String::as_str).collect();
-        let missing = unapproved(&mut s, &a.context, &names, &cmd, &key)?;
+        let (cmd, key) = resolve_scope(&mut s, &a.scope)?;
+        let names: Vec<&str> = a.scope.names.iter().map(String::as_str).collect();
+        let missing = unapproved(&mut s, &a.scope.context, &names, &cmd, &key)?;
         if missing.is_empty() {
             return reply(
-                json!({"status": "granted", "context": a.context, "secrets": a.names,
+                json!({"status": "granted", "context": a.scope.context, "secrets": a.scope.names,
                        "command": cmd.display}),
                 vec![],
             );
         }
         let caller = a.caller.as_ref().map(api::Caller::cleaned);
-        request_approval(&mut s, &a.context, missing, cmd, caller)
+        request_approval(&mut s, &a.scope.context, missing, cmd, caller)
     }
 
     /// Audits an agent's call that touches no secret (`guard mcp`'s text tools).
@@ -763,28 +758,24 @@ impl Daemon {
     }
 
     pub(super) async fn grant(&self, g: api::GrantRequest) -> Result<Reply, RpcError> {
-        if g.names.is_empty() || g.argv.is_empty() {
+        if g.scope.names.is_empty() || g.scope.argv.is_empty() {
             return Err(RpcError::new(
                 rpc::INVALID_PARAMS,
                 "grant needs secret names and a command",
             ));
         }
-        check_pass_env(&g.pass_env)?;
+        check_pass_env(&g.scope.pass_env)?;
         self.human(g.passphrase, "grant", None, false).await?;
         let mut s = self.lock();
-        let mut st = s.open_store(&g.context)?;
-        for n in &g.names {
-            st.meta(n).map_err(store_err)?;
-        }
-        let (cmd, key) = s.command_and_key(&g.context, &g.argv, &g.cwd, &g.env, &g.pass_env)?;
+        let (cmd, key) = resolve_scope(&mut s, &g.scope)?;
         let (d, outcome) = if g.deny {
             (Decision::Deny, "deny")
         } else {
             (Decision::Allow, "allow")
         };
-        for n in &g.names {
+        for n in &g.scope.names {
             let scope = Scope {
-                context: g.context.clone(),
+                context: g.scope.context.clone(),
                 secret: n.clone(),
                 command: cmd.fingerprint.clone(),
             };
@@ -797,7 +788,7 @@ impl Daemon {
             )?;
         }
         reply(
-            json!({"context": g.context, "secrets": g.names, "command": cmd.display,
+            json!({"context": g.scope.context, "secrets": g.scope.names, "command": cmd.display,
                    "fingerprint": cmd.fingerprint, "decision": d}),
             vec![],
         )
@@ -1070,6 +1061,20 @@ pub(super) fn wipe_dir(dir: &std::path::Path) {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The command an approval of `sc` names and the context's approval key, once every named
+/// secret is known to exist.
+fn resolve_scope(
+    s: &mut State,
+    sc: &api::CommandScope,
+) -> Result<(Resolved, Zeroizing<[u8; 32]>), RpcError> {
+    let mut st = s.open_store(&sc.context)?;
+    for n in &sc.names {
+        store::check_name("secret", n).map_err(store_err)?;
+        st.meta(n).map_err(store_err)?;
+    }
+    s.command_and_key(&sc.context, &sc.argv, &sc.cwd, &sc.env, &sc.pass_env)
 }
 
 /// The names among `names` no human has approved for `cmd` yet; one a human denied ends the
