@@ -311,7 +311,9 @@ impl GuardMcp {
     #[tool(
         description = "Run a command with secrets from the guard vault injected into its \
                        environment (you never see them). Returns the exit code and stdout/stderr \
-                       with every secret redacted. A command's first use of a secret needs a \
+                       with every secret redacted. It answers once the command and whatever it \
+                       started in the background have closed their output, or at \
+                       timeout_seconds (then stopped). A command's first use of a secret needs a \
                        human's approval at their terminal: the answer then says \
                        approval_required; call again once they approved (or ask first with \
                        secrets_request_access)."
@@ -510,7 +512,9 @@ fn exec_captured(
     let _ = done_tx.send(());
     let timed_out = timer.join().unwrap_or(false);
     drop((in_r, out_w, err_w));
-    // A background process may hold the pipes open: wait a moment, then answer anyway.
+    // The daemon writes the command's output (redacted) into these pipes until everything the
+    // command started has closed it, and closes them before it answers; the readers should be
+    // done. Wait for them a moment, never forever.
     let grace = std::time::Instant::now() + std::time::Duration::from_secs(1);
     for t in [out_t, err_t] {
         while !t.is_finished() && std::time::Instant::now() < grace {

@@ -602,3 +602,37 @@ fn exfiltration_one_liners_come_back_redacted_or_are_known_limits() {
         failures.join("\n")
     );
 }
+
+/// `secrets_exec` stops a command at `timeout_seconds` (SIGTERM to its process group), also a
+/// background process it left holding its output (whose output is all returned, redacted);
+/// timeouts out of range are refused.
+#[test]
+fn secrets_exec_stops_a_command_at_its_timeout() {
+    let v = crate::vault::Vault::new();
+    let run = |argv: Value, timeout: u64| {
+        json!({"tool": "secrets_exec", "args": {"argv": argv, "cwd": v.work,
+               "purpose": "timeout test", "timeout_seconds": timeout}})
+    };
+    let calls = json!([
+        run(json!(["sleep", "30"]), 1),
+        run(json!(["sh", "-c", "sleep 30 & echo started"]), 2),
+        run(json!(["true"]), 0),
+        run(json!(["true"]), 601),
+    ]);
+    let t = std::time::Instant::now();
+    let (_, answers) = session(&calls, &v.dir);
+    assert!(
+        t.elapsed().as_secs() < 15,
+        "took {:?}: {answers:?}",
+        t.elapsed()
+    );
+    let stopped = result(&answers[0]);
+    assert_eq!(stopped["timed_out"], true, "{stopped}");
+    assert_eq!(stopped["signal"], libc::SIGTERM, "{stopped}");
+    let bg = result(&answers[1]);
+    assert_eq!(bg["timed_out"], true, "{bg}");
+    assert_eq!(bg["stdout"], "started\n");
+    for a in &answers[2..] {
+        assert!(a.get("ok").is_none(), "out-of-range timeout accepted: {a}");
+    }
+}
