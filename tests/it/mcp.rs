@@ -452,7 +452,7 @@ fn exfiltration_one_liners_come_back_redacted_or_are_known_limits() {
         crate::vault::fake_value("x").replace("fake-x-", "")
     );
     v.add("tok", &value, &[]);
-    let py = "python3 -c";
+    // Only coreutils, sed and util-linux in the commands: the daemon runs them with its safe PATH.
     let table: Vec<(&str, String, Expect)> = vec![
         ("raw", "printf '%s\\n' \"$TOK\"".into(), Covered),
         ("in a sentence", "echo \"the token is $TOK, keep it\"".into(), Covered),
@@ -463,7 +463,8 @@ fn exfiltration_one_liners_come_back_redacted_or_are_known_limits() {
         ("inside JSON, raw", "printf '{\"token\": \"%s\"}\\n' \"$TOK\"".into(), Covered),
         (
             "inside JSON, escaped",
-            format!("{py} 'import json,os; print(json.dumps({{\"token\": os.environ[\"TOK\"]}}))'"),
+            "printf '{\"token\": \"%s\"}\\n' \"$(printf %s \"$TOK\" | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g')\""
+                .into(),
             Covered,
         ),
         ("base64, aligned", "printf %s \"$TOK\" | base64 -w0".into(), Covered),
@@ -487,7 +488,7 @@ fn exfiltration_one_liners_come_back_redacted_or_are_known_limits() {
         ),
         (
             "URL-encoded",
-            format!("{py} 'import os,urllib.parse as u; print(u.quote(os.environ[\"TOK\"], safe=\"\"))'"),
+            "printf '%s\\n' \"$TOK\" | sed 's/%/%25/g; s/+/%2B/g; s|/|%2F|g; s/\"/%22/g; s/=/%3D/g'".into(),
             Covered,
         ),
         (
