@@ -15,6 +15,10 @@ pub fn feed_and_wait(
 ) -> io::Result<Option<ExitStatus>> {
     if let Some(mut stdin) = child.stdin.take() {
         std::thread::spawn(move || {
+            // A command that exits without reading its input must cost this write an EPIPE,
+            // not the caller its life (the CLI runs with SIGPIPE's default action). SIGPIPE
+            // goes to the writing thread: blocked here, it stays pending and dies with it.
+            block_sigpipe();
             let _ = stdin.write_all(&input);
         });
     }
@@ -29,6 +33,16 @@ pub fn feed_and_wait(
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn block_sigpipe() {
+    // SAFETY: changes this thread's signal mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

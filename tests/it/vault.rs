@@ -406,6 +406,44 @@ fn store_and_identity_interop_with_the_age_cli_both_ways() {
     assert_eq!(v.print(&["hand_tok", "--context", "handmade"]), hand);
 }
 
+/// `guard exec -- yes | head -2`: the reader goes away while the daemon writes the command's
+/// output into its pipe. That costs the daemon a write error (SIGPIPE is ignored there), not its
+/// life: the command ends, its lease is revoked, and the same daemon keeps serving.
+#[test]
+fn a_reader_that_goes_away_does_not_kill_the_daemon() {
+    let (v, _val) = tok_vault("pipe", "");
+    v.grant(&["tok"], &["sh", "-c", "yes"]);
+    let before = v.daemon_pid().expect("daemon running");
+    let mut child = v
+        .agent_prog(guard_bin(), &["exec", "--", "sh", "-c", "yes"])
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut two = [0u8; 4];
+    out.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"y\ny\n");
+    drop(out);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "guard exec never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let st = v.wait_status("the lease revoked", |d| d["active_leases"] == 0);
+    assert_eq!(
+        st["pid"].as_i64(),
+        Some(i64::from(before)),
+        "the daemon was replaced: {st}"
+    );
+    assert_eq!(v.daemon_pid(), Some(before));
+}
+
 #[test]
 fn exec_injects_masks_revokes_and_propagates_the_exit_code() {
     let v = Vault::new();

@@ -360,6 +360,13 @@ const CALLER_GONE_GRACE: Duration = Duration::from_secs(3);
 
 /// Run the daemon in the foreground until SIGTERM/SIGINT or a `shutdown` request.
 pub fn run_daemon(paths: VaultPaths) -> Result<(), ServerError> {
+    // A client that goes away (`guard exec -- cmd | head`) must cost a write error, not the
+    // daemon: the CLI restores SIGPIPE's default for itself, so ignore it here, before any
+    // thread starts. Commands get the default back (std resets it in every child).
+    // SAFETY: setting a signal disposition; no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     // The keys will live in this process: no core dumps, no same-user ptrace or /proc/PID/mem.
     crate::vault::tty::set_non_dumpable();
     // A tracer attached before that call stays attached: refuse to hold keys under it.
