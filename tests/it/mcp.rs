@@ -344,17 +344,23 @@ fn nothing_an_mcp_client_sends_approves_its_own_request() {
     );
 
     // A second session waits for the human's answer; the human approves at the terminal.
-    let marker = v.work.join("waiting");
+    let asked = |v: &crate::vault::Vault| {
+        v.audit_text()
+            .matches("\"outcome\":\"secrets_request_access\"")
+            .count()
+    };
+    let asked_before = asked(&v);
     let calls = json!([
-        {"touch": marker},
         ask(json!({"wait_seconds": 60})),
         {"tool": "secrets_exec", "args": {"argv": target, "cwd": v.work, "purpose": "deploy",
                                           "secrets": [{"name": "tok", "env": "TOK"}]}},
     ]);
     let dir = v.dir.clone();
     let waiting = std::thread::spawn(move || session(&calls, &dir).1);
+    // The call is audited just before it asks the daemon and starts waiting: approve then
+    // (with a margin), so the waiting session is the one that hears the answer.
     let t0 = std::time::Instant::now();
-    while !marker.exists() && t0.elapsed().as_secs() < 60 {
+    while asked(&v) == asked_before && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));

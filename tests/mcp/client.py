@@ -4,11 +4,11 @@
     client.py GUARD_BIN < SCENARIO_JSON        one session, the calls of the scenario
     client.py GUARD_BIN --bench N < CALL_JSON  one session, the call N times; prints latencies
 
-The scenario (on stdin) is a list of steps. A call is {"tool": name, "args": {...}}; each answer is
+The scenario (on stdin) is a list of calls {"tool": name, "args": {...}}; each answer is
 printed as one JSON line: {"ok": text} for a result, {"tool_error": text} for a result flagged
 isError, or {"error": message} for an MCP error. The first line lists the tools and their input
 schemas. In a call's arguments the string "$REQUEST" stands for the last "request" id an answer
-named. A step {"touch": path} creates that file (so a test knows how far the session got).
+named.
 
 The client introduces itself as "guard-test-agent" 1.0 (what guard's audit records name)."""
 
@@ -71,9 +71,6 @@ async def main() -> None:
             }), flush=True)
             request = None
             for step in scenario:
-                if "touch" in step:
-                    open(step["touch"], "w").close()
-                    continue
                 key, text = await call(session, step["tool"], substitute(step["args"], request))
                 try:
                     named = json.loads(text).get("request")
