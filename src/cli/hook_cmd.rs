@@ -256,11 +256,7 @@ fn run_pipeline(
 fn vault_fingerprints() -> Option<PathBuf> {
     #[cfg(feature = "vault")]
     {
-        Some(
-            crate::vault::VaultPaths::resolve(None)
-                .root()
-                .join("fingerprints.fp"),
-        )
+        Some(crate::vault::VaultPaths::resolve(None).fingerprints())
     }
     #[cfg(not(feature = "vault"))]
     {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::engine::known::KnownMatcher;
 use crate::engine::Engine;
-use crate::finding::{Finding, FindingOptions, Origin};
+use crate::finding::{Finding, FindingOptions, Origin, Reveal};
 use crate::redact::{BlockRedactor, RedactOptions};
 use crate::vault::api;
 
@@ -272,16 +272,9 @@ impl GuardMcp {
             &mut |f| found.push(f),
         )
         .map_err(internal)?;
-        let findings: Vec<serde_json::Value> = found
+        let findings: Vec<_> = found
             .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "rule": f.rule.0, "name": f.rule_name, "confidence": f.confidence.as_str(),
-                    "line": f.location.line, "column": f.location.column,
-                    "secret": crate::finding::redact(f.secret.expose_secret()),
-                    "encoding": f.encoding,
-                })
-            })
+            .map(|f| crate::report::JsonFinding::new(f, Reveal::Redacted))
             .collect();
         self.ok(serde_json::json!({ "findings": findings }))
     }
@@ -561,11 +554,10 @@ impl ServerHandler for GuardMcp {
 pub fn run(a: McpArgs) -> anyhow::Result<i32> {
     let engine = super::redact_cmd::mcp_engine()?;
     let vault = crate::vault::VaultPaths::resolve(a.vault_dir.as_deref());
-    let fp = vault.root().join("fingerprints.fp");
     let server = GuardMcp {
         engine: Arc::new(engine),
         known: Arc::new(Mutex::new((
-            crate::fingerprint::Watch::new_unloaded(&fp).quiet(),
+            crate::fingerprint::Watch::new_unloaded(&vault.fingerprints()).quiet(),
             None,
         ))),
         vault,

@@ -81,6 +81,16 @@ impl Caller {
         }
     }
 }
+impl<'a> crate::vault::audit::Event<'a> {
+    /// The event with the agent and purpose of `caller`, if an agent asked.
+    pub fn asked_by(mut self, caller: Option<&'a Caller>) -> Self {
+        if let Some(c) = caller {
+            self.agent = Some(&c.agent);
+            self.purpose = c.purpose.as_deref();
+        }
+        self
+    }
+}
 /// `exec`: run `argv` in `cwd` with the secrets injected, on the caller's stdio (passed with the request); the reply is its exit.
 #[derive(Serialize, Deserialize)]
 pub struct ExecRequest {

@@ -295,6 +295,10 @@ impl VaultPaths {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// The fingerprints of every stored value the daemon publishes for redactors.
+    pub fn fingerprints(&self) -> PathBuf {
+        self.root.join("fingerprints.fp")
+    }
 }
 
 #[cfg(test)]

@@ -136,12 +136,9 @@ impl Pending {
         outcome: &'a str,
         request: Option<&'a str>,
     ) -> crate::vault::audit::Event<'a> {
-        let mut ev = scope.event("approval", outcome, request);
-        if let Some(c) = &self.caller {
-            ev.agent = Some(&c.agent);
-            ev.purpose = c.purpose.as_deref();
-        }
-        ev
+        scope
+            .event("approval", outcome, request)
+            .asked_by(self.caller.as_ref())
     }
 }
 

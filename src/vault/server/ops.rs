@@ -492,17 +492,18 @@ impl Daemon {
                 // One audit write for all of them, before any value is used.
                 let events: Vec<Event> = access
                     .iter()
-                    .map(|(name, lease, version)| Event {
-                        op: "access",
-                        outcome: "ok",
-                        context: Some(&e.context),
-                        secret: Some(name),
-                        client: Some(&cmd.fingerprint),
-                        lease: Some(lease),
-                        version: Some(*version),
-                        agent: caller.as_ref().map(|c| c.agent.as_str()),
-                        purpose: caller.as_ref().and_then(|c| c.purpose.as_deref()),
-                        ..Default::default()
+                    .map(|(name, lease, version)| {
+                        Event {
+                            op: "access",
+                            outcome: "ok",
+                            context: Some(&e.context),
+                            secret: Some(name),
+                            client: Some(&cmd.fingerprint),
+                            lease: Some(lease),
+                            version: Some(*version),
+                            ..Default::default()
+                        }
+                        .asked_by(caller.as_ref())
                     })
                     .collect();
                 if let Err(err) = s.audit.append_all(&events) {
@@ -713,13 +714,7 @@ impl Daemon {
     /// Asks a human to approve `argv` using `names` without running it: answers `granted` when
     /// every name is approved already, else opens (or joins) the pending request.
     pub(super) fn request_access(&self, a: api::AccessRequest) -> Result<Reply, RpcError> {
-        if a.scope.names.is_empty() || a.scope.argv.is_empty() {
-            return Err(RpcError::new(
-                rpc::INVALID_PARAMS,
-                "request_access needs secret names and a command",
-            ));
-        }
-        check_pass_env(&a.scope.pass_env)?;
+        check_scope("request_access", &a.scope)?;
         let mut s = self.lock();
         let (cmd, key) = resolve_scope(&mut s, &a.scope)?;
         let names: Vec<&str> = a.scope.names.iter().map(String::as_str).collect();
@@ -746,25 +741,20 @@ impl Daemon {
             .collect();
         self.lock()
             .audit
-            .append(&Event {
-                op: "mcp",
-                outcome: &tool,
-                agent: Some(&c.agent),
-                purpose: c.purpose.as_deref(),
-                ..Default::default()
-            })
+            .append(
+                &Event {
+                    op: "mcp",
+                    outcome: &tool,
+                    ..Default::default()
+                }
+                .asked_by(Some(&c)),
+            )
             .map_err(audit_err)?;
         reply(json!({"noted": true}), vec![])
     }
 
     pub(super) async fn grant(&self, g: api::GrantRequest) -> Result<Reply, RpcError> {
-        if g.scope.names.is_empty() || g.scope.argv.is_empty() {
-            return Err(RpcError::new(
-                rpc::INVALID_PARAMS,
-                "grant needs secret names and a command",
-            ));
-        }
-        check_pass_env(&g.scope.pass_env)?;
+        check_scope("grant", &g.scope)?;
         self.human(g.passphrase, "grant", None, false).await?;
         let mut s = self.lock();
         let (cmd, key) = resolve_scope(&mut s, &g.scope)?;
@@ -1063,6 +1053,17 @@ pub(super) fn wipe_dir(dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// What `op` (`grant`, `request_access`) checks of its scope before anything else.
+fn check_scope(op: &str, sc: &api::CommandScope) -> Result<(), RpcError> {
+    if sc.names.is_empty() || sc.argv.is_empty() {
+        return Err(RpcError::new(
+            rpc::INVALID_PARAMS,
+            format!("{op} needs secret names and a command"),
+        ));
+    }
+    check_pass_env(&sc.pass_env)
+}
+
 /// The command an approval of `sc` names and the context's approval key, once every named
 /// secret is known to exist.
 fn resolve_scope(
@@ -1233,7 +1234,7 @@ pub(super) fn publish_fingerprints(s: &mut State) {
     if contexts.iter().any(|c| s.keys.get(c).is_none()) {
         return;
     }
-    let path = s.paths.root().join("fingerprints.fp");
+    let path = s.paths.fingerprints();
     match fingerprint_set(s, &contexts) {
         Ok((set, _)) => {
             if let Err(e) = crate::fingerprint::save(&path, &set) {
