@@ -8,11 +8,7 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
-fn github_token(seed: &str) -> String {
-    let random: String = seed.chars().cycle().take(30).collect();
-    let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
-    format!("ghp_{random}{}", std::str::from_utf8(&crc).expect("ascii"))
-}
+use crate::scan::github_token;
 
 /// A repository in a temp dir, with its own cache dir and no global git config.
 struct Repo {

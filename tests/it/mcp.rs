@@ -4,6 +4,8 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+use crate::scan::github_token;
+
 /// The Python with the `mcp` package: `$GUARD_MCP_PYTHON`, else the venv `scripts/deps test`
 /// makes.
 fn python() -> PathBuf {
@@ -40,12 +42,6 @@ fn session(calls: &Value, vault: &Path) -> (Value, Vec<Value>) {
         .map(|l| serde_json::from_str::<Value>(l).unwrap());
     let head = lines.next().expect("the tool list");
     (head, lines.collect())
-}
-
-fn github_token(seed: &str) -> String {
-    let random: String = seed.chars().cycle().take(30).collect();
-    let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
-    format!("ghp_{random}{}", std::str::from_utf8(&crc).unwrap())
 }
 
 /// initialize, tools/list, each text tool, and malformed calls (unknown tool, wrong types,

@@ -274,7 +274,8 @@ proptest! {
 
 const FIXTURE: &str = "# settings\nGITHUB_TOKEN=__GH__\nplain line\nAWS_ACCESS_KEY_ID=AKIAZ7VBXQ3MWT5KPRYD\naws_secret_access_key = \"q7Hx2mVb9LkP0sT4uW8yZ1cE3fG5hJ6kN8pRFAKE\"\n";
 
-fn github_token(seed: &str) -> String {
+/// A classic GitHub token with a valid CRC32 tail, made from `seed` (obviously fake).
+pub(crate) fn github_token(seed: &str) -> String {
     let random: String = seed.chars().cycle().take(30).collect();
     let crc = guard::engine::validate::base62_crc(crc32fast::hash(random.as_bytes()));
     format!("ghp_{random}{}", std::str::from_utf8(&crc).expect("ascii"))
