@@ -33,7 +33,7 @@ impl Engine {
                 if scratch.kw_seen[r] || self.rule_at(r).spec.keywords.is_empty() {
                     self.confirm(scratch, r, hay, 0, 0..hay.len(), usize::MAX, &mut out);
                 }
-            } else {
+            } else if !scratch.windows[r].is_empty() {
                 let mut windows = std::mem::take(&mut scratch.windows[r]);
                 merge_windows(&mut windows);
                 let mut next = 0usize;
@@ -147,13 +147,13 @@ impl Engine {
     }
 
     fn mark_keywords(&self, scratch: &mut Scratch, hay: &[u8]) {
-        scratch.kw_seen.iter_mut().for_each(|s| *s = false);
-        let gated =
-            |r: usize| self.compiled[r].full_search && !self.rule_at(r).spec.keywords.is_empty();
-        let mut left = (0..self.compiled.len()).filter(|&r| gated(r)).count();
+        let mut left = self.keyword_gated;
         if left == 0 {
             return;
         }
+        scratch.kw_seen.iter_mut().for_each(|s| *s = false);
+        let gated =
+            |r: usize| self.compiled[r].full_search && !self.rule_at(r).spec.keywords.is_empty();
         for m in self.keywords.find_overlapping_iter(hay) {
             let r = self.kw_rule[m.pattern().as_usize()];
             if !scratch.kw_seen[r] {

@@ -225,7 +225,6 @@ impl EngineBuilder {
             .map(|r| r.max_len)
             .max()
             .unwrap_or(0);
-        #[cfg_attr(not(feature = "hyperscan"), allow(unused_mut))]
         let mut engine = Engine {
             ruleset: self.rules,
             compiled,
@@ -237,6 +236,7 @@ impl EngineBuilder {
             line_local,
             max_len_line_local,
             keep_overlaps: self.keep_overlaps,
+            keyword_gated: 0,
             start_literals,
             #[cfg(feature = "hyperscan")]
             hs: None,
@@ -267,6 +267,12 @@ impl EngineBuilder {
         }
         #[cfg(not(feature = "hyperscan"))]
         let _ = (self.backend, self.cache);
+        engine.keyword_gated = engine
+            .compiled
+            .iter()
+            .zip(engine.ruleset.rules())
+            .filter(|(c, r)| c.full_search && !r.spec.keywords.is_empty())
+            .count();
         Ok(engine)
     }
 }
@@ -286,6 +292,9 @@ pub struct Engine {
     /// Longest match of a rule that cannot span a newline.
     max_len_line_local: usize,
     keep_overlaps: bool,
+    /// How many rules are confirmed by a full search gated on their keywords (block mode looks
+    /// for keywords only when there are some).
+    keyword_gated: usize,
     start_literals: literals::StartLiterals,
     #[cfg(feature = "hyperscan")]
     /// Shared with stream mode's second thread ([`split`]).

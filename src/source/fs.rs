@@ -66,7 +66,7 @@ impl FsSource {
                 origin: Origin::File { path: shown },
                 content: Content::Path {
                     path: root,
-                    len: meta.len(),
+                    len: Some(meta.len()),
                 },
             }));
             return Ok(());
@@ -153,13 +153,12 @@ impl Source for FsSource {
                         // Only regular files: FIFOs, sockets and devices inside a tree would block
                         // or never end; symlinks are not followed (no loops).
                         if e.file_type().is_some_and(|t| t.is_file()) {
-                            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
                             let path = e.into_path();
                             return Some(Ok(Unit {
                                 origin: Origin::File {
                                     path: display(&path),
                                 },
-                                content: Content::Path { path, len },
+                                content: Content::Path { path, len: None },
                             }));
                         }
                         continue;

@@ -48,8 +48,9 @@ pub struct Unit {
 }
 
 pub enum Content {
-    /// A regular file of (roughly) this length; read by size tier.
-    Path { path: PathBuf, len: u64 },
+    /// A regular file, read by size tier; `len` is its length when the source already knows it
+    /// (a walk does not stat: the worker's `fstat` of the open file costs no path lookup).
+    Path { path: PathBuf, len: Option<u64> },
     /// Bytes already in memory (a staged file).
     Bytes(Vec<u8>),
     /// Bytes produced on the worker that scans the unit (a git blob decoded there, so
@@ -180,14 +181,9 @@ pub fn scan_unit(
                 bytes: data.len() as u64,
             })
         }
-        Content::Path { path, len } => {
-            if limits.max_size.is_some_and(|m| len > m) {
-                return Ok(Outcome::TooLarge);
-            }
-            scan_file(
-                engine, scratch, &origin, &path, len, limits, opts, progress, emit,
-            )
-        }
+        Content::Path { path, len } => scan_file(
+            engine, scratch, &origin, &path, len, limits, opts, progress, emit,
+        ),
         Content::Reader { mut reader, named } => {
             let mut head = Vec::new();
             if named && !limits.binary {
@@ -334,47 +330,83 @@ fn scan_block(
     Ok(())
 }
 
+thread_local! {
+    /// Per worker thread: the buffer files of up to [`READ_LIMIT`] bytes are read into, kept
+    /// from one file to the next (an allocation per file cost `malloc` time and page faults on
+    /// a tree of small files). A file that grew past twice the limit does not keep its size.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[allow(clippy::too_many_arguments)]
 fn scan_file(
     engine: &Engine,
     scratch: &mut Scratch,
     origin: &Origin,
     path: &std::path::Path,
-    len: u64,
+    len: Option<u64>,
     limits: &Limits,
     opts: &FindingOptions,
     progress: &dyn Progress,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<Outcome, ScanError> {
     let io_err = |e| ScanError::io(origin, e);
+    if let Some(len) = len {
+        if limits.max_size.is_some_and(|m| len > m) {
+            return Ok(Outcome::TooLarge);
+        }
+    }
     let mut file = File::open(path).map_err(io_err)?;
-    if len <= MAP_LIMIT {
-        let data;
-        let map;
-        let hay: &[u8] = if len <= READ_LIMIT {
-            let mut d = Vec::with_capacity(len as usize);
-            file.read_to_end(&mut d).map_err(io_err)?;
-            // A file that grew past the limit since it was listed is skipped like any other.
-            if limits.max_size.is_some_and(|m| d.len() as u64 > m) {
+    let len = match len {
+        Some(len) => len,
+        None => {
+            let len = file.metadata().map_err(io_err)?.len();
+            if limits.max_size.is_some_and(|m| len > m) {
                 return Ok(Outcome::TooLarge);
             }
-            data = d;
-            &data
-        } else {
-            // SAFETY: the map is read-only; if another process truncates the file while we scan,
-            // the kernel delivers SIGBUS — the same risk ripgrep accepts for mapped scanning.
-            map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-            &map
-        };
+            len
+        }
+    };
+    // Scans a whole file in memory: the binary probe, then the engine.
+    let mut scan_whole = |hay: &[u8]| {
         if !limits.binary && looks_binary(hay) {
             return Ok(Outcome::Binary);
         }
         progress.bytes(hay.len() as u64);
         scan_bytes_decoded(engine, scratch, origin, hay, opts, emit)
             .map_err(|e| ScanError::engine(origin, e))?;
-        return Ok(Outcome::Scanned {
+        Ok(Outcome::Scanned {
             bytes: hay.len() as u64,
+        })
+    };
+    if len <= READ_LIMIT {
+        return READ_BUF.with_borrow_mut(|d| {
+            d.clear();
+            d.reserve(len as usize + 1);
+            // Read to the end through a plain `Read` (`take` with no limit): `File::read_to_end`
+            // sizes its buffer with an `fstat` and an `lseek` of its own, two system calls per
+            // file that the length known here makes useless. One byte of room past it lets the
+            // second read see the end; a file that grew is still read whole.
+            Read::by_ref(&mut file)
+                .take(u64::MAX)
+                .read_to_end(d)
+                .map_err(io_err)?;
+            // A file that grew past the limit since it was listed is skipped like any other.
+            let out = if limits.max_size.is_some_and(|m| d.len() as u64 > m) {
+                Ok(Outcome::TooLarge)
+            } else {
+                scan_whole(d)
+            };
+            if d.capacity() > 2 * READ_LIMIT as usize {
+                *d = Vec::new();
+            }
+            out
         });
+    }
+    if len <= MAP_LIMIT {
+        // SAFETY: the map is read-only; if another process truncates the file while we scan,
+        // the kernel delivers SIGBUS — the same risk ripgrep accepts for mapped scanning.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+        return scan_whole(&map);
     }
     let mut head = vec![0u8; BINARY_PROBE];
     let n = read_up_to(&mut file, &mut head).map_err(io_err)?;

@@ -462,3 +462,61 @@ fn guard_scans_its_own_repository_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Files are read into a buffer each worker keeps from one file to the next, and the walk no
+/// longer learns sizes before a file is opened: a file read after a larger one sees none of its
+/// bytes, the size limit still skips what is over it (read and mapped sizes alike), and every
+/// token is found where it is.
+#[test]
+fn files_read_one_after_another_share_nothing_and_the_size_limit_holds() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let d = tempfile::tempdir().expect("tempdir");
+    let filler = |n: usize| "let x = compute(y);\n".repeat(n / 20);
+    for i in 0..12 {
+        // Larger files end with a token; the smaller clean ones are read after some of them
+        // (one worker), so a stale tail of a larger file would show up as a finding.
+        let token = crc_token("ghp_", &format!("ReuseCheck{i:02}Seed"));
+        write(
+            &d.path().join(format!("t/{i:02}-big.txt")),
+            &format!("{}GITHUB_TOKEN={token}\n", filler(100_000)),
+        );
+        write(
+            &d.path().join(format!("t/{i:02}-small.txt")),
+            &filler(2_000),
+        );
+    }
+    // Over the read tier (memory-mapped), with a token at its end.
+    let token = crc_token("ghp_", "MappedFileSeedForGuard");
+    write(
+        &d.path().join("t/mapped.txt"),
+        &format!("{}GITHUB_TOKEN={token}\n", filler(400_000)),
+    );
+    let out = run(
+        d.path(),
+        cache.path(),
+        &["scan", "-j", "1", "-f", "jsonl", "t"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits = found(&out.stdout);
+    assert_eq!(hits.len(), 13, "{hits:?}");
+    assert!(hits.iter().all(|(rule, path)| rule == "github.pat_classic"
+        && (path.ends_with("-big.txt") || path.ends_with("mapped.txt"))));
+    // The limit is checked on each opened file: the big and mapped ones are skipped, counted.
+    let out = run(
+        d.path(),
+        cache.path(),
+        &["scan", "-j", "1", "--max-file-size", "50K", "t"],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("13 too large skipped"), "{text}");
+}
