@@ -350,22 +350,19 @@ fn scan_file(
     emit: &mut dyn FnMut(Finding),
 ) -> Result<Outcome, ScanError> {
     let io_err = |e| ScanError::io(origin, e);
-    if let Some(len) = len {
-        if limits.max_size.is_some_and(|m| len > m) {
-            return Ok(Outcome::TooLarge);
-        }
+    let too_large = |n: u64| limits.max_size.is_some_and(|m| n > m);
+    // A length known from the listing is checked before the open.
+    if len.is_some_and(too_large) {
+        return Ok(Outcome::TooLarge);
     }
     let mut file = File::open(path).map_err(io_err)?;
     let len = match len {
         Some(len) => len,
-        None => {
-            let len = file.metadata().map_err(io_err)?.len();
-            if limits.max_size.is_some_and(|m| len > m) {
-                return Ok(Outcome::TooLarge);
-            }
-            len
-        }
+        None => file.metadata().map_err(io_err)?.len(),
     };
+    if too_large(len) {
+        return Ok(Outcome::TooLarge);
+    }
     // Scans a whole file in memory: the binary probe, then the engine.
     let mut scan_whole = |hay: &[u8]| {
         if !limits.binary && looks_binary(hay) {
@@ -391,7 +388,7 @@ fn scan_file(
                 .read_to_end(d)
                 .map_err(io_err)?;
             // A file that grew past the limit since it was listed is skipped like any other.
-            let out = if limits.max_size.is_some_and(|m| d.len() as u64 > m) {
+            let out = if too_large(d.len() as u64) {
                 Ok(Outcome::TooLarge)
             } else {
                 scan_whole(d)
