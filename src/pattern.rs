@@ -9,8 +9,8 @@
 //! - `max_len`: the longest match (the confirm window, and the most stream mode holds back);
 //! - `spans_newline`: whether a match can contain `\n` — a rule that cannot is *line-local*, and
 //!   stream mode settles it at every newline, so a complete line is reported (or written) at once;
-//! - `start_literals`: literals every match starts with, when finitely many; stream mode uses
-//!   them to settle a multi-line rule wherever none of them occurs;
+//! - `start_literals` (multi-line rules only): literals every match starts with, when finitely
+//!   many; stream mode uses them to settle a multi-line rule wherever none of them occurs;
 //! - a bound on work: nested counted repetitions whose maxima multiply past
 //!   [`MAX_NESTED_REPEAT`] are refused (`(a{1,64}){1,64}b` took minutes on 3 MB with the pure
 //!   regex backend); [`byte_regex`] refuses automata larger than [`NFA_SIZE_LIMIT`].
@@ -58,7 +58,9 @@ pub struct PatternInfo {
     pub max_len: usize,
     /// A match can contain a `\n` byte.
     pub spans_newline: bool,
-    /// Every match starts with one of these (non-empty) literals; `None` when unknown.
+    /// For a rule whose matches can span a newline: every match starts with one of these
+    /// (non-empty) literals; `None` when unknown, and for every line-local rule (nothing uses
+    /// them there, and the builtin catalogue's line-local rules have 15,000 of them).
     pub start_literals: Option<Vec<Vec<u8>>>,
 }
 
@@ -111,10 +113,11 @@ pub fn analyze(pattern: &str) -> Result<PatternInfo, String> {
     // The automaton's size is bounded where it is built (`byte_regex`, [`NFA_SIZE_LIMIT`]): the
     // engine compiles user rules up front, builtin rules on first use (compiling all 150 here
     // cost 60 ms of start-up).
+    let spans_newline = can_match_newline(&hir);
     Ok(PatternInfo {
         max_len,
-        spans_newline: can_match_newline(&hir),
-        start_literals: start_literals(&hir),
+        spans_newline,
+        start_literals: spans_newline.then(|| start_literals(&hir)).flatten(),
     })
 }
 
@@ -203,7 +206,7 @@ mod tests {
         let a = analyze(r"\bghp_[A-Za-z0-9]{36}\b").expect("valid");
         assert_eq!(a.max_len, 40);
         assert!(!a.spans_newline);
-        assert_eq!(a.start_literals, Some(vec![b"ghp_".to_vec()]));
+        assert_eq!(a.start_literals, None, "kept for multi-line rules only");
         let pem =
             analyze(r"-----BEGIN KEY-----[A-Za-z0-9\s]{1,64}-----END KEY-----").expect("valid");
         assert!(pem.spans_newline);
@@ -215,7 +218,7 @@ mod tests {
             .map(|a| !a.spans_newline)
             .expect("valid"));
         assert!(analyze(r"key\s{0,4}=x{8}").expect("valid").spans_newline);
-        assert!(analyze(r"[a-z]{4,8}\d")
+        assert!(analyze(r"[a-z]{4,8}\s")
             .expect("valid")
             .start_literals
             .is_none());

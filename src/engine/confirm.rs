@@ -74,8 +74,8 @@ impl Engine {
             secret_group,
             ..
         } = self.regex(r);
-        let (cache, caps) = scratch.caches[r]
-            .get_or_insert_with(|| (regex.create_cache(), regex.create_captures()));
+        let (cache, caps) = &mut **scratch.caches[r]
+            .get_or_insert_with(|| Box::new((regex.create_cache(), regex.create_captures())));
         let mut pos = span.start;
         while pos < span.end {
             let input = Input::new(hay).span(pos..span.end);

@@ -5,7 +5,9 @@
 //! own (its literal matcher is several times faster than an Aho-Corasick automaton whose start
 //! bytes — `"`, `-`, `s`, `c`, `m` — are common in source code: the automaton took 42% of the CPU
 //! of `guard redact` on the 100 MiB benchmark); without it, or if that database cannot be built,
-//! an Aho-Corasick automaton gives the same occurrences.
+//! an Aho-Corasick automaton gives the same occurrences. That database is compiled when the
+//! first stream scanner asks for it: compiling it took 4 ms of every start-up, and block mode
+//! (every `guard scan` of files) never uses it.
 
 /// Every start literal with the rule it belongs to.
 pub(crate) struct StartLiterals {
@@ -15,7 +17,7 @@ pub(crate) struct StartLiterals {
     rule: Vec<usize>,
     ac: aho_corasick::AhoCorasick,
     #[cfg(feature = "hyperscan")]
-    hs: Option<hyperscan::BlockDatabase>,
+    hs: std::sync::OnceLock<Option<hyperscan::BlockDatabase>>,
 }
 
 /// Per-scanner state of [`StartLiterals::find`].
@@ -27,15 +29,13 @@ pub(crate) struct LiteralScratch {
 impl StartLiterals {
     pub(crate) fn new(lits: Vec<Vec<u8>>, rule: Vec<usize>) -> Result<StartLiterals, String> {
         let ac = aho_corasick::AhoCorasick::new(&lits).map_err(|e| e.to_string())?;
-        #[cfg(feature = "hyperscan")]
-        let hs = hs_database(&lits);
         Ok(StartLiterals {
             max_len: lits.iter().map(Vec::len).max().unwrap_or(0),
             lits,
             rule,
             ac,
             #[cfg(feature = "hyperscan")]
-            hs,
+            hs: std::sync::OnceLock::new(),
         })
     }
 
@@ -51,7 +51,7 @@ impl StartLiterals {
     pub(crate) fn scratch(&self) -> LiteralScratch {
         LiteralScratch {
             #[cfg(feature = "hyperscan")]
-            hs: self.hs.as_ref().and_then(|db| db.alloc_scratch().ok()),
+            hs: self.hs_db().and_then(|db| db.alloc_scratch().ok()),
         }
     }
 
@@ -64,7 +64,7 @@ impl StartLiterals {
         f: &mut dyn FnMut(usize, usize),
     ) {
         #[cfg(feature = "hyperscan")]
-        if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
+        if let (Some(db), Some(hs)) = (self.hs_db(), &scratch.hs) {
             let ok = db
                 .scan(hay, hs, |id: u32, _from: u64, to: u64, _flags: u32| {
                     let i = id as usize;
@@ -83,6 +83,11 @@ impl StartLiterals {
         for m in self.ac.find_overlapping_iter(hay) {
             f(self.rule[m.pattern().as_usize()], m.start());
         }
+    }
+
+    #[cfg(feature = "hyperscan")]
+    fn hs_db(&self) -> Option<&hyperscan::BlockDatabase> {
+        self.hs.get_or_init(|| hs_database(&self.lits)).as_ref()
     }
 }
 

@@ -84,11 +84,14 @@ pub enum EngineError {
     Hyperscan(String),
 }
 
-/// Where a caller keeps compiled Hyperscan databases between runs (compiling the builtin rules
-/// takes ~200 ms, loading a cached database 0.08 ms). Keys are content hashes; a `load` that
-/// returns bytes which do not deserialize is treated as a miss and recompiled.
+/// Bytes loaded from a [`DatabaseCache`]: a `Vec`, or a memory-mapped file.
+pub type CachedBytes = Box<dyn std::ops::Deref<Target = [u8]>>;
+
+/// Where a caller keeps compiled Hyperscan databases between runs (compiling the builtin
+/// catalogue takes ~10 s, loading its cached 4 MB database a few ms). Keys are content hashes;
+/// a `load` that returns bytes which do not deserialize is treated as a miss and recompiled.
 pub trait DatabaseCache: Send + Sync {
-    fn load(&self, key: &str) -> Option<Vec<u8>>;
+    fn load(&self, key: &str) -> Option<CachedBytes>;
     /// Best effort: a failed store only costs a recompile next time.
     fn store(&self, key: &str, bytes: &[u8]);
 }
@@ -179,21 +182,6 @@ impl EngineBuilder {
             }
             compiled.push(cr);
         }
-        let mut kw = Vec::new();
-        let mut kw_rule = Vec::new();
-        for (i, r) in self.rules.rules().iter().enumerate() {
-            for k in &r.spec.keywords {
-                kw.push(k.as_bytes().to_vec());
-                kw_rule.push(i);
-            }
-        }
-        let keywords = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(&kw)
-            .map_err(|e| EngineError::Regex {
-                rule: "keywords".into(),
-                message: e.to_string(),
-            })?;
         // One matcher for the start literals of every multi-line rule: stream mode scans each
         // byte once for all of them (one pass per rule cost 29% on the 1 GiB benchmark).
         let start_literals =
@@ -228,8 +216,8 @@ impl EngineBuilder {
         let mut engine = Engine {
             ruleset: self.rules,
             compiled,
-            keywords,
-            kw_rule,
+            keywords: None,
+            kw_rule: Vec::new(),
             allow: self.allow,
             warnings: Vec::new(),
             max_holdback,
@@ -237,6 +225,7 @@ impl EngineBuilder {
             max_len_line_local,
             keep_overlaps: self.keep_overlaps,
             keyword_gated: 0,
+            full_search_rules: Vec::new(),
             start_literals,
             #[cfg(feature = "hyperscan")]
             hs: None,
@@ -267,12 +256,37 @@ impl EngineBuilder {
         }
         #[cfg(not(feature = "hyperscan"))]
         let _ = (self.backend, self.cache);
-        engine.keyword_gated = engine
+        // Keywords gate only the rules confirmed by a full search; with Hyperscan that is rarely
+        // any, so the matcher (4 ms to build for the whole catalogue) is built for those alone.
+        let (mut kw, mut kw_rule) = (Vec::new(), Vec::new());
+        for (i, (c, r)) in engine
             .compiled
             .iter()
             .zip(engine.ruleset.rules())
-            .filter(|(c, r)| c.full_search && !r.spec.keywords.is_empty())
-            .count();
+            .enumerate()
+        {
+            if c.full_search {
+                engine.full_search_rules.push(i);
+            }
+            if c.full_search && !r.spec.keywords.is_empty() {
+                engine.keyword_gated += 1;
+                for k in &r.spec.keywords {
+                    kw.push(k.as_bytes().to_vec());
+                    kw_rule.push(i);
+                }
+            }
+        }
+        if engine.keyword_gated > 0 {
+            let keywords = aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&kw)
+                .map_err(|e| EngineError::Regex {
+                    rule: "keywords".into(),
+                    message: e.to_string(),
+                })?;
+            engine.keywords = Some(keywords);
+            engine.kw_rule = kw_rule;
+        }
         Ok(engine)
     }
 }
@@ -281,7 +295,9 @@ impl EngineBuilder {
 pub struct Engine {
     ruleset: Ruleset,
     compiled: Vec<CompiledRule>,
-    keywords: aho_corasick::AhoCorasick,
+    /// The keywords of the `keyword_gated` rules (`None` when there are none), and
+    /// the rule of each.
+    keywords: Option<aho_corasick::AhoCorasick>,
     kw_rule: Vec<usize>,
     allow: Allowlist,
     warnings: Vec<String>,
@@ -295,6 +311,8 @@ pub struct Engine {
     /// How many rules are confirmed by a full search gated on their keywords (block mode looks
     /// for keywords only when there are some).
     keyword_gated: usize,
+    /// The rules confirmed by a full search (not in the Hyperscan database), in order.
+    full_search_rules: Vec<usize>,
     start_literals: literals::StartLiterals,
     #[cfg(feature = "hyperscan")]
     /// Shared with stream mode's second thread ([`split`]).
@@ -307,16 +325,22 @@ pub struct Engine {
 
 /// Per-thread mutable state: regex caches, Hyperscan scratch, window bookkeeping.
 pub struct Scratch {
-    /// Per rule, created with the rule's regex on first use.
+    /// Per rule, created with the rule's regex on first use. Boxed: unboxed, the 1.4 KB of an
+    /// empty slot times 629 rules was 900 KB of memory to fault in for every scratch.
+    #[allow(clippy::type_complexity)]
     caches: Vec<
-        Option<(
-            regex_automata::meta::Cache,
-            regex_automata::util::captures::Captures,
-        )>,
+        Option<
+            Box<(
+                regex_automata::meta::Cache,
+                regex_automata::util::captures::Captures,
+            )>,
+        >,
     >,
     /// Per rule: candidate windows `(lo, hi)` collected from prefilter hits.
     windows: Vec<Vec<(u64, u64)>>,
     kw_seen: Vec<bool>,
+    /// Block mode: the rules whose window lists are non-empty.
+    hit_rules: Vec<usize>,
     #[cfg(feature = "hyperscan")]
     hs: Option<hyperscan::Scratch>,
 }
@@ -382,6 +406,7 @@ impl Engine {
             caches: (0..n).map(|_| None).collect(),
             windows: vec![Vec::new(); n],
             kw_seen: vec![false; n],
+            hit_rules: Vec::new(),
             #[cfg(feature = "hyperscan")]
             hs: match &self.hs {
                 Some(db) => Some(db.alloc_scratch().map_err(|e| {
