@@ -137,7 +137,10 @@ mod tests {
         assert!(left.contains(&key(1000)), "the one just stored stays");
         // KEEP + 6 databases: the 6 least recently used go.
         for i in 1..=6 {
-            assert!(!left.contains(&key(i)), "least recently used {i} is removed");
+            assert!(
+                !left.contains(&key(i)),
+                "least recently used {i} is removed"
+            );
         }
         assert!(left.contains(&key(7)));
         assert!(cache.load("../escape").is_none());
