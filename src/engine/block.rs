@@ -4,9 +4,9 @@
 //! confirmed in order. Rules Hyperscan did not take (or every rule, without Hyperscan) are
 //! confirmed by a full search when one of their keywords occurs in the input.
 
-use super::windows::merge_windows;
 #[cfg(feature = "hyperscan")]
-use super::windows::{add_hit, hit_filter, hit_recorder};
+use super::windows::hit_recorder;
+use super::windows::merge_windows;
 use super::{Engine, EngineError, Match, RuleIndex, Scratch, StreamScanner};
 
 impl Engine {
@@ -20,24 +20,25 @@ impl Engine {
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             // Block-mode Hyperscan takes a u32 length; larger inputs go through stream mode.
             if hay.len() < u32::MAX as usize {
-                let rules = self.ruleset.rules();
                 let windows = &mut scratch.windows;
-                let scanned = db.scan(
-                    hay,
+                let scanned = self.block_hits(
+                    db,
                     hs,
-                    hit_filter(0, 0, u64::MAX, None, |r, end| {
-                        if windows[r].is_empty() {
-                            hit_rules.push(r);
-                        }
-                        add_hit(&mut windows[r], end, rules[r].max_len)
-                    }),
+                    windows,
+                    Some(&mut hit_rules),
+                    hay,
+                    0,
+                    0,
+                    u64::MAX,
+                    None,
                 );
                 if let Err(e) = scanned {
+                    // No stale window may reach the next input.
                     for r in hit_rules.drain(..) {
-                        scratch.windows[r].clear();
+                        windows[r].clear();
                     }
                     scratch.hit_rules = hit_rules;
-                    return Err(EngineError::Hyperscan(format!("block scan failed: {e}")));
+                    return Err(e);
                 }
             } else {
                 let mut s = StreamScanner::new(self)?;
@@ -99,7 +100,9 @@ impl Engine {
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
             let windows = &mut scratch.windows;
-            self.block_hits(db, hs, windows, hay, base, ends_after, ends_upto, None)?;
+            self.block_hits(
+                db, hs, windows, None, hay, base, ends_after, ends_upto, None,
+            )?;
             for (r, w) in windows.iter_mut().enumerate() {
                 out.extend(w.drain(..).map(|(lo, hi)| (RuleIndex::new(r), lo, hi)));
             }
@@ -111,7 +114,7 @@ impl Engine {
 
     /// Runs the block database over `hay` (at absolute offset `base`) and adds the windows of the
     /// hits ending in `(ends_after, ends_upto]` to the per-rule lists (of the rules flagged in
-    /// `only`, when given).
+    /// `only`, when given), listing in `hit_rules` (when given) each rule that gets its first.
     #[cfg(feature = "hyperscan")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block_hits(
@@ -119,6 +122,7 @@ impl Engine {
         db: &hyperscan::BlockDatabase,
         hs: &hyperscan::Scratch,
         windows: &mut [Vec<(u64, u64)>],
+        hit_rules: Option<&mut Vec<usize>>,
         hay: &[u8],
         base: u64,
         ends_after: u64,
@@ -131,6 +135,7 @@ impl Engine {
             hit_recorder(
                 self.ruleset.rules(),
                 windows,
+                hit_rules,
                 base,
                 ends_after,
                 ends_upto,
@@ -149,7 +154,17 @@ impl Engine {
         let mut out = vec![(0, 0); self.compiled.len()];
         #[cfg(feature = "hyperscan")]
         if let (Some(db), Some(hs)) = (&self.hs, &scratch.hs) {
-            self.block_hits(db, hs, &mut scratch.windows, hay, 0, 0, u64::MAX, None)?;
+            self.block_hits(
+                db,
+                hs,
+                &mut scratch.windows,
+                None,
+                hay,
+                0,
+                0,
+                u64::MAX,
+                None,
+            )?;
         }
         #[cfg(not(feature = "hyperscan"))]
         let _ = hay;

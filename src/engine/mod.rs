@@ -308,8 +308,8 @@ pub struct Engine {
     /// Longest match of a rule that cannot span a newline.
     max_len_line_local: usize,
     keep_overlaps: bool,
-    /// How many rules are confirmed by a full search gated on their keywords (block mode looks
-    /// for keywords only when there are some).
+    /// How many rules are confirmed by a full search gated on their keywords (the keyword pass
+    /// stops once it has seen each of them).
     keyword_gated: usize,
     /// The rules confirmed by a full search (not in the Hyperscan database), in order.
     full_search_rules: Vec<usize>,

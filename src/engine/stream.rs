@@ -494,6 +494,7 @@ impl<'e> StreamScanner<'e> {
             let mut record = hit_recorder(
                 self.engine.ruleset.rules(),
                 &mut self.scratch.windows,
+                None,
                 0,
                 0,
                 u64::MAX,
@@ -629,7 +630,9 @@ impl<'e> StreamScanner<'e> {
         let (mine_end, mine_upto) = handed.map_or((hay_end, ends_upto), |h| (h.cut, h.cut));
         let hay = &self.buf[rel(from)..rel(mine_end)];
         let only = Some(&e.line_local[..]);
-        let mine = e.block_hits(db, hs, windows, hay, from, ends_after, mine_upto, only);
+        let mine = e.block_hits(
+            db, hs, windows, None, hay, from, ends_after, mine_upto, only,
+        );
         if handed.is_none() {
             return mine;
         }
@@ -732,6 +735,7 @@ impl<'e> StreamScanner<'e> {
             let record = hit_recorder(
                 self.engine.ruleset.rules(),
                 &mut self.scratch.windows,
+                None,
                 0,
                 0,
                 u64::MAX,

@@ -26,17 +26,24 @@ pub(super) fn hit_filter<'a>(
     }
 }
 
-/// [`hit_filter`] recording each hit as a window of its rule.
+/// [`hit_filter`] recording each hit as a window of its rule, and (when `hit_rules` is given)
+/// each rule whose window list it makes non-empty.
 #[cfg(feature = "hyperscan")]
 pub(super) fn hit_recorder<'a>(
     rules: &'a [Rule],
     windows: &'a mut [Vec<(u64, u64)>],
+    mut hit_rules: Option<&'a mut Vec<usize>>,
     base: u64,
     ends_after: u64,
     ends_upto: u64,
     only: Option<&'a [bool]>,
 ) -> impl FnMut(u32, u64, u64, u32) -> hyperscan::Matching + 'a {
     hit_filter(base, ends_after, ends_upto, only, move |r, end| {
+        if let Some(list) = hit_rules.as_deref_mut() {
+            if windows[r].is_empty() {
+                list.push(r);
+            }
+        }
         add_hit(&mut windows[r], end, rules[r].max_len)
     })
 }
